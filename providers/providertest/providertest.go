@@ -1,0 +1,348 @@
+// Package providertest is the conformance suite every reaper.Provider passes.
+//
+// # Basics
+//
+// Each provider package runs the suite from its own tests, with its real
+// client library pointed at an in-process fake of the provider's API (an
+// httptest server for REST providers, a gRPC server for Modal). The fake
+// implements Fake so the suite can create sandboxes, observe whether they are
+// still allocated and inject failures:
+//
+//	func TestConformance(t *testing.T) {
+//		providertest.Run(t, providertest.Options{
+//			CredentialEnv: "DAYTONA_API_KEY",
+//			Setup: func(t *testing.T) (reaper.Provider, providertest.Fake) { ... },
+//		})
+//	}
+//
+// # Caveats
+//
+// Setup must configure the provider with a short per-request timeout (at most
+// one second), since the suite checks that a hung provider call surfaces as a
+// transient error. The suite never talks to a real provider.
+package providertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/reaperd/reaperd/reaper"
+)
+
+// FailureKind is a failure a Fake can inject.
+type FailureKind int
+
+const (
+	// FailNone clears any injected failure.
+	FailNone FailureKind = iota
+	// FailUnauthorized answers every request as the provider answers bad
+	// credentials (HTTP 401, gRPC UNAUTHENTICATED).
+	FailUnauthorized
+	// FailRateLimited answers as the provider throttles (HTTP 429 with the
+	// provider's retry header carrying Failure.RetryAfter).
+	FailRateLimited
+	// FailServerError answers with a server error (HTTP 500/503, gRPC
+	// UNAVAILABLE or INTERNAL).
+	FailServerError
+	// FailHang holds every request open until the client gives up.
+	FailHang
+	// FailConflict answers a delete as the provider answers when the sandbox
+	// is changing state (HTTP 409). Only for providers with Options.Conflict.
+	FailConflict
+)
+
+// Failure is an injected failure that applies to every request the fake
+// receives until it is replaced or cleared with Failure{}.
+type Failure struct {
+	Kind       FailureKind
+	RetryAfter time.Duration // for FailRateLimited; whole seconds
+}
+
+// Fake is the control surface of a provider's in-process fake.
+type Fake interface {
+	// Create adds a live sandbox with the given labels and creation time and
+	// returns its provider-side id.
+	Create(labels map[string]string, createdAt time.Time) string
+	// Alive reports whether the sandbox is still allocated at the fake (not
+	// destroyed or terminated; stopped or paused ones are alive).
+	Alive(id string) bool
+	// Fail injects f for all following requests; Failure{} clears it.
+	Fail(f Failure)
+	// SetPageSize caps the number of sandboxes per list page.
+	SetPageSize(n int)
+}
+
+// Options configures Run.
+type Options struct {
+	// Setup returns a provider and its fake, fresh for each subtest. The
+	// provider's per-request timeout must be at most one second.
+	Setup func(t *testing.T) (reaper.Provider, Fake)
+	// Name is the provider's expected Name().
+	Name string
+	// CredentialEnv is the environment variable holding the provider's
+	// credential; an unauthorized error must name it.
+	CredentialEnv string
+	// RetryAfter is true when the provider's throttling response carries a
+	// retry delay the provider must pass on.
+	RetryAfter bool
+	// Conflict is true when the provider has a "state change in progress"
+	// answer to a delete (FailConflict).
+	Conflict bool
+}
+
+// Run runs the conformance suite.
+func Run(t *testing.T, o Options) {
+	t.Helper()
+	if o.Setup == nil {
+		t.Fatal("providertest: Options.Setup is nil")
+	}
+	created := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	ctx := func(t *testing.T) context.Context {
+		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		t.Cleanup(cancel)
+		return c
+	}
+
+	t.Run("Name", func(t *testing.T) {
+		p, _ := o.Setup(t)
+		if got := p.Name(); got != o.Name {
+			t.Fatalf("Name() = %q, want %q", got, o.Name)
+		}
+	})
+
+	t.Run("CloseLive", func(t *testing.T) {
+		p, f := o.Setup(t)
+		id := f.Create(map[string]string{"team": "a"}, created)
+		other := f.Create(nil, created)
+		if !f.Alive(id) {
+			t.Fatalf("fake: sandbox %s not alive after Create", id)
+		}
+		if err := p.Close(ctx(t), id); err != nil {
+			t.Fatalf("Close(%s) = %v, want nil", id, err)
+		}
+		if f.Alive(id) {
+			t.Fatalf("sandbox %s still allocated after Close returned nil", id)
+		}
+		if !f.Alive(other) {
+			t.Fatalf("Close(%s) destroyed another sandbox %s", id, other)
+		}
+	})
+
+	t.Run("CloseTwice", func(t *testing.T) {
+		p, f := o.Setup(t)
+		id := f.Create(nil, created)
+		for i := range 2 {
+			if err := p.Close(ctx(t), id); err != nil {
+				t.Fatalf("Close #%d = %v, want nil", i+1, err)
+			}
+		}
+		if f.Alive(id) {
+			t.Fatalf("sandbox %s still allocated", id)
+		}
+	})
+
+	t.Run("CloseUnknown", func(t *testing.T) {
+		p, _ := o.Setup(t)
+		if err := p.Close(ctx(t), "does-not-exist-0000"); err != nil {
+			t.Fatalf("Close(unknown) = %v, want nil (already gone is closed)", err)
+		}
+	})
+
+	t.Run("Unauthorized", func(t *testing.T) {
+		p, f := o.Setup(t)
+		id := f.Create(nil, created)
+		f.Fail(Failure{Kind: FailUnauthorized})
+		err := p.Close(ctx(t), id)
+		if !errors.Is(err, reaper.ErrUnauthorized) {
+			t.Fatalf("Close with bad credentials = %v, want ErrUnauthorized", err)
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, o.Name) || (o.CredentialEnv != "" && !strings.Contains(msg, o.CredentialEnv)) {
+			t.Fatalf("unauthorized error %q must name the provider %q and the variable %q", msg, o.Name, o.CredentialEnv)
+		}
+		_, err = p.List(ctx(t), reaper.ListFilter{})
+		if !errors.Is(err, reaper.ErrUnauthorized) {
+			t.Fatalf("List with bad credentials = %v, want ErrUnauthorized", err)
+		}
+		f.Fail(Failure{})
+		if !f.Alive(id) {
+			t.Fatalf("sandbox destroyed by an unauthorized request")
+		}
+	})
+
+	t.Run("RateLimited", func(t *testing.T) {
+		p, f := o.Setup(t)
+		id := f.Create(nil, created)
+		f.Fail(Failure{Kind: FailRateLimited, RetryAfter: 7 * time.Second})
+		err := p.Close(ctx(t), id)
+		if !errors.Is(err, reaper.ErrRateLimited) {
+			t.Fatalf("Close when throttled = %v, want ErrRateLimited", err)
+		}
+		if o.RetryAfter {
+			if d, ok := reaper.RetryAfter(err); !ok || d != 7*time.Second {
+				t.Fatalf("RetryAfter(%v) = %v, %v; want 7s, true", err, d, ok)
+			}
+		}
+		if !f.Alive(id) {
+			t.Fatalf("sandbox reported destroyed while throttled")
+		}
+		f.Fail(Failure{})
+		if err := p.Close(ctx(t), id); err != nil || f.Alive(id) {
+			t.Fatalf("Close after throttling = %v (alive %v), want nil and gone", err, f.Alive(id))
+		}
+	})
+
+	t.Run("ServerError", func(t *testing.T) {
+		p, f := o.Setup(t)
+		id := f.Create(nil, created)
+		f.Fail(Failure{Kind: FailServerError})
+		err := p.Close(ctx(t), id)
+		if !errors.Is(err, reaper.ErrTransient) {
+			t.Fatalf("Close on server error = %v, want ErrTransient", err)
+		}
+		if _, err := p.List(ctx(t), reaper.ListFilter{}); !errors.Is(err, reaper.ErrTransient) {
+			t.Fatalf("List on server error = %v, want ErrTransient", err)
+		}
+		f.Fail(Failure{})
+		if !f.Alive(id) {
+			t.Fatalf("sandbox destroyed although the server failed")
+		}
+	})
+
+	t.Run("Timeout", func(t *testing.T) {
+		p, f := o.Setup(t)
+		id := f.Create(nil, created)
+		f.Fail(Failure{Kind: FailHang})
+		start := time.Now()
+		err := p.Close(context.Background(), id)
+		if err == nil {
+			t.Fatalf("Close against a hung provider = nil, want an error")
+		}
+		if !errors.Is(err, reaper.ErrTransient) {
+			t.Fatalf("Close against a hung provider = %v, want ErrTransient", err)
+		}
+		if el := time.Since(start); el > 5*time.Second {
+			t.Fatalf("Close against a hung provider took %v; the provider needs a request timeout", el)
+		}
+		f.Fail(Failure{})
+	})
+
+	t.Run("ContextCanceled", func(t *testing.T) {
+		p, f := o.Setup(t)
+		id := f.Create(nil, created)
+		f.Fail(Failure{Kind: FailHang})
+		c, cancel := context.WithCancel(context.Background())
+		go func() { time.Sleep(50 * time.Millisecond); cancel() }()
+		start := time.Now()
+		err := p.Close(c, id)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Close with a canceled context = %v, want an error wrapping context.Canceled", err)
+		}
+		if el := time.Since(start); el > 2*time.Second {
+			t.Fatalf("Close took %v after its context was canceled", el)
+		}
+		f.Fail(Failure{})
+		if !f.Alive(id) {
+			t.Fatalf("sandbox destroyed by a canceled close")
+		}
+	})
+
+	if o.Conflict {
+		t.Run("Conflict", func(t *testing.T) {
+			p, f := o.Setup(t)
+			id := f.Create(nil, created)
+			f.Fail(Failure{Kind: FailConflict})
+			err := p.Close(ctx(t), id)
+			if !errors.Is(err, reaper.ErrConflict) {
+				t.Fatalf("Close during a state change = %v, want ErrConflict", err)
+			}
+			f.Fail(Failure{})
+		})
+	}
+
+	t.Run("ListPaginatesAndFilters", func(t *testing.T) {
+		p, f := o.Setup(t)
+		f.SetPageSize(2)
+		want := map[string]map[string]string{}
+		var teamA []string
+		for i := range 7 {
+			team := "a"
+			if i%2 == 1 {
+				team = "b"
+			}
+			labels := map[string]string{"team": team, "n": fmt.Sprint(i)}
+			id := f.Create(labels, created.Add(time.Duration(i)*time.Minute))
+			want[id] = labels
+			if team == "a" {
+				teamA = append(teamA, id)
+			}
+		}
+		all, err := p.List(ctx(t), reaper.ListFilter{})
+		if err != nil {
+			t.Fatalf("List() = %v", err)
+		}
+		if got := ids(all); !slices.Equal(got, sortedKeys(want)) {
+			t.Fatalf("List() ids = %v, want %v (all pages)", got, sortedKeys(want))
+		}
+		for _, sb := range all {
+			wl := want[sb.ID]
+			for k, v := range wl {
+				if sb.Labels[k] != v {
+					t.Errorf("sandbox %s label %s = %q, want %q", sb.ID, k, sb.Labels[k], v)
+				}
+			}
+			n := 0
+			fmt.Sscan(wl["n"], &n)
+			if wantAt := created.Add(time.Duration(n) * time.Minute); !sb.CreatedAt.Equal(wantAt) {
+				t.Errorf("sandbox %s CreatedAt = %v, want %v", sb.ID, sb.CreatedAt, wantAt)
+			}
+		}
+		got, err := p.List(ctx(t), reaper.ListFilter{Labels: map[string]string{"team": "a"}})
+		if err != nil {
+			t.Fatalf("List(team=a) = %v", err)
+		}
+		slices.Sort(teamA)
+		if g := ids(got); !slices.Equal(g, teamA) {
+			t.Fatalf("List(team=a) ids = %v, want %v", g, teamA)
+		}
+	})
+
+	t.Run("ListOmitsClosed", func(t *testing.T) {
+		p, f := o.Setup(t)
+		a := f.Create(nil, created)
+		b := f.Create(nil, created)
+		if err := p.Close(ctx(t), a); err != nil {
+			t.Fatalf("Close = %v", err)
+		}
+		got, err := p.List(ctx(t), reaper.ListFilter{})
+		if err != nil {
+			t.Fatalf("List = %v", err)
+		}
+		if g := ids(got); !slices.Equal(g, []string{b}) {
+			t.Fatalf("List after closing %s = %v, want [%s]", a, g, b)
+		}
+	})
+}
+
+func ids(sbs []reaper.Sandbox) []string {
+	out := make([]string, 0, len(sbs))
+	for _, s := range sbs {
+		out = append(out, s.ID)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func sortedKeys(m map[string]map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

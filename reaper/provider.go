@@ -1,0 +1,84 @@
+package reaper
+
+import (
+	"context"
+	"time"
+)
+
+// Provider closes and lists sandboxes at one sandbox runtime (Daytona, E2B,
+// Modal, Runloop, ...). Implementations live in providers/; each is shaped
+// alike: a New(Config) constructor, a type constant naming the provider, and
+// a compile-time assertion that it satisfies this interface.
+//
+// Providers report failures; the engine decides what they mean. Every error
+// returned by Close or List should therefore wrap one of the classification
+// sentinels (ErrUnauthorized, ErrRateLimited, ErrConflict, ErrTransient),
+// normally through a *ProviderError. An error that wraps none of them is
+// treated as transient: the close is retried and the entry is never recorded
+// as closed.
+type Provider interface {
+	// Name returns the provider's type name, the PROVIDER half of an entry
+	// key: "daytona", "e2b", "modal", "runloop".
+	Name() string
+
+	// Close destroys the sandbox with the given provider-side id, releasing
+	// everything it holds at the provider (a stopped, paused or suspended
+	// sandbox included), and returns nil only once the provider has confirmed
+	// the delete. It returns nil, not an error, when the sandbox does not
+	// exist: a sandbox already gone is closed. Close must be idempotent.
+	//
+	// A timeout, a 5xx, a "state change in progress" conflict or a rate limit
+	// must surface as an error (never nil), classified with the sentinels
+	// above; a rate limit should carry the provider's retry delay. Close
+	// honours ctx cancellation and never blocks past ctx's deadline. The
+	// engine passes the attempt number in ctx; see CloseAttempt.
+	Close(ctx context.Context, id string) error
+
+	// List returns the live sandboxes visible to the configured credentials,
+	// following the provider's pagination to the end. Sandboxes that are
+	// stopped, paused or suspended but still allocated count as live. When
+	// f.Labels is non-empty, only sandboxes carrying every one of those
+	// labels are returned (filtered server-side where the provider can).
+	List(ctx context.Context, f ListFilter) ([]Sandbox, error)
+}
+
+// ListFilter narrows Provider.List.
+type ListFilter struct {
+	// Labels, when non-empty, selects sandboxes carrying all of these
+	// key/value labels (Daytona labels, E2B metadata, Modal tags, Runloop
+	// metadata). Nil or empty selects every sandbox.
+	Labels map[string]string
+}
+
+// Sandbox is one live sandbox as the provider reports it.
+type Sandbox struct {
+	// ID is the provider-side id, the ID half of an entry key.
+	ID string `json:"id"`
+	// CreatedAt is when the provider created the sandbox. Zero when the
+	// provider does not say.
+	CreatedAt time.Time `json:"created_at"`
+	// State is the provider's own name for the sandbox state ("started",
+	// "paused", "suspended", ...), passed through unchanged.
+	State string `json:"state,omitempty"`
+	// Labels are the sandbox's labels, metadata or tags.
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+type attemptKey struct{}
+
+// WithCloseAttempt returns a context carrying the 1-based number of the close
+// attempt about to be made for an entry. The engine sets it before every
+// Provider.Close call.
+func WithCloseAttempt(ctx context.Context, n int) context.Context {
+	return context.WithValue(ctx, attemptKey{}, n)
+}
+
+// CloseAttempt returns the 1-based close attempt number carried by ctx, or 1
+// when ctx carries none. Providers use it to escalate, for example by forcing
+// a shutdown after several "snapshot in progress" conflicts.
+func CloseAttempt(ctx context.Context) int {
+	if n, ok := ctx.Value(attemptKey{}).(int); ok && n > 0 {
+		return n
+	}
+	return 1
+}
