@@ -1,0 +1,421 @@
+package e2b
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/reaperd/reaperd/reaper"
+)
+
+// Type is the provider's type name, the PROVIDER half of an entry key.
+const Type = "e2b"
+
+// DefaultDomain is the E2B domain used when neither E2B_API_URL nor
+// E2B_DOMAIN is set; the API lives at https://api.<domain>.
+const DefaultDomain = "e2b.app"
+
+// DefaultTimeout is the per-request timeout used when Config.Timeout is zero.
+const DefaultTimeout = 30 * time.Second
+
+// pageLimit is the page size asked for when listing; the API's maximum.
+const pageLimit = 100
+
+// maxPages bounds one List call, as a guard against a server that keeps
+// handing out next tokens: 100 pages of 100 sandboxes.
+const maxPages = 1000
+
+// Limits on how much of a response body is read.
+const (
+	maxListBody  = 16 << 20
+	maxErrorBody = 64 << 10
+)
+
+const hintAPIKey = "check E2B_API_KEY"
+
+// Config configures the E2B provider.
+type Config struct {
+	// APIKey is the team API key ("e2b_..."), sent as the X-API-Key header.
+	APIKey string
+	// APIURL is the base URL of the E2B REST API, e.g. "https://api.e2b.app".
+	APIURL string
+	// Timeout bounds each HTTP request; zero means DefaultTimeout.
+	Timeout time.Duration
+	// HTTPClient sends the requests; nil means a client with Timeout. Redirects
+	// are never followed, whichever client is used, so that the API key is not
+	// forwarded to another host.
+	HTTPClient *http.Client
+}
+
+// ConfigFromEnv reads E2B_API_KEY and the endpoint: E2B_API_URL when set,
+// else https://api.$E2B_DOMAIN, where E2B_DOMAIN defaults to "e2b.app".
+func ConfigFromEnv(getenv func(string) string) Config {
+	c := Config{
+		APIKey: strings.TrimSpace(getenv("E2B_API_KEY")),
+		APIURL: strings.TrimSpace(getenv("E2B_API_URL")),
+	}
+	if c.APIURL == "" {
+		domain := strings.TrimSpace(getenv("E2B_DOMAIN"))
+		if domain == "" {
+			domain = DefaultDomain
+		}
+		c.APIURL = "https://api." + domain
+	}
+	return c
+}
+
+// Enabled reports whether credentials are present.
+func (c Config) Enabled() bool { return c.APIKey != "" }
+
+// Provider closes and lists E2B sandboxes through the E2B REST API.
+type Provider struct {
+	apiKey  string
+	baseURL string // no trailing slash
+	timeout time.Duration
+	client  *http.Client
+}
+
+var _ reaper.Provider = (*Provider)(nil)
+
+// New validates c and returns a provider. The error never contains the key.
+func New(c Config) (*Provider, error) {
+	if c.APIKey == "" {
+		return nil, errors.New("new e2b provider: E2B_API_KEY is empty")
+	}
+	if strings.ContainsAny(c.APIKey, " \t\r\n") {
+		return nil, errors.New("new e2b provider: E2B_API_KEY contains whitespace")
+	}
+	if c.APIURL == "" {
+		return nil, errors.New("new e2b provider: API URL is empty (set E2B_API_URL or E2B_DOMAIN)")
+	}
+	u, err := url.Parse(c.APIURL)
+	if err != nil {
+		return nil, fmt.Errorf("new e2b provider: parse API URL %q: %w", c.APIURL, err)
+	}
+	if u.Scheme != "https" && u.Scheme != "http" {
+		return nil, fmt.Errorf("new e2b provider: API URL %q: scheme must be https or http", c.APIURL)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("new e2b provider: API URL %q has no host", c.APIURL)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("new e2b provider: API URL %q must not carry user info, a query or a fragment", u.Redacted())
+	}
+	if c.Timeout < 0 {
+		return nil, fmt.Errorf("new e2b provider: negative timeout %s", c.Timeout)
+	}
+	timeout := c.Timeout
+	if timeout == 0 {
+		timeout = DefaultTimeout
+	}
+	var client http.Client
+	if c.HTTPClient != nil {
+		client = *c.HTTPClient
+	} else {
+		client.Timeout = timeout
+	}
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &Provider{apiKey: c.APIKey, baseURL: strings.TrimRight(u.String(), "/"), timeout: timeout, client: &client}, nil
+}
+
+// Name returns Type.
+func (p *Provider) Name() string { return Type }
+
+// Close kills the sandbox with DELETE /sandboxes/{sandboxID}. The API removes
+// a running sandbox and a paused one (its snapshot) alike and answers 204; a
+// 404 carrying the API's JSON error body means the sandbox is gone already,
+// which counts as closed. A 404 without that body (a wrong E2B_API_URL path,
+// a proxy) is not proof of anything and is reported as transient.
+func (p *Provider) Close(ctx context.Context, id string) error {
+	if id == "" {
+		return &reaper.ProviderError{Provider: Type, Op: "close", Err: errors.New("empty sandbox id")}
+	}
+	resp, err := p.do(ctx, http.MethodDelete, p.baseURL+"/sandboxes/"+url.PathEscape(id))
+	if err != nil {
+		return p.transportError(ctx, "close", id, "delete sandbox", err)
+	}
+	defer drainClose(resp.Body)
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return nil
+	case resp.StatusCode == http.StatusNotFound:
+		body, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		if err != nil {
+			return p.transportError(ctx, "close", id, "read delete answer", err)
+		}
+		var ae apiError
+		if json.Unmarshal(body, &ae) == nil && ae.Code == http.StatusNotFound {
+			return nil
+		}
+		return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrTransient,
+			StatusCode: resp.StatusCode, Hint: "check E2B_API_URL",
+			Err: fmt.Errorf("delete sandbox: 404 without the API's error body: %s", describeBody(resp, body))}
+	default:
+		return p.statusError("close", id, "delete sandbox", resp)
+	}
+}
+
+// List pages through GET /v2/sandboxes for running and paused sandboxes,
+// filtered server-side by metadata when f.Labels is set.
+func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sandbox, error) {
+	var (
+		out   []reaper.Sandbox
+		seen  = map[string]bool{}
+		token string
+		used  = map[string]bool{}
+	)
+	for page := 0; ; page++ {
+		if page >= maxPages {
+			return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
+				Err: fmt.Errorf("list sandboxes: more than %d pages", maxPages)}
+		}
+		items, next, err := p.listPage(ctx, f.Labels, token)
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range items {
+			if it.SandboxID == "" || seen[it.SandboxID] || !hasLabels(it.Metadata, f.Labels) {
+				continue
+			}
+			seen[it.SandboxID] = true
+			out = append(out, reaper.Sandbox{
+				ID:        it.SandboxID,
+				CreatedAt: it.StartedAt,
+				State:     it.State,
+				Labels:    it.Metadata,
+			})
+		}
+		if next == "" {
+			return out, nil
+		}
+		if used[next] {
+			return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
+				Err: errors.New("list sandboxes: the server repeated a next token")}
+		}
+		used[next] = true
+		token = next
+	}
+}
+
+// listedSandbox is the part of the API's ListedSandbox schema reaperd uses.
+type listedSandbox struct {
+	SandboxID string            `json:"sandboxID"`
+	StartedAt time.Time         `json:"startedAt"`
+	State     string            `json:"state"`
+	Metadata  map[string]string `json:"metadata"`
+}
+
+func (p *Provider) listPage(ctx context.Context, labels map[string]string, token string) ([]listedSandbox, string, error) {
+	q := url.Values{}
+	if len(labels) > 0 {
+		q.Set("metadata", EncodeMetadata(labels))
+	}
+	q.Set("state", "running,paused")
+	q.Set("limit", strconv.Itoa(pageLimit))
+	if token != "" {
+		q.Set("nextToken", token)
+	}
+	resp, err := p.do(ctx, http.MethodGet, p.baseURL+"/v2/sandboxes?"+q.Encode())
+	if err != nil {
+		return nil, "", p.transportError(ctx, "list", "", "list sandboxes", err)
+	}
+	defer drainClose(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return nil, "", p.statusError("list", "", "list sandboxes", resp)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxListBody+1))
+	if err != nil {
+		return nil, "", p.transportError(ctx, "list", "", "read sandbox list", err)
+	}
+	if len(body) > maxListBody {
+		return nil, "", &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient, StatusCode: resp.StatusCode,
+			Err: fmt.Errorf("read sandbox list: body larger than %d bytes", maxListBody)}
+	}
+	var items []listedSandbox
+	if err := json.Unmarshal(body, &items); err != nil {
+		return nil, "", &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient, StatusCode: resp.StatusCode,
+			Err: fmt.Errorf("decode sandbox list: %w", err)}
+	}
+	return items, resp.Header.Get("X-Next-Token"), nil
+}
+
+// EncodeMetadata builds the value of the metadata query parameter of
+// GET /v2/sandboxes: "k=v" pairs joined by "&", sorted by key. The E2B API
+// unescapes this value twice after the usual query decoding (once whole,
+// then each key and value after splitting on "&" and "="), so each key and
+// value is query-escaped twice here, as the official SDKs do; url.Values adds
+// the third, transport-level escaping.
+func EncodeMetadata(labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(url.QueryEscape(url.QueryEscape(k)))
+		b.WriteByte('=')
+		b.WriteString(url.QueryEscape(url.QueryEscape(labels[k])))
+	}
+	return b.String()
+}
+
+func hasLabels(have, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := have[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// do sends one request bounded by the per-request timeout. The response body
+// stays readable until the caller closes it; the timeout is released with it.
+func (p *Provider) do(ctx context.Context, method, u string) (*http.Response, error) {
+	rctx, cancel := context.WithTimeout(ctx, p.timeout)
+	req, err := http.NewRequestWithContext(rctx, method, u, nil)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	req.Header.Set("X-API-Key", p.apiKey)
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "reaperd-e2b")
+	resp, err := p.client.Do(req)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
+
+func drainClose(rc io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(rc, maxErrorBody))
+	_ = rc.Close()
+}
+
+// transportError classifies a failure to get or read a response. It wraps
+// the caller's ctx.Err() when the caller's context ended; otherwise it is
+// transient, wrapping context.DeadlineExceeded when the request timed out.
+func (p *Provider) transportError(ctx context.Context, op, id, verb string, err error) error {
+	pe := &reaper.ProviderError{Provider: Type, Op: op, ID: id, Kind: reaper.ErrTransient}
+	var ue *url.Error
+	switch {
+	case ctx.Err() != nil:
+		pe.Err = fmt.Errorf("%s: %w", verb, ctx.Err())
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ue) && ue.Timeout()):
+		pe.Err = fmt.Errorf("%s: no response within %s: %w", verb, p.timeout, context.DeadlineExceeded)
+	case errors.As(err, &ue):
+		pe.Err = fmt.Errorf("%s: %w", verb, ue.Err) // op and id already name the request
+	default:
+		pe.Err = fmt.Errorf("%s: %w", verb, err)
+	}
+	return pe
+}
+
+// apiError is the API's error body.
+type apiError struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+// statusError classifies a response with an unexpected status.
+func (p *Provider) statusError(op, id, verb string, resp *http.Response) error {
+	pe := &reaper.ProviderError{Provider: Type, Op: op, ID: id, StatusCode: resp.StatusCode}
+	switch s := resp.StatusCode; {
+	case s == http.StatusUnauthorized || s == http.StatusForbidden:
+		pe.Kind = reaper.ErrUnauthorized
+		pe.Hint = hintAPIKey
+	case s == http.StatusTooManyRequests:
+		pe.Kind = reaper.ErrRateLimited
+		pe.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	case s == http.StatusConflict:
+		pe.Kind = reaper.ErrConflict
+	default:
+		// 5xx, 408 and anything else the API does not document for this
+		// call (3xx from a proxy, 400, ...): nothing here says the sandbox
+		// is gone, so the close must be retried.
+		pe.Kind = reaper.ErrTransient
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	pe.Err = fmt.Errorf("%s: %s", verb, p.redact(describeBody(resp, body)))
+	return pe
+}
+
+// describeBody returns the API's error message, or a short description of a
+// body that is not the API's JSON error.
+func describeBody(resp *http.Response, body []byte) string {
+	var ae apiError
+	if err := json.Unmarshal(body, &ae); err == nil && ae.Message != "" {
+		return truncate(ae.Message, 300)
+	}
+	if len(body) == 0 {
+		return http.StatusText(resp.StatusCode)
+	}
+	ct := resp.Header.Get("Content-Type")
+	if ct == "" {
+		ct = "unknown content type"
+	}
+	return fmt.Sprintf("unexpected %d-byte response (%s)", len(body), ct)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// redact removes the API key from s, should anything echo it.
+func (p *Provider) redact(s string) string {
+	if p.apiKey == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, p.apiKey, "[redacted]")
+}
+
+// parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		if n > int64(24*time.Hour/time.Second) {
+			n = int64(24 * time.Hour / time.Second)
+		}
+		return time.Duration(n) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return d.Round(time.Second)
+		}
+	}
+	return 0
+}

@@ -1,0 +1,525 @@
+package e2b
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/reaperd/reaperd/providers/e2b/e2btest"
+	"github.com/reaperd/reaperd/providers/providertest"
+	"github.com/reaperd/reaperd/reaper"
+)
+
+const testKey = "e2b_0123456789abcdef0123456789abcdef01234567"
+
+var created = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+
+func newProvider(t *testing.T, apiURL, key string) *Provider {
+	t.Helper()
+	p, err := New(Config{APIKey: key, APIURL: apiURL, Timeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return p
+}
+
+func newFake(t *testing.T) (*Provider, *e2btest.Server) {
+	t.Helper()
+	srv := e2btest.NewServer(testKey)
+	t.Cleanup(srv.Close)
+	return newProvider(t, srv.URL, testKey), srv
+}
+
+func ctxT(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func TestConformance(t *testing.T) {
+	providertest.Run(t, providertest.Options{
+		Name:          Type,
+		CredentialEnv: "E2B_API_KEY",
+		RetryAfter:    true,
+		Setup: func(t *testing.T) (reaper.Provider, providertest.Fake) {
+			return newFake(t)
+		},
+	})
+}
+
+func TestConfigFromEnv(t *testing.T) {
+	tests := []struct {
+		name        string
+		env         map[string]string
+		wantURL     string
+		wantEnabled bool
+	}{
+		{"defaults", nil, "https://api.e2b.app", false},
+		{"key", map[string]string{"E2B_API_KEY": "e2b_x"}, "https://api.e2b.app", true},
+		{"domain", map[string]string{"E2B_API_KEY": "e2b_x", "E2B_DOMAIN": "e2b.example.com"}, "https://api.e2b.example.com", true},
+		{"url wins", map[string]string{"E2B_API_URL": "http://127.0.0.1:3000", "E2B_DOMAIN": "e2b.example.com"}, "http://127.0.0.1:3000", false},
+		{"blank key", map[string]string{"E2B_API_KEY": "  "}, "https://api.e2b.app", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := ConfigFromEnv(func(k string) string { return tt.env[k] })
+			if c.APIURL != tt.wantURL || c.Enabled() != tt.wantEnabled {
+				t.Errorf("ConfigFromEnv = {URL %q, Enabled %v}, want {%q, %v}", c.APIURL, c.Enabled(), tt.wantURL, tt.wantEnabled)
+			}
+			if c.Timeout != 0 || c.HTTPClient != nil {
+				t.Errorf("ConfigFromEnv set Timeout %v / HTTPClient %v; want zero values", c.Timeout, c.HTTPClient)
+			}
+		})
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	tests := []struct {
+		name    string
+		c       Config
+		wantErr string // "" means success
+	}{
+		{"ok", Config{APIKey: testKey, APIURL: "https://api.e2b.app"}, ""},
+		{"ok with path", Config{APIKey: testKey, APIURL: "http://localhost:3000/e2b/"}, ""},
+		{"no key", Config{APIURL: "https://api.e2b.app"}, "E2B_API_KEY is empty"},
+		{"key with newline", Config{APIKey: testKey + "\n", APIURL: "https://api.e2b.app"}, "whitespace"},
+		{"no url", Config{APIKey: testKey}, "API URL is empty"},
+		{"no scheme", Config{APIKey: testKey, APIURL: "api.e2b.app"}, "scheme"},
+		{"ftp", Config{APIKey: testKey, APIURL: "ftp://api.e2b.app"}, "scheme"},
+		{"no host", Config{APIKey: testKey, APIURL: "https://"}, "no host"},
+		{"query", Config{APIKey: testKey, APIURL: "https://api.e2b.app?x=1"}, "query"},
+		{"bad url", Config{APIKey: testKey, APIURL: "https://api.e2b.app:port"}, "parse API URL"},
+		{"negative timeout", Config{APIKey: testKey, APIURL: "https://api.e2b.app", Timeout: -time.Second}, "negative timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := New(tt.c)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("New = %v, want nil", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("New = %v, want error containing %q", err, tt.wantErr)
+			case err != nil && strings.Contains(err.Error(), testKey):
+				t.Fatalf("New error %q contains the API key", err)
+			case err == nil && p.timeout != DefaultTimeout:
+				t.Fatalf("timeout = %v, want %v", p.timeout, DefaultTimeout)
+			}
+		})
+	}
+}
+
+func TestNewBaseURLPath(t *testing.T) {
+	var got []string
+	var mu sync.Mutex
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Method+" "+r.URL.EscapedPath())
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer ts.Close()
+	p := newProvider(t, ts.URL+"/proxy/", testKey)
+	if err := p.Close(ctxT(t), "odd/id"); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"DELETE /proxy/sandboxes/odd%2Fid"}; !slices.Equal(got, want) {
+		t.Fatalf("requests = %v, want %v", got, want)
+	}
+}
+
+func TestEncodeMetadata(t *testing.T) {
+	tests := []struct {
+		labels map[string]string
+		want   string
+	}{
+		{map[string]string{"team": "a"}, "team=a"},
+		{map[string]string{"team": "a", "app": "prod"}, "app=prod&team=a"},
+		{map[string]string{"k&=": "v w"}, "k%2526%253D=v%2Bw"},
+		{map[string]string{"plus": "a+b", "pct": "50%"}, "pct=50%2525&plus=a%252Bb"},
+	}
+	for _, tt := range tests {
+		if got := EncodeMetadata(tt.labels); got != tt.want {
+			t.Errorf("EncodeMetadata(%v) = %q, want %q", tt.labels, got, tt.want)
+		}
+	}
+}
+
+// TestMetadataFilterWire checks the exact query reaperd sends, with a
+// function-field handler standing in for the API.
+func TestMetadataFilterWire(t *testing.T) {
+	var mu sync.Mutex
+	var raw []string
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		raw = append(raw, r.URL.RawQuery)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte("[]"))
+	}))
+	defer ts.Close()
+	p := newProvider(t, ts.URL, testKey)
+	if _, err := p.List(ctxT(t), reaper.ListFilter{Labels: map[string]string{"team": "a b", "x": "1&2"}}); err != nil {
+		t.Fatalf("List = %v", err)
+	}
+	want := "limit=100&metadata=team%3Da%252Bb%26x%3D1%252526" + "2&state=running%2Cpaused"
+	mu.Lock()
+	defer mu.Unlock()
+	if len(raw) != 1 || raw[0] != want {
+		t.Fatalf("query = %q, want [%q]", raw, want)
+	}
+	q, _ := url.ParseQuery(raw[0])
+	if _, ok := q["nextToken"]; ok {
+		t.Errorf("first page sent nextToken")
+	}
+}
+
+// TestMetadataFilterRoundTrip lists through the fake, which decodes the
+// metadata parameter as the API does, with labels full of special characters.
+func TestMetadataFilterRoundTrip(t *testing.T) {
+	labels := []map[string]string{
+		{"team": "a"},
+		{"owner": "a&b=c"},
+		{"path": "/tmp/x y+z%20"},
+		{"ünï": "cödé", "two": "keys"},
+		{"k=": "=v&"},
+	}
+	p, srv := newFake(t)
+	ids := make([]string, len(labels))
+	for i, l := range labels {
+		ids[i] = srv.Create(l, created.Add(time.Duration(i)*time.Minute))
+	}
+	srv.Create(nil, created) // no metadata at all
+	for i, l := range labels {
+		got, err := p.List(ctxT(t), reaper.ListFilter{Labels: l})
+		if err != nil {
+			t.Fatalf("List(%v) = %v", l, err)
+		}
+		if len(got) != 1 || got[0].ID != ids[i] {
+			t.Errorf("List(%v) = %v, want only %s", l, got, ids[i])
+		}
+	}
+	// One key of a two-key sandbox still selects it.
+	got, err := p.List(ctxT(t), reaper.ListFilter{Labels: map[string]string{"two": "keys"}})
+	if err != nil || len(got) != 1 || got[0].ID != ids[3] {
+		t.Errorf("List(two=keys) = %v, %v; want [%s]", got, err, ids[3])
+	}
+}
+
+func TestStateQuery(t *testing.T) {
+	p, srv := newFake(t)
+	running := srv.Create(map[string]string{"k": "v"}, created)
+	paused := srv.Create(map[string]string{"k": "v"}, created.Add(time.Minute))
+	if !srv.Pause(paused) {
+		t.Fatal("fake: Pause failed")
+	}
+	got, err := p.List(ctxT(t), reaper.ListFilter{})
+	if err != nil {
+		t.Fatalf("List = %v", err)
+	}
+	states := map[string]string{}
+	for _, sb := range got {
+		states[sb.ID] = sb.State
+	}
+	if want := map[string]string{running: "running", paused: "paused"}; !maps.Equal(states, want) {
+		t.Errorf("states = %v, want %v", states, want)
+	}
+	for _, r := range srv.RequestLog() {
+		if r.Path != "/v2/sandboxes" {
+			continue
+		}
+		if s := r.Query["state"]; !slices.Equal(s, []string{"running,paused"}) {
+			t.Errorf("state query = %q, want one value \"running,paused\" (form, explode=false)", s)
+		}
+		if l := r.Query.Get("limit"); l != "100" {
+			t.Errorf("limit = %q, want 100", l)
+		}
+	}
+}
+
+func TestClosePaused(t *testing.T) {
+	p, srv := newFake(t)
+	id := srv.Create(map[string]string{"team": "a"}, created)
+	srv.Pause(id)
+	if !srv.Alive(id) {
+		t.Fatal("paused sandbox must be alive at the fake")
+	}
+	if err := p.Close(ctxT(t), id); err != nil {
+		t.Fatalf("Close(paused) = %v", err)
+	}
+	if srv.Alive(id) {
+		t.Fatal("paused sandbox still allocated after Close")
+	}
+	if got, want := srv.Requests(), []string{"DELETE /sandboxes/" + id}; !slices.Equal(got, want) {
+		t.Fatalf("requests = %v, want %v", got, want)
+	}
+	if log := srv.RequestLog(); log[0].Status != http.StatusNoContent {
+		t.Fatalf("status = %d, want 204", log[0].Status)
+	}
+}
+
+func TestPaginationTokenRoundTrip(t *testing.T) {
+	p, srv := newFake(t)
+	srv.SetPageSize(2)
+	var want []string
+	for i := range 5 {
+		want = append(want, srv.Create(map[string]string{"n": string(rune('0' + i))}, created.Add(time.Duration(i%3)*time.Hour)))
+	}
+	got, err := p.List(ctxT(t), reaper.ListFilter{})
+	if err != nil {
+		t.Fatalf("List = %v", err)
+	}
+	gotIDs := make([]string, 0, len(got))
+	for _, sb := range got {
+		gotIDs = append(gotIDs, sb.ID)
+	}
+	slices.Sort(gotIDs)
+	slices.Sort(want)
+	if !slices.Equal(gotIDs, want) {
+		t.Fatalf("List ids = %v, want %v", gotIDs, want)
+	}
+	log := srv.RequestLog()
+	if len(log) != 3 {
+		t.Fatalf("%d requests, want 3 pages: %v", len(log), srv.Requests())
+	}
+	for i, r := range log {
+		tok, sent := r.Query["nextToken"]
+		switch {
+		case i == 0 && sent:
+			t.Errorf("page 1 sent nextToken %q", tok)
+		case i > 0 && (len(tok) != 1 || tok[0] != log[i-1].NextToken || tok[0] == ""):
+			t.Errorf("page %d nextToken = %q, want the previous X-Next-Token %q", i+1, tok, log[i-1].NextToken)
+		}
+	}
+	if log[2].NextToken != "" {
+		t.Errorf("last page has X-Next-Token %q", log[2].NextToken)
+	}
+}
+
+// TestPaginationGuards uses a function-field handler: a server that repeats
+// its token, and one that returns a sandbox twice across pages.
+func TestPaginationGuards(t *testing.T) {
+	t.Run("RepeatedToken", func(t *testing.T) {
+		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Next-Token", "c2FtZQ==")
+			w.Write([]byte(`[]`))
+		}))
+		defer ts.Close()
+		_, err := newProvider(t, ts.URL, testKey).List(ctxT(t), reaper.ListFilter{})
+		if !errors.Is(err, reaper.ErrTransient) {
+			t.Fatalf("List = %v, want ErrTransient", err)
+		}
+	})
+	t.Run("Duplicate", func(t *testing.T) {
+		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Query().Get("nextToken") == "" {
+				w.Header().Set("X-Next-Token", "cDI=")
+			}
+			w.Write([]byte(`[{"sandboxID":"a","startedAt":"2026-03-04T05:06:07Z","state":"running"}]`))
+		}))
+		defer ts.Close()
+		got, err := newProvider(t, ts.URL, testKey).List(ctxT(t), reaper.ListFilter{})
+		if err != nil || len(got) != 1 || got[0].ID != "a" || !got[0].CreatedAt.Equal(created) {
+			t.Fatalf("List = %v, %v; want one sandbox a", got, err)
+		}
+	})
+}
+
+// TestWrongBasePath points the provider at a path the API does not serve:
+// the 404s there must not count as closed.
+func TestWrongBasePath(t *testing.T) {
+	srv := e2btest.NewServer(testKey)
+	defer srv.Close()
+	id := srv.Create(nil, created)
+	p := newProvider(t, srv.URL+"/v1", testKey)
+	if err := p.Close(ctxT(t), id); !errors.Is(err, reaper.ErrTransient) || !strings.Contains(err.Error(), "E2B_API_URL") {
+		t.Fatalf("Close via a wrong base path = %v, want ErrTransient naming E2B_API_URL", err)
+	}
+	if !srv.Alive(id) {
+		t.Fatal("sandbox gone")
+	}
+}
+
+func TestWrongKeyAtFake(t *testing.T) {
+	srv := e2btest.NewServer(testKey)
+	defer srv.Close()
+	id := srv.Create(nil, created)
+	const wrong = "e2b_wrongwrongwrongwrongwrongwrongwrongwron"
+	p := newProvider(t, srv.URL, wrong)
+	err := p.Close(ctxT(t), id)
+	if !errors.Is(err, reaper.ErrUnauthorized) {
+		t.Fatalf("Close with a wrong key = %v, want ErrUnauthorized", err)
+	}
+	for _, s := range []string{"E2B_API_KEY", "HTTP 401", "Invalid API key"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not contain %q", err, s)
+		}
+	}
+	if strings.Contains(err.Error(), wrong) {
+		t.Errorf("error %q contains the API key", err)
+	}
+	if !srv.Alive(id) {
+		t.Error("sandbox destroyed with a wrong key")
+	}
+}
+
+// TestClassify answers each call with a canned response from a
+// function-field handler and checks how the provider classifies it.
+func TestClassify(t *testing.T) {
+	type answer struct {
+		status int
+		header map[string]string
+		body   string
+	}
+	httpDate := time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat)
+	tests := []struct {
+		name      string
+		op        string // "close" or "list"
+		ans       answer
+		want      error // nil: the call succeeds
+		retry     time.Duration
+		retryNear bool // retry is approximate (HTTP date)
+		msg       string
+	}{
+		{"close 204", "close", answer{204, nil, ""}, nil, 0, false, ""},
+		{"close 200", "close", answer{200, nil, "{}"}, nil, 0, false, ""},
+		{"close 404", "close", answer{404, nil, `{"code":404,"message":"Sandbox not found"}`}, nil, 0, false, ""},
+		{"close 404 text", "close", answer{404, map[string]string{"Content-Type": "text/plain"}, "404 page not found"}, reaper.ErrTransient, 0, false, "check E2B_API_URL"},
+		{"close 404 empty", "close", answer{404, nil, ""}, reaper.ErrTransient, 0, false, "check E2B_API_URL"},
+		{"close 401", "close", answer{401, nil, `{"code":401,"message":"Invalid API key"}`}, reaper.ErrUnauthorized, 0, false, "check E2B_API_KEY"},
+		{"close 403", "close", answer{403, nil, `{"code":403,"message":"team blocked"}`}, reaper.ErrUnauthorized, 0, false, "team blocked"},
+		{"close 409", "close", answer{409, nil, `{"code":409,"message":"in transition"}`}, reaper.ErrConflict, 0, false, "in transition"},
+		{"close 429 seconds", "close", answer{429, map[string]string{"Retry-After": "3"}, `{"code":429,"message":"slow down"}`}, reaper.ErrRateLimited, 3 * time.Second, false, "slow down"},
+		{"close 429 date", "close", answer{429, map[string]string{"Retry-After": httpDate}, ``}, reaper.ErrRateLimited, 90 * time.Second, true, ""},
+		{"close 429 none", "close", answer{429, nil, `{"code":429,"message":"x"}`}, reaper.ErrRateLimited, 0, false, ""},
+		{"close 500", "close", answer{500, nil, `{"code":500,"message":"Error killing sandbox: boom"}`}, reaper.ErrTransient, 0, false, "boom"},
+		{"close 502 html", "close", answer{502, map[string]string{"Content-Type": "text/html"}, `<html>bad gateway</html>`}, reaper.ErrTransient, 0, false, "text/html"},
+		{"close 302", "close", answer{302, map[string]string{"Location": "https://elsewhere.example/steal"}, ``}, reaper.ErrTransient, 0, false, "HTTP 302"},
+		{"close 400", "close", answer{400, nil, `{"code":400,"message":"bad id"}`}, reaper.ErrTransient, 0, false, "bad id"},
+		{"list malformed json", "list", answer{200, nil, `[{"sandboxID":`}, reaper.ErrTransient, 0, false, "decode sandbox list"},
+		{"list object not array", "list", answer{200, nil, `{"code":200}`}, reaper.ErrTransient, 0, false, "decode sandbox list"},
+		{"list bad time", "list", answer{200, nil, `[{"sandboxID":"a","startedAt":"yesterday"}]`}, reaper.ErrTransient, 0, false, "decode sandbox list"},
+		{"list 400", "list", answer{400, nil, `{"code":400,"message":"Error parsing metadata"}`}, reaper.ErrTransient, 0, false, "Error parsing metadata"},
+		{"list 401", "list", answer{401, nil, `{"code":401,"message":"authorization header is missing"}`}, reaper.ErrUnauthorized, 0, false, "E2B_API_KEY"},
+		{"list 503 empty", "list", answer{503, nil, ``}, reaper.ErrTransient, 0, false, "Service Unavailable"},
+		{"list 200 empty array", "list", answer{200, nil, `[]`}, nil, 0, false, ""},
+		{"list 200 null", "list", answer{200, nil, `null`}, nil, 0, false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var (
+				mu     sync.Mutex
+				gotKey string
+			)
+			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				gotKey = r.Header.Get("X-API-Key")
+				mu.Unlock()
+				for k, v := range tt.ans.header {
+					w.Header().Set(k, v)
+				}
+				w.WriteHeader(tt.ans.status)
+				w.Write([]byte(tt.ans.body))
+			}))
+			defer ts.Close()
+			p := newProvider(t, ts.URL, testKey)
+			var err error
+			if tt.op == "close" {
+				err = p.Close(ctxT(t), "i123")
+			} else {
+				_, err = p.List(ctxT(t), reaper.ListFilter{})
+			}
+			mu.Lock()
+			k := gotKey
+			mu.Unlock()
+			if k != testKey {
+				t.Errorf("X-API-Key = %q, want the configured key", gotKey)
+			}
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("err = %v, want nil", err)
+				}
+				return
+			}
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			var pe *reaper.ProviderError
+			if !errors.As(err, &pe) || pe.Provider != Type || pe.Op != tt.op || pe.StatusCode != tt.ans.status {
+				t.Fatalf("err = %#v, want a *reaper.ProviderError for %s %s with status %d", err, Type, tt.op, tt.ans.status)
+			}
+			d, _ := reaper.RetryAfter(err)
+			if tt.retryNear {
+				if d < tt.retry-5*time.Second || d > tt.retry+time.Second {
+					t.Errorf("RetryAfter = %v, want about %v", d, tt.retry)
+				}
+			} else if d != tt.retry {
+				t.Errorf("RetryAfter = %v, want %v", d, tt.retry)
+			}
+			if !strings.Contains(err.Error(), tt.msg) {
+				t.Errorf("err %q does not contain %q", err, tt.msg)
+			}
+			if strings.Contains(err.Error(), testKey) {
+				t.Errorf("err %q contains the API key", err)
+			}
+		})
+	}
+}
+
+func TestConnectionRefused(t *testing.T) {
+	ts := httptest.NewServer(http.NotFoundHandler())
+	u := ts.URL
+	ts.Close()
+	p := newProvider(t, u, testKey)
+	err := p.Close(ctxT(t), "i123")
+	if !errors.Is(err, reaper.ErrTransient) {
+		t.Fatalf("Close against a closed port = %v, want ErrTransient", err)
+	}
+	if _, err := p.List(ctxT(t), reaper.ListFilter{}); !errors.Is(err, reaper.ErrTransient) {
+		t.Fatalf("List against a closed port = %v, want ErrTransient", err)
+	}
+}
+
+func TestTimeoutIsClassifiedTimeout(t *testing.T) {
+	p, srv := newFake(t)
+	srv.Fail(providertest.Failure{Kind: providertest.FailHang})
+	_, err := p.List(context.Background(), reaper.ListFilter{})
+	if !errors.Is(err, reaper.ErrTransient) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("List against a hung API = %v, want ErrTransient wrapping DeadlineExceeded", err)
+	}
+	if got := reaper.ErrorClass(err); got != "timeout" {
+		t.Fatalf("ErrorClass = %q, want timeout", got)
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	tests := []struct {
+		in   string
+		want time.Duration
+	}{
+		{"", 0},
+		{"7", 7 * time.Second},
+		{" 7 ", 7 * time.Second},
+		{"0", 0},
+		{"-3", 0},
+		{"999999999", 24 * time.Hour},
+		{now.Add(2 * time.Minute).Format(http.TimeFormat), 2 * time.Minute},
+		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
+		{"soon", 0},
+	}
+	for _, tt := range tests {
+		if got := parseRetryAfter(tt.in, now); got != tt.want {
+			t.Errorf("parseRetryAfter(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,109 @@
+//go:build integration
+
+package e2b
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/reaperd/reaperd/reaper"
+)
+
+// TestIntegration runs against the real E2B API when E2B_API_KEY is set
+// (go test -tags integration ./providers/e2b). It creates one short-lived
+// sandbox from the "base" template, pauses it, finds it by its metadata,
+// closes it, and checks that it is gone.
+func TestIntegration(t *testing.T) {
+	cfg := ConfigFromEnv(os.Getenv)
+	if !cfg.Enabled() {
+		t.Skip("E2B_API_KEY not set")
+	}
+	cfg.Timeout = 30 * time.Second
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	run := fmt.Sprintf("it-%d", time.Now().UnixNano())
+	labels := map[string]string{"reaperd-integration": run, "odd key&=": "odd value+%"}
+
+	if err := p.Close(ctx, "reaperdnotasandbox000"); err != nil {
+		t.Fatalf("Close(unknown) = %v, want nil", err)
+	}
+
+	id := createSandbox(ctx, t, cfg, labels)
+	t.Cleanup(func() { _ = p.Close(context.Background(), id) })
+	post(ctx, t, cfg, "/sandboxes/"+id+"/pause", nil, http.StatusNoContent, nil)
+
+	got, err := p.List(ctx, reaper.ListFilter{Labels: labels})
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	if len(got) != 1 || got[0].ID != id || got[0].State != "paused" || got[0].CreatedAt.IsZero() {
+		t.Fatalf("List(labels) = %+v, want the paused sandbox %s", got, id)
+	}
+
+	if err := p.Close(ctx, id); err != nil {
+		t.Fatalf("Close(%s) = %v", id, err)
+	}
+	if err := p.Close(ctx, id); err != nil {
+		t.Fatalf("second Close(%s) = %v, want nil", id, err)
+	}
+	got, err = p.List(ctx, reaper.ListFilter{Labels: labels})
+	if err != nil {
+		t.Fatalf("List after Close: %v", err)
+	}
+	if len(got) != 0 {
+		t.Fatalf("List after Close = %+v, want none", got)
+	}
+}
+
+func createSandbox(ctx context.Context, t *testing.T, cfg Config, labels map[string]string) string {
+	t.Helper()
+	var out struct {
+		SandboxID string `json:"sandboxID"`
+	}
+	body := map[string]any{"templateID": "base", "timeout": 120, "metadata": labels}
+	post(ctx, t, cfg, "/sandboxes", body, http.StatusCreated, &out)
+	if out.SandboxID == "" {
+		t.Fatal("create sandbox: no sandboxID in the answer")
+	}
+	return out.SandboxID
+}
+
+func post(ctx context.Context, t *testing.T, cfg Config, path string, body any, want int, out any) {
+	t.Helper()
+	var buf bytes.Buffer
+	if body != nil {
+		if err := json.NewEncoder(&buf).Encode(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.APIURL+path, &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-API-Key", cfg.APIKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != want {
+		t.Fatalf("POST %s: HTTP %d, want %d", path, resp.StatusCode, want)
+	}
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("POST %s: decode: %v", path, err)
+		}
+	}
+}
