@@ -1,0 +1,49 @@
+// Package runloop is the reaper.Provider for Runloop devboxes, spoken to over
+// the Runloop REST API with net/http.
+//
+// # Basics
+//
+// ConfigFromEnv reads RUNLOOP_API_KEY (sent as "Authorization: Bearer") and
+// RUNLOOP_BASE_URL (default https://api.runloop.ai). Without an API key the
+// provider is disabled (Config.Enabled).
+//
+// Close calls POST /v1/devboxes/{id}/shutdown. Runloop has no delete: a shut
+// down devbox releases its compute and its disk and remains only as a record
+// with status "shutdown". A suspended devbox, which no longer uses compute but
+// is still billed for its disk, is closed the same way. Close returns nil when
+// the shutdown is accepted, when the devbox is already shut down or failed
+// (whether Runloop answers such a shutdown with 200 or refuses it with 400: a
+// refusal is checked with GET /v1/devboxes/{id}), and when the id is unknown
+// (404; confirmed by a one-item list request, so that a wrong
+// RUNLOOP_BASE_URL is not taken for a devbox that is gone).
+//
+// Runloop refuses the shutdown of a devbox with a snapshot in progress with
+// 409 Conflict, which Close reports as reaper.ErrConflict so that the engine
+// retries. From close attempt Config.ForceAfter+1 on (default: the fourth
+// attempt; the attempt number comes from reaper.CloseAttempt) the shutdown is
+// sent with force=true, which Runloop honours even then, abandoning the
+// snapshot.
+//
+// List calls GET /v1/devboxes once per live status (provisioning,
+// initializing, running, suspending, suspended, resuming), following the
+// starting_after cursor while has_more is true. Runloop has no metadata
+// filter on the devbox list, so ListFilter.Labels is matched here against
+// each devbox's metadata. Devboxes that are shut down or failed are never
+// returned.
+//
+// # Caveats
+//
+// Runloop's own cleanup is a maximum lifetime (keep_alive_time_seconds,
+// default one hour, at most 48 hours) and an optional idle policy. Neither
+// catches what reaperd is for: a devbox created with a long lifetime by an
+// agent that died minutes later keeps billing until its timer runs out, and
+// an idle policy of "suspend" (or a manual suspend) leaves a suspended devbox
+// that Runloop bills for its disk until someone resumes or shuts it down.
+//
+// Listing by status means a devbox that changes status while List runs may be
+// missed by that List (it is found by the next one) and that a status added
+// to the API later is not listed until it is added here. Forcing a shutdown
+// abandons an in-progress snapshot; set Config.ForceAfter negative to never
+// force. Runloop documents no error body schema; error messages are taken
+// from a "message", "error" or "detail" field when there is one.
+package runloop

@@ -1,0 +1,579 @@
+package runloop
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/reaperd/reaperd/reaper"
+)
+
+// Type is the provider's name, the PROVIDER half of an entry key.
+const Type = "runloop"
+
+// Environment variables read by ConfigFromEnv.
+const (
+	EnvAPIKey  = "RUNLOOP_API_KEY"
+	EnvBaseURL = "RUNLOOP_BASE_URL"
+)
+
+// Defaults filled in by ConfigFromEnv and New.
+const (
+	DefaultBaseURL    = "https://api.runloop.ai"
+	DefaultTimeout    = 30 * time.Second
+	DefaultForceAfter = 3
+	DefaultPageSize   = 100
+
+	// MaxPageSize is the largest limit the Runloop API accepts on a list.
+	MaxPageSize = 5000
+)
+
+// Devbox statuses, as the Runloop API names them.
+const (
+	StatusProvisioning = "provisioning"
+	StatusInitializing = "initializing"
+	StatusRunning      = "running"
+	StatusSuspending   = "suspending"
+	StatusSuspended    = "suspended"
+	StatusResuming     = "resuming"
+	StatusFailure      = "failure"
+	StatusShutdown     = "shutdown"
+)
+
+// liveStatuses are the statuses List asks for, one status filter at a time:
+// every devbox that still holds compute or storage at Runloop. Terminal
+// devboxes (shutdown, failure) stay listed by the API forever, so listing
+// without a filter would grow with the account's whole history.
+var liveStatuses = []string{
+	StatusProvisioning,
+	StatusInitializing,
+	StatusRunning,
+	StatusSuspending,
+	StatusSuspended,
+	StatusResuming,
+}
+
+// Terminal reports whether a devbox in this status holds nothing any more
+// at Runloop: it was shut down or it failed.
+func Terminal(status string) bool {
+	return status == StatusShutdown || status == StatusFailure
+}
+
+// transitional reports whether a devbox in this status is changing state.
+func transitional(status string) bool {
+	switch status {
+	case StatusProvisioning, StatusInitializing, StatusSuspending, StatusResuming:
+		return true
+	}
+	return false
+}
+
+const (
+	maxBodyBytes  = 64 << 20 // a list page of 5000 devboxes fits with room to spare
+	maxErrorChars = 300
+	maxPages      = 100000
+	userAgent     = "reaperd-runloop"
+	credentialMsg = "check " + EnvAPIKey
+)
+
+// Config configures a Provider.
+type Config struct {
+	// APIKey is the Runloop API key, sent as "Authorization: Bearer".
+	APIKey string
+	// BaseURL is the API endpoint; empty means DefaultBaseURL.
+	BaseURL string
+	// Timeout bounds every HTTP request; zero means DefaultTimeout.
+	Timeout time.Duration
+	// ForceAfter is the number of close attempts made without force; from
+	// attempt ForceAfter+1 on (see reaper.CloseAttempt) the shutdown is sent
+	// with force=true, which Runloop honours even while a snapshot of the
+	// devbox is in progress. Zero means DefaultForceAfter; negative never
+	// forces.
+	ForceAfter int
+	// PageSize is the number of devboxes asked for per list request; zero
+	// means DefaultPageSize, at most MaxPageSize.
+	PageSize int
+	// HTTPClient sends the requests; nil means a client with Timeout. The
+	// per-request Timeout applies in either case.
+	HTTPClient *http.Client
+}
+
+// ConfigFromEnv reads RUNLOOP_API_KEY and RUNLOOP_BASE_URL through getenv
+// and fills in the defaults.
+func ConfigFromEnv(getenv func(string) string) Config {
+	c := Config{
+		APIKey:     strings.TrimSpace(getenv(EnvAPIKey)),
+		BaseURL:    strings.TrimSpace(getenv(EnvBaseURL)),
+		Timeout:    DefaultTimeout,
+		ForceAfter: DefaultForceAfter,
+		PageSize:   DefaultPageSize,
+	}
+	if c.BaseURL == "" {
+		c.BaseURL = DefaultBaseURL
+	}
+	return c
+}
+
+// Enabled reports whether the configuration carries credentials.
+func (c Config) Enabled() bool { return strings.TrimSpace(c.APIKey) != "" }
+
+// String describes the configuration without its API key.
+func (c Config) String() string {
+	key := "unset"
+	if c.Enabled() {
+		key = "set"
+	}
+	return fmt.Sprintf("runloop.Config{APIKey: %s, BaseURL: %q, Timeout: %s, ForceAfter: %d, PageSize: %d}",
+		key, c.BaseURL, c.Timeout, c.ForceAfter, c.PageSize)
+}
+
+// GoString is String, so that %#v does not print the API key either.
+func (c Config) GoString() string { return c.String() }
+
+// Provider closes and lists Runloop devboxes through the Runloop REST API.
+type Provider struct {
+	apiKey     string
+	baseURL    string // without a trailing slash
+	timeout    time.Duration
+	forceAfter int // 0: never force
+	pageSize   int
+	client     *http.Client
+}
+
+var _ reaper.Provider = (*Provider)(nil)
+
+// New validates c and returns a Provider.
+func New(c Config) (*Provider, error) {
+	key := strings.TrimSpace(c.APIKey)
+	if key == "" {
+		return nil, fmt.Errorf("configure runloop: %s is not set", EnvAPIKey)
+	}
+	if strings.ContainsFunc(key, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return nil, fmt.Errorf("configure runloop: %s holds whitespace or control characters", EnvAPIKey)
+	}
+	base, err := parseBaseURL(c.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("configure runloop: %s: %w", EnvBaseURL, err)
+	}
+	if c.Timeout < 0 {
+		return nil, fmt.Errorf("configure runloop: negative timeout %s", c.Timeout)
+	}
+	timeout := cmp.Or(c.Timeout, DefaultTimeout)
+	force := c.ForceAfter
+	switch {
+	case force == 0:
+		force = DefaultForceAfter
+	case force < 0:
+		force = 0
+	}
+	if c.PageSize < 0 || c.PageSize > MaxPageSize {
+		return nil, fmt.Errorf("configure runloop: page size %d out of range 1..%d", c.PageSize, MaxPageSize)
+	}
+	client := c.HTTPClient
+	if client == nil {
+		client = &http.Client{Timeout: timeout}
+	}
+	return &Provider{
+		apiKey:     key,
+		baseURL:    base,
+		timeout:    timeout,
+		forceAfter: force,
+		pageSize:   cmp.Or(c.PageSize, DefaultPageSize),
+		client:     client,
+	}, nil
+}
+
+func parseBaseURL(raw string) (string, error) {
+	raw = strings.TrimSpace(raw)
+	if raw == "" {
+		raw = DefaultBaseURL
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("parse URL %q: %w", raw, err)
+	}
+	if u.Scheme != "https" && u.Scheme != "http" {
+		return "", fmt.Errorf("URL %q: scheme must be https or http", raw)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("URL %q has no host", raw)
+	}
+	if u.User != nil {
+		return "", fmt.Errorf("URL %q must not carry user information", u.Redacted())
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("URL %q must not have a query or fragment", raw)
+	}
+	return strings.TrimRight(u.String(), "/"), nil
+}
+
+// Name returns Type.
+func (p *Provider) Name() string { return Type }
+
+// devboxView is the part of Runloop's DevboxView that reaperd reads.
+type devboxView struct {
+	ID           string            `json:"id"`
+	Status       string            `json:"status"`
+	CreateTimeMs int64             `json:"create_time_ms"`
+	Metadata     map[string]string `json:"metadata"`
+}
+
+// devboxListView is Runloop's DevboxListView.
+type devboxListView struct {
+	Devboxes []devboxView `json:"devboxes"`
+	HasMore  *bool        `json:"has_more"`
+}
+
+// Close shuts the devbox down with POST /v1/devboxes/{id}/shutdown. Runloop
+// has no delete: a shutdown devbox releases its compute and its disk and is
+// only kept as a record. A suspended devbox (which still bills for its disk)
+// is shut down the same way. From attempt ForceAfter+1 on the shutdown is
+// forced past in-progress snapshots.
+func (p *Provider) Close(ctx context.Context, id string) error {
+	if id == "" {
+		return &reaper.ProviderError{Provider: Type, Op: "close", Kind: reaper.ErrTransient,
+			Err: errors.New("shut down devbox: empty devbox id")}
+	}
+	attempt := reaper.CloseAttempt(ctx)
+	force := p.forceAfter > 0 && attempt > p.forceAfter
+	q := url.Values{}
+	if force {
+		q.Set("force", "true")
+	}
+	const what = "shut down devbox"
+	r, err := p.do(ctx, http.MethodPost, "/v1/devboxes/"+url.PathEscape(id)+"/shutdown", q)
+	if err != nil {
+		return p.transportError(ctx, "close", id, what, err)
+	}
+	switch {
+	case r.status >= 200 && r.status < 300:
+		return nil
+	case r.status == http.StatusNotFound:
+		return p.confirmGone(ctx, id, r)
+	case r.status == http.StatusBadRequest || r.status == http.StatusUnprocessableEntity:
+		// Runloop refuses a state change that does not apply to the devbox's
+		// current status; a devbox that is already shut down or failed is
+		// closed.
+		return p.checkTerminal(ctx, id, r)
+	}
+	pe := p.statusError("close", id, what, r)
+	if r.status == http.StatusConflict {
+		switch {
+		case force:
+			pe.Hint = "shutdown refused even with force=true"
+		case p.forceAfter > 0:
+			pe.Hint = fmt.Sprintf("a snapshot is probably in progress; attempt %d of %d before reaperd forces the shutdown", attempt, p.forceAfter)
+		default:
+			pe.Hint = "a snapshot is probably in progress; forcing is disabled"
+		}
+	}
+	return pe
+}
+
+// confirmGone decides what a 404 to a shutdown means. Runloop keeps shut
+// down devboxes as records, so a 404 means the id never existed in this
+// account, or that the base URL does not point at the Runloop API. The
+// second must not be taken for "gone": reaperd would record a live devbox as
+// closed. So the devbox list is asked for too, and only when the API answers
+// it is the devbox taken as gone.
+func (p *Provider) confirmGone(ctx context.Context, id string, notFound *response) error {
+	const what = "confirm devbox is gone"
+	q := url.Values{"limit": {"1"}, "include_total_count": {"false"}}
+	r, err := p.do(ctx, http.MethodGet, "/v1/devboxes", q)
+	if err != nil {
+		return p.transportError(ctx, "close", id, what, err)
+	}
+	if r.status >= 200 && r.status < 300 {
+		return nil
+	}
+	if r.status == http.StatusNotFound {
+		return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrTransient,
+			StatusCode: notFound.status, Hint: "check " + EnvBaseURL,
+			Err: fmt.Errorf("shut down devbox: %s, and the devbox list is not found either", p.errorMessage(notFound))}
+	}
+	return p.statusError("close", id, what, r)
+}
+
+// checkTerminal looks the devbox up after a refused shutdown.
+func (p *Provider) checkTerminal(ctx context.Context, id string, refused *response) error {
+	const what = "get devbox"
+	r, err := p.do(ctx, http.MethodGet, "/v1/devboxes/"+url.PathEscape(id), nil)
+	if err != nil {
+		return p.transportError(ctx, "close", id, what, err)
+	}
+	if r.status == http.StatusNotFound {
+		return p.confirmGone(ctx, id, r)
+	}
+	if r.status < 200 || r.status > 299 {
+		return p.statusError("close", id, what, r)
+	}
+	var v devboxView
+	if err := json.Unmarshal(r.body, &v); err != nil {
+		return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrTransient,
+			StatusCode: r.status, Err: fmt.Errorf("decode devbox: %w", err)}
+	}
+	if Terminal(v.Status) {
+		return nil
+	}
+	kind := reaper.ErrTransient
+	if transitional(v.Status) {
+		kind = reaper.ErrConflict
+	}
+	return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: kind, StatusCode: refused.status,
+		Err: fmt.Errorf("shut down devbox: %s (devbox is %s)", p.errorMessage(refused), cmp.Or(v.Status, "of unknown status"))}
+}
+
+// List returns the devboxes that are not shut down or failed, following
+// Runloop's starting_after pagination for each live status. Runloop has no
+// metadata filter on the devbox list, so f.Labels is applied here.
+func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sandbox, error) {
+	seen := make(map[string]bool)
+	var out []reaper.Sandbox
+	for _, status := range liveStatuses {
+		after := ""
+		for page := 0; ; page++ {
+			if page >= maxPages {
+				return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
+					Err: fmt.Errorf("list devboxes: more than %d pages of %s devboxes", maxPages, status)}
+			}
+			q := url.Values{
+				"status":              {status},
+				"limit":               {strconv.Itoa(p.pageSize)},
+				"include_total_count": {"false"},
+			}
+			if after != "" {
+				q.Set("starting_after", after)
+			}
+			r, err := p.do(ctx, http.MethodGet, "/v1/devboxes", q)
+			if err != nil {
+				return nil, p.transportError(ctx, "list", "", "list devboxes", err)
+			}
+			if r.status < 200 || r.status > 299 {
+				pe := p.statusError("list", "", "list devboxes", r)
+				if r.status == http.StatusNotFound {
+					pe.Hint = "check " + EnvBaseURL
+				}
+				return nil, pe
+			}
+			var lv devboxListView
+			if err := json.Unmarshal(r.body, &lv); err != nil {
+				return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
+					StatusCode: r.status, Err: fmt.Errorf("decode devbox list: %w", err)}
+			}
+			for _, d := range lv.Devboxes {
+				// The status check guards against a server that ignores the
+				// filter; seen, against a devbox that changed status between
+				// two requests.
+				if d.ID == "" || Terminal(d.Status) || seen[d.ID] {
+					continue
+				}
+				seen[d.ID] = true
+				if !hasLabels(d.Metadata, f.Labels) {
+					continue
+				}
+				out = append(out, toSandbox(d))
+			}
+			if len(lv.Devboxes) == 0 || (lv.HasMore != nil && !*lv.HasMore) {
+				break
+			}
+			last := lv.Devboxes[len(lv.Devboxes)-1].ID
+			if last == "" || last == after {
+				return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
+					StatusCode: r.status, Err: fmt.Errorf("list devboxes: pagination cursor %q did not advance", last)}
+			}
+			after = last
+		}
+	}
+	slices.SortFunc(out, func(a, b reaper.Sandbox) int {
+		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
+	})
+	return out, nil
+}
+
+func hasLabels(have, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := have[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+func toSandbox(d devboxView) reaper.Sandbox {
+	s := reaper.Sandbox{ID: d.ID, State: d.Status}
+	if d.CreateTimeMs > 0 {
+		s.CreatedAt = time.UnixMilli(d.CreateTimeMs).UTC()
+	}
+	if len(d.Metadata) > 0 {
+		s.Labels = make(map[string]string, len(d.Metadata))
+		for k, v := range d.Metadata {
+			s.Labels[k] = v
+		}
+	}
+	return s
+}
+
+// response is a fully read HTTP response.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// do sends one request under the per-request timeout and reads the whole
+// response. The error is a transport error (no response, or a body cut
+// short); HTTP error statuses are returned as responses.
+func (p *Provider) do(ctx context.Context, method, path string, q url.Values) (*response, error) {
+	rctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	u := p.baseURL + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(rctx, method, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+p.apiKey)
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", userAgent)
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes))
+	if err != nil {
+		return nil, fmt.Errorf("read response: %w", err)
+	}
+	return &response{status: resp.StatusCode, header: resp.Header, body: body}, nil
+}
+
+// transportError classifies a request that got no complete response. When
+// the caller's context ended, the error wraps ctx.Err().
+func (p *Provider) transportError(ctx context.Context, op, id, what string, err error) error {
+	pe := &reaper.ProviderError{Provider: Type, Op: op, ID: id, Kind: reaper.ErrTransient}
+	if cerr := ctx.Err(); cerr != nil {
+		pe.Err = fmt.Errorf("%s: %w", what, cerr)
+		return pe
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		pe.Err = fmt.Errorf("%s: no answer within %s: %w", what, p.timeout, context.DeadlineExceeded)
+		return pe
+	}
+	pe.Err = fmt.Errorf("%s: %w", what, err)
+	return pe
+}
+
+// statusError classifies an HTTP error status.
+func (p *Provider) statusError(op, id, what string, r *response) *reaper.ProviderError {
+	pe := &reaper.ProviderError{Provider: Type, Op: op, ID: id, StatusCode: r.status,
+		Err: fmt.Errorf("%s: %s", what, p.errorMessage(r))}
+	switch {
+	case r.status == http.StatusUnauthorized:
+		pe.Kind = reaper.ErrUnauthorized
+		pe.Hint = credentialMsg
+	case r.status == http.StatusForbidden:
+		pe.Kind = reaper.ErrUnauthorized
+		pe.Hint = credentialMsg + " (a restricted key needs access to devboxes)"
+	case r.status == http.StatusTooManyRequests:
+		pe.Kind = reaper.ErrRateLimited
+		pe.RetryAfter = retryAfter(r.header, time.Now())
+	case r.status == http.StatusConflict:
+		pe.Kind = reaper.ErrConflict
+	default:
+		// 5xx, and any answer this client does not expect: retried later.
+		pe.Kind = reaper.ErrTransient
+	}
+	return pe
+}
+
+// errorMessage extracts a short message from an error response, without the
+// API key should the server ever echo it.
+func (p *Provider) errorMessage(r *response) string {
+	msg := jsonMessage(r.body)
+	if msg == "" {
+		msg = strings.TrimSpace(string(r.body))
+		if strings.HasPrefix(msg, "<") { // an HTML error page from a proxy
+			msg = ""
+		}
+	}
+	msg = strings.Join(strings.Fields(msg), " ")
+	if msg == "" {
+		msg = http.StatusText(r.status)
+	}
+	if msg == "" {
+		msg = "HTTP " + strconv.Itoa(r.status)
+	}
+	if p.apiKey != "" {
+		msg = strings.ReplaceAll(msg, p.apiKey, "[redacted]")
+	}
+	if len(msg) > maxErrorChars {
+		msg = msg[:maxErrorChars] + "…"
+	}
+	return msg
+}
+
+// jsonMessage reads the message of a JSON error body: {"message": ...},
+// {"error": "..."}, {"error": {"message": ...}} or {"detail": ...}.
+func jsonMessage(body []byte) string {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 || body[0] != '{' {
+		return ""
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(body, &m) != nil {
+		return ""
+	}
+	for _, k := range []string{"message", "error", "detail", "error_message"} {
+		raw, ok := m[k]
+		if !ok {
+			continue
+		}
+		var s string
+		if json.Unmarshal(raw, &s) == nil && s != "" {
+			return s
+		}
+		if s := jsonMessage(raw); s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// retryAfter reads the delay a 429 asks for: retry-after-ms (milliseconds)
+// or Retry-After (seconds or an HTTP date). Zero when there is none.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	if v := strings.TrimSpace(h.Get("Retry-After-Ms")); v != "" {
+		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 && ms < 1e12 {
+			return time.Duration(ms * float64(time.Millisecond))
+		}
+	}
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.ParseFloat(v, 64); err == nil {
+		if s > 0 && s < 1e9 {
+			return time.Duration(s * float64(time.Second))
+		}
+		return 0
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := t.Sub(now); d > 0 {
+			// The date has whole seconds: wait at least until it.
+			return d.Truncate(time.Second) + time.Second
+		}
+	}
+	return 0
+}

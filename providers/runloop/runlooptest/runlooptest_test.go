@@ -1,0 +1,139 @@
+package runlooptest_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/reaperd/reaperd/providers/runloop/runlooptest"
+)
+
+// call sends one request to the fake with the given bearer token and
+// decodes the JSON answer.
+func call(t *testing.T, method, url, key string) (int, map[string]any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("%s %s: Content-Type %q, want application/json", method, url, ct)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("%s %s: body %q is not a JSON object: %v", method, url, b, err)
+	}
+	return resp.StatusCode, m
+}
+
+func TestWire(t *testing.T) {
+	srv := runlooptest.NewServer("k")
+	defer srv.Close()
+	created := time.UnixMilli(1723229557715)
+	a := srv.Create(map[string]string{"team": "a"}, created)
+	b := srv.CreateWithStatus(runlooptest.StatusSuspended, nil, created.Add(time.Second))
+
+	tests := []struct {
+		name     string
+		method   string
+		path     string
+		key      string
+		wantCode int
+		check    func(t *testing.T, body map[string]any)
+	}{
+		{name: "no token", method: "GET", path: "/v1/devboxes", wantCode: 401},
+		{name: "wrong token", method: "GET", path: "/v1/devboxes", key: "x", wantCode: 401, check: func(t *testing.T, body map[string]any) {
+			if body["message"] == "" || body["message"] == nil {
+				t.Errorf("401 body %v has no message", body)
+			}
+		}},
+		{name: "list page", method: "GET", path: "/v1/devboxes?limit=1", key: "k", wantCode: 200, check: func(t *testing.T, body map[string]any) {
+			boxes := body["devboxes"].([]any)
+			if len(boxes) != 1 || body["has_more"] != true || body["total_count"] != float64(2) || body["remaining_count"] != float64(1) {
+				t.Errorf("page = %v, want 1 devbox, has_more, total_count 2, remaining_count 1", body)
+			}
+			d := boxes[0].(map[string]any)
+			if d["id"] != b || d["status"] != "suspended" || d["create_time_ms"] != float64(1723229558715) {
+				t.Errorf("newest devbox = %v, want %s suspended created 1723229558715", d, b)
+			}
+		}},
+		{name: "list next page", method: "GET", path: "/v1/devboxes?limit=1&include_total_count=false&starting_after=" + b, key: "k", wantCode: 200, check: func(t *testing.T, body map[string]any) {
+			boxes := body["devboxes"].([]any)
+			if _, ok := body["total_count"]; ok || body["has_more"] != false || len(boxes) != 1 || boxes[0].(map[string]any)["id"] != a {
+				t.Errorf("page = %v, want only %s, has_more false, no total_count", body, a)
+			}
+		}},
+		{name: "status filter", method: "GET", path: "/v1/devboxes?status=running", key: "k", wantCode: 200, check: func(t *testing.T, body map[string]any) {
+			boxes := body["devboxes"].([]any)
+			if len(boxes) != 1 || boxes[0].(map[string]any)["id"] != a {
+				t.Errorf("running = %v, want only %s", boxes, a)
+			}
+		}},
+		{name: "bad status", method: "GET", path: "/v1/devboxes?status=dead", key: "k", wantCode: 400},
+		{name: "bad limit", method: "GET", path: "/v1/devboxes?limit=5001", key: "k", wantCode: 400},
+		{name: "get", method: "GET", path: "/v1/devboxes/" + a, key: "k", wantCode: 200, check: func(t *testing.T, body map[string]any) {
+			if body["metadata"].(map[string]any)["team"] != "a" || body["end_time_ms"] != nil {
+				t.Errorf("devbox = %v, want metadata team=a and no end time", body)
+			}
+		}},
+		{name: "get unknown", method: "GET", path: "/v1/devboxes/dbx_nope", key: "k", wantCode: 404},
+		{name: "shutdown with GET", method: "GET", path: "/v1/devboxes/" + a + "/shutdown", key: "k", wantCode: 405},
+		{name: "shutdown", method: "POST", path: "/v1/devboxes/" + a + "/shutdown", key: "k", wantCode: 200, check: func(t *testing.T, body map[string]any) {
+			if body["status"] != "shutdown" || body["shutdown_reason"] != "api_shutdown" || body["end_time_ms"] == nil {
+				t.Errorf("shutdown answer = %v, want status shutdown, api_shutdown, an end time", body)
+			}
+		}},
+		{name: "shutdown again", method: "POST", path: "/v1/devboxes/" + a + "/shutdown", key: "k", wantCode: 400},
+		{name: "shutdown unknown", method: "POST", path: "/v1/devboxes/dbx_nope/shutdown", key: "k", wantCode: 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := call(t, tt.method, srv.URL+tt.path, tt.key)
+			if code != tt.wantCode {
+				t.Fatalf("%s %s = %d %v, want %d", tt.method, tt.path, code, body, tt.wantCode)
+			}
+			if tt.check != nil {
+				tt.check(t, body)
+			}
+		})
+	}
+	if srv.Alive(a) || !srv.Alive(b) {
+		t.Errorf("alive: %s %v, %s %v; want false, true", a, srv.Alive(a), b, srv.Alive(b))
+	}
+	if got := srv.Requests(); len(got) != len(tests) || got[0] != "GET /v1/devboxes" {
+		t.Errorf("Requests() = %q", got)
+	}
+}
+
+func TestIDsSortInCreationOrder(t *testing.T) {
+	srv := runlooptest.NewServer("k")
+	defer srv.Close()
+	var ids []string
+	for range 100 {
+		ids = append(ids, srv.Create(nil, time.Now()))
+	}
+	if !slices.IsSorted(ids) {
+		t.Fatalf("ids not in creation order: %q", ids)
+	}
+	if len(ids[0]) != len("dbx_")+21 {
+		t.Fatalf("id %q is not shaped like a Runloop id", ids[0])
+	}
+}
