@@ -1,0 +1,386 @@
+package daytona
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	apiclient "github.com/daytonaio/daytona/libs/api-client-go"
+
+	"github.com/reaperd/reaperd/reaper"
+)
+
+// Type is the provider's type name, the PROVIDER half of an entry key.
+const Type = "daytona"
+
+// Environment variables read by ConfigFromEnv.
+const (
+	EnvAPIKey         = "DAYTONA_API_KEY"
+	EnvAPIURL         = "DAYTONA_API_URL"
+	EnvOrganizationID = "DAYTONA_ORGANIZATION_ID"
+)
+
+// Defaults filled in by ConfigFromEnv and New.
+const (
+	DefaultAPIURL     = "https://app.daytona.io/api"
+	DefaultTimeout    = 30 * time.Second
+	DefaultDeleteWait = 30 * time.Second
+)
+
+// pageLimit is the page size asked of GET /sandbox. The v0.190.0 spec allows
+// 1..200; older API servers cap it at 100, so ask for 100.
+const pageLimit = 100
+
+// maxPages bounds List against a server that never stops handing out cursors.
+const maxPages = 10000
+
+// Config configures a Daytona provider.
+type Config struct {
+	// APIKey is a Daytona API key (DAYTONA_API_KEY), sent as
+	// "Authorization: Bearer <key>". Required.
+	APIKey string
+	// APIURL is the API base URL (DAYTONA_API_URL), default
+	// https://app.daytona.io/api. http:// is accepted (self-hosted, tests).
+	APIURL string
+	// OrganizationID (DAYTONA_ORGANIZATION_ID) is sent as the
+	// X-Daytona-Organization-ID header when set. An API key is already bound
+	// to one organization, so it is normally left empty.
+	OrganizationID string
+	// Timeout bounds every HTTP request. Zero means 30s.
+	Timeout time.Duration
+	// DeleteWait is how long Close keeps polling GET /sandbox/{id} after
+	// Daytona accepted a delete, waiting for the sandbox to be destroyed,
+	// before it reports ErrConflict (delete still in progress) and leaves the
+	// rest to the engine's retry. The caller's context bounds it too. Zero
+	// means 30s; a negative value checks once, without waiting.
+	DeleteWait time.Duration
+	// HTTPClient is the client used for all requests. Nil means a new client
+	// with Timeout; http.DefaultClient is never used.
+	HTTPClient *http.Client
+}
+
+// ConfigFromEnv reads Daytona's conventional environment variables through
+// getenv (os.Getenv in the daemon) and fills in defaults.
+func ConfigFromEnv(getenv func(string) string) Config {
+	c := Config{
+		APIKey:         strings.TrimSpace(getenv(EnvAPIKey)),
+		APIURL:         strings.TrimSpace(getenv(EnvAPIURL)),
+		OrganizationID: strings.TrimSpace(getenv(EnvOrganizationID)),
+		Timeout:        DefaultTimeout,
+		DeleteWait:     DefaultDeleteWait,
+	}
+	if c.APIURL == "" {
+		c.APIURL = DefaultAPIURL
+	}
+	return c
+}
+
+// Enabled reports whether credentials are present.
+func (c Config) Enabled() bool { return c.APIKey != "" }
+
+// String describes the configuration without the API key.
+func (c Config) String() string {
+	key := "unset"
+	if c.APIKey != "" {
+		key = "set"
+	}
+	return fmt.Sprintf("daytona(url=%s, api_key=%s, organization=%q)", c.APIURL, key, c.OrganizationID)
+}
+
+// LogValue keeps the API key out of structured logs.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("url", c.APIURL),
+		slog.Bool("api_key_set", c.APIKey != ""),
+		slog.String("organization_id", c.OrganizationID),
+	)
+}
+
+// Provider closes and lists Daytona sandboxes.
+type Provider struct {
+	api        *apiclient.APIClient
+	key        string
+	org        string
+	timeout    time.Duration
+	deleteWait time.Duration
+
+	// Poll interval bounds while Close waits for a destroy; tests shorten
+	// them.
+	pollMin, pollMax time.Duration
+	now              func() time.Time
+}
+
+var _ reaper.Provider = (*Provider)(nil)
+
+// New validates c and returns a provider. It never logs, and its errors never
+// contain the API key.
+func New(c Config) (*Provider, error) {
+	key := strings.TrimSpace(c.APIKey)
+	if key == "" {
+		return nil, fmt.Errorf("configure daytona: %s is not set", EnvAPIKey)
+	}
+	if strings.ContainsAny(key, " \t\r\n") {
+		return nil, fmt.Errorf("configure daytona: %s contains whitespace", EnvAPIKey)
+	}
+	base := strings.TrimSpace(c.APIURL)
+	if base == "" {
+		base = DefaultAPIURL
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, fmt.Errorf("configure daytona: %s is not a URL: %q", EnvAPIURL, base)
+	}
+	if u.Scheme != "https" && u.Scheme != "http" {
+		return nil, fmt.Errorf("configure daytona: %s must be an http(s) URL, got %q", EnvAPIURL, base)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("configure daytona: %s has no host: %q", EnvAPIURL, base)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("configure daytona: %s must not carry credentials, a query or a fragment", EnvAPIURL)
+	}
+	if c.Timeout < 0 {
+		return nil, fmt.Errorf("configure daytona: negative timeout %s", c.Timeout)
+	}
+	timeout := c.Timeout
+	if timeout == 0 {
+		timeout = DefaultTimeout
+	}
+	wait := c.DeleteWait
+	if wait == 0 {
+		wait = DefaultDeleteWait
+	} else if wait < 0 {
+		wait = 0
+	}
+	hc := c.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: timeout}
+	}
+
+	cfg := apiclient.NewConfiguration()
+	cfg.Servers = apiclient.ServerConfigurations{{URL: strings.TrimRight(u.String(), "/")}}
+	cfg.HTTPClient = hc
+	cfg.UserAgent = "reaperd (api-client-go/" + apiclient.ClientVersion + ")"
+
+	return &Provider{
+		api:        apiclient.NewAPIClient(cfg),
+		key:        key,
+		org:        strings.TrimSpace(c.OrganizationID),
+		timeout:    timeout,
+		deleteWait: wait,
+		pollMin:    250 * time.Millisecond,
+		pollMax:    2 * time.Second,
+		now:        time.Now,
+	}, nil
+}
+
+// Name returns "daytona".
+func (p *Provider) Name() string { return Type }
+
+// requestContext derives the context of one HTTP request: the caller's
+// context, the per-request timeout and the bearer token.
+func (p *Provider) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	rctx, cancel := context.WithTimeout(ctx, p.timeout)
+	return context.WithValue(rctx, apiclient.ContextAccessToken, p.key), cancel
+}
+
+// Close deletes the sandbox and returns nil once Daytona reports it gone
+// (GET answers 404 or state "destroyed"). See the package documentation for
+// why an accepted delete is not yet a confirmed one.
+func (p *Provider) Close(ctx context.Context, id string) error {
+	if strings.TrimSpace(id) == "" || strings.ContainsAny(id, "/?#") {
+		return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrTransient,
+			Err: fmt.Errorf("delete sandbox: invalid sandbox id %q", id)}
+	}
+	if err := ctx.Err(); err != nil {
+		return p.classify(ctx, "close", id, "delete sandbox", nil, err)
+	}
+
+	rctx, cancel := p.requestContext(ctx)
+	req := p.api.SandboxAPI.DeleteSandbox(rctx, id)
+	if p.org != "" {
+		req = req.XDaytonaOrganizationID(p.org)
+	}
+	sb, resp, err := req.Execute()
+	cancel()
+
+	switch status := statusOf(resp); {
+	case status >= 200 && status < 300:
+		// The delete is recorded (desiredState "destroyed"); the runner has
+		// yet to destroy the sandbox. A body we cannot decode changes
+		// nothing: confirmation comes from GET.
+		if sb != nil && sb.State != nil && *sb.State == apiclient.SANDBOXSTATE_DESTROYED {
+			return nil
+		}
+		return p.awaitDestroyed(ctx, id)
+	case status == http.StatusNotFound:
+		return nil
+	case status == http.StatusConflict:
+		// "Sandbox state change in progress": some transition is pending,
+		// possibly a delete already under way. Closed only if GET says the
+		// sandbox is gone.
+		conflict := p.classify(ctx, "close", id, "delete sandbox", resp, err)
+		gone, state, gerr := p.lookup(ctx, id)
+		if gerr != nil {
+			return gerr
+		}
+		if gone {
+			return nil
+		}
+		var pe *reaper.ProviderError
+		if errors.As(conflict, &pe) {
+			pe.Err = fmt.Errorf("%w (sandbox is %s)", pe.Err, state)
+		}
+		return conflict
+	default:
+		return p.classify(ctx, "close", id, "delete sandbox", resp, err)
+	}
+}
+
+// awaitDestroyed polls GET /sandbox/{id} until the sandbox is gone, the
+// delete wait runs out (ErrConflict) or ctx ends.
+func (p *Provider) awaitDestroyed(ctx context.Context, id string) error {
+	deadline := p.now().Add(p.deleteWait)
+	interval := p.pollMin
+	for {
+		gone, state, err := p.lookup(ctx, id)
+		if err != nil {
+			return err
+		}
+		if gone {
+			return nil
+		}
+		left := deadline.Sub(p.now())
+		if left <= 0 {
+			return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrConflict,
+				Err: fmt.Errorf("await sandbox deletion: delete accepted, sandbox still %s after %s", state, p.deleteWait)}
+		}
+		t := time.NewTimer(min(interval, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return p.classify(ctx, "close", id, "await sandbox deletion", nil, ctx.Err())
+		case <-t.C:
+		}
+		interval = min(2*interval, p.pollMax)
+	}
+}
+
+// lookup reports whether the sandbox is gone (404, or state "destroyed")
+// and otherwise its state.
+func (p *Provider) lookup(ctx context.Context, id string) (gone bool, state string, err error) {
+	rctx, cancel := p.requestContext(ctx)
+	defer cancel()
+	req := p.api.SandboxAPI.GetSandbox(rctx, id)
+	if p.org != "" {
+		req = req.XDaytonaOrganizationID(p.org)
+	}
+	sb, resp, err := req.Execute()
+	status := statusOf(resp)
+	switch {
+	case status == http.StatusNotFound:
+		return true, "", nil
+	case status >= 200 && status < 300:
+		if sb != nil && sb.State != nil && *sb.State != apiclient.SANDBOXSTATE_UNKNOWN_DEFAULT_OPEN_API {
+			state = string(*sb.State)
+		} else {
+			// Undecodable body or a state this client version does not
+			// know: read the raw field.
+			state = rawState(bodyOf(resp, err))
+		}
+		if state == "" {
+			if cerr := ctx.Err(); cerr != nil {
+				return false, "", p.classify(ctx, "close", id, "get sandbox", nil, cerr)
+			}
+			return false, "", &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrTransient,
+				StatusCode: status, Err: fmt.Errorf("get sandbox: no state in response: %v", err)}
+		}
+		return state == string(apiclient.SANDBOXSTATE_DESTROYED), state, nil
+	default:
+		return false, "", p.classify(ctx, "close", id, "get sandbox", resp, err)
+	}
+}
+
+// List returns the sandboxes visible to the API key, all pages, destroyed
+// ones left out. f.Labels is sent as Daytona's JSON "labels" filter.
+func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sandbox, error) {
+	labels, err := labelsParam(f.Labels)
+	if err != nil {
+		return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient, Err: err}
+	}
+	var out []reaper.Sandbox
+	seen := map[string]bool{}
+	cursor := ""
+	for page := 1; ; page++ {
+		if page > maxPages {
+			return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
+				Err: fmt.Errorf("list sandboxes: more than %d pages", maxPages)}
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, p.classify(ctx, "list", "", "list sandboxes", nil, err)
+		}
+		rctx, cancel := p.requestContext(ctx)
+		req := p.api.SandboxAPI.ListSandboxes(rctx).Limit(pageLimit)
+		if cursor != "" {
+			req = req.Cursor(cursor)
+		}
+		if labels != "" {
+			req = req.Labels(labels)
+		}
+		if p.org != "" {
+			req = req.XDaytonaOrganizationID(p.org)
+		}
+		res, resp, err := req.Execute()
+		cancel()
+		if status := statusOf(resp); status < 200 || status >= 300 {
+			return nil, p.classify(ctx, "list", "", "list sandboxes", resp, err)
+		}
+		items, next, derr := decodeList(res, resp, err)
+		if derr != nil {
+			if cerr := ctx.Err(); cerr != nil {
+				return nil, p.classify(ctx, "list", "", "list sandboxes", nil, cerr)
+			}
+			return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
+				StatusCode: statusOf(resp), Err: fmt.Errorf("decode sandbox list: %w", derr)}
+		}
+		for _, sb := range items {
+			if sb.ID == "" || seen[sb.ID] || sb.State == string(apiclient.SANDBOXSTATE_DESTROYED) {
+				continue
+			}
+			if !hasLabels(sb.Labels, f.Labels) {
+				continue // the server filters; this guards against one that ignored the filter
+			}
+			seen[sb.ID] = true
+			out = append(out, sb)
+		}
+		if next == "" {
+			return out, nil
+		}
+		if next == cursor {
+			return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
+				Err: fmt.Errorf("list sandboxes: server repeated cursor %q", next)}
+		}
+		cursor = next
+	}
+}
+
+func hasLabels(have, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := have[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+func statusOf(resp *http.Response) int {
+	if resp == nil {
+		return 0
+	}
+	return resp.StatusCode
+}

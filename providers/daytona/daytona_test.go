@@ -1,0 +1,725 @@
+package daytona
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/reaperd/reaperd/providers/daytona/daytonatest"
+	"github.com/reaperd/reaperd/providers/providertest"
+	"github.com/reaperd/reaperd/reaper"
+)
+
+const testKey = "dtn_test_0123456789abcdef"
+
+// newTestProvider returns a provider for the fake at url with short timeouts
+// and fast polling.
+func newTestProvider(t *testing.T, c Config) *Provider {
+	t.Helper()
+	if c.APIKey == "" {
+		c.APIKey = testKey
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 500 * time.Millisecond
+	}
+	if c.DeleteWait == 0 {
+		c.DeleteWait = 2 * time.Second
+	}
+	p, err := New(c)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	p.pollMin, p.pollMax = 10*time.Millisecond, 50*time.Millisecond
+	return p
+}
+
+func newFake(t *testing.T) *daytonatest.Server {
+	t.Helper()
+	srv := daytonatest.NewServer(testKey)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestConformance(t *testing.T) {
+	providertest.Run(t, providertest.Options{
+		Name:          Type,
+		CredentialEnv: EnvAPIKey,
+		RetryAfter:    true,
+		Conflict:      true,
+		Setup: func(t *testing.T) (reaper.Provider, providertest.Fake) {
+			srv := newFake(t)
+			return newTestProvider(t, Config{APIURL: srv.URL}), srv
+		},
+	})
+}
+
+func TestConfigFromEnv(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want Config
+	}{
+		{
+			name: "defaults",
+			env:  map[string]string{},
+			want: Config{APIURL: DefaultAPIURL, Timeout: DefaultTimeout, DeleteWait: DefaultDeleteWait},
+		},
+		{
+			name: "all set",
+			env: map[string]string{
+				"DAYTONA_API_KEY": " key ", "DAYTONA_API_URL": "http://localhost:3000/api",
+				"DAYTONA_ORGANIZATION_ID": "org-1",
+			},
+			want: Config{APIKey: "key", APIURL: "http://localhost:3000/api", OrganizationID: "org-1",
+				Timeout: DefaultTimeout, DeleteWait: DefaultDeleteWait},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := ConfigFromEnv(func(k string) string { return tt.env[k] })
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("ConfigFromEnv = %+v, want %+v", got, tt.want)
+			}
+			if got.Enabled() != (tt.want.APIKey != "") {
+				t.Fatalf("Enabled() = %v", got.Enabled())
+			}
+		})
+	}
+}
+
+func TestConfigHidesKey(t *testing.T) {
+	c := Config{APIKey: testKey, APIURL: DefaultAPIURL}
+	for _, s := range []string{c.String(), fmt.Sprint(c), fmt.Sprintf("%v", c), c.LogValue().String()} {
+		if strings.Contains(s, testKey) {
+			t.Fatalf("%q contains the API key", s)
+		}
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	tests := []struct {
+		name    string
+		c       Config
+		wantErr string // substring; "" for success
+	}{
+		{"ok", Config{APIKey: testKey}, ""},
+		{"ok http", Config{APIKey: testKey, APIURL: "http://127.0.0.1:3000/api/"}, ""},
+		{"no key", Config{APIURL: DefaultAPIURL}, "DAYTONA_API_KEY is not set"},
+		{"blank key", Config{APIKey: "  "}, "DAYTONA_API_KEY is not set"},
+		{"key with space", Config{APIKey: testKey + " x"}, "whitespace"},
+		{"scheme", Config{APIKey: testKey, APIURL: "ftp://app.daytona.io/api"}, "http(s) URL"},
+		{"no host", Config{APIKey: testKey, APIURL: "https:///api"}, "no host"},
+		{"bare word", Config{APIKey: testKey, APIURL: "app.daytona.io"}, "http(s) URL"},
+		{"query", Config{APIKey: testKey, APIURL: "https://app.daytona.io/api?x=1"}, "query"},
+		{"userinfo", Config{APIKey: testKey, APIURL: "https://u:p@app.daytona.io/api"}, "credentials"},
+		{"negative timeout", Config{APIKey: testKey, Timeout: -time.Second}, "negative timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := New(tt.c)
+			if tt.wantErr == "" {
+				if err != nil || p == nil {
+					t.Fatalf("New = %v, %v; want a provider", p, err)
+				}
+				if p.Name() != "daytona" {
+					t.Fatalf("Name() = %q", p.Name())
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("New error = %v, want it to contain %q", err, tt.wantErr)
+			}
+			if strings.Contains(err.Error(), testKey) {
+				t.Fatalf("New error %q contains the API key", err)
+			}
+		})
+	}
+}
+
+// script is a hand-written Daytona API for cases the fake does not produce
+// on its own; nil fields answer 404 like an unknown route.
+type script struct {
+	del  func(w http.ResponseWriter, r *http.Request)
+	get  func(w http.ResponseWriter, r *http.Request)
+	list func(w http.ResponseWriter, r *http.Request)
+}
+
+// start serves s and returns a provider for it and the request log.
+func (s script) start(t *testing.T, c Config) (*Provider, func() []string) {
+	t.Helper()
+	var mu sync.Mutex
+	var log []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		log = append(log, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		if r.Header.Get("Authorization") != "Bearer "+testKey {
+			writeAPIError(w, r, 401, "UNAUTHORIZED", "Unauthorized", nil)
+			return
+		}
+		var h func(http.ResponseWriter, *http.Request)
+		switch {
+		case r.URL.Path == "/api/sandbox" && r.Method == http.MethodGet:
+			h = s.list
+		case strings.HasPrefix(r.URL.Path, "/api/sandbox/") && r.Method == http.MethodGet:
+			h = s.get
+		case strings.HasPrefix(r.URL.Path, "/api/sandbox/") && r.Method == http.MethodDelete:
+			h = s.del
+		}
+		if h == nil {
+			writeAPIError(w, r, 404, "NOT_FOUND", "Cannot "+r.Method+" "+r.URL.Path, nil)
+			return
+		}
+		h(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	c.APIURL = srv.URL + "/api"
+	return newTestProvider(t, c), func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(log)
+	}
+}
+
+func writeAPIError(w http.ResponseWriter, r *http.Request, status int, code, msg string, header map[string]string) {
+	for k, v := range header {
+		w.Header().Set(k, v)
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"statusCode": status, "source": "DAYTONA_API", "code": code, "message": msg,
+		"error": http.StatusText(status), "path": r.URL.RequestURI(),
+		"timestamp": "2026-03-04T05:06:07.000Z", "method": r.Method,
+	})
+}
+
+// sandboxBody writes a Sandbox with the properties the v0.190.0 client
+// requires.
+func sandboxBody(state, desired string) func(w http.ResponseWriter, r *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := strings.TrimPrefix(r.URL.Path, "/api/sandbox/")
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"id": id, "organizationId": "org", "name": id, "user": "daytona", "env": map[string]string{},
+			"labels": map[string]string{}, "public": false, "networkBlockAll": false, "target": "us",
+			"cpu": 1, "gpu": 0, "memory": 1, "disk": 3, "toolboxProxyUrl": "https://proxy.example/toolbox",
+			"state": state, "desiredState": desired, "createdAt": "2026-03-04T05:06:07.000Z",
+		})
+	}
+}
+
+func answer(status int, code, msg string, header map[string]string) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) { writeAPIError(w, r, status, code, msg, header) }
+}
+
+var conflict409 = answer(409, "SANDBOX_STATE_CHANGE_IN_PROGRESS", "Sandbox state change in progress", nil)
+
+// TestCloseConflictConfirmsWithGet covers the 409 "state change in
+// progress" answer to DELETE: closed only when GET shows the sandbox gone.
+func TestCloseConflictConfirmsWithGet(t *testing.T) {
+	tests := []struct {
+		name     string
+		get      func(http.ResponseWriter, *http.Request)
+		wantKind error // nil: Close returns nil
+		wantIn   string
+	}{
+		{"get 404", answer(404, "NOT_FOUND", "Sandbox with ID or name sb-1 not found", nil), nil, ""},
+		{"get destroyed", sandboxBody("destroyed", "destroyed"), nil, ""},
+		{"get destroying", sandboxBody("destroying", "destroyed"), reaper.ErrConflict, "sandbox is destroying"},
+		{"get stopping", sandboxBody("stopping", "stopped"), reaper.ErrConflict, "sandbox is stopping"},
+		{"get unknown state", sandboxBody("hibernating", "stopped"), reaper.ErrConflict, "sandbox is hibernating"},
+		{"get throttled", answer(429, "RATE_LIMIT_EXCEEDED", "ThrottlerException: Too Many Requests",
+			map[string]string{"Retry-After-authenticated": "4"}), reaper.ErrRateLimited, "RATE_LIMIT_EXCEEDED"},
+		{"get 500", answer(500, "INTERNAL_SERVER_ERROR", "An unexpected error occurred.", nil), reaper.ErrTransient, "INTERNAL_SERVER_ERROR"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, log := script{del: conflict409, get: tt.get}.start(t, Config{})
+			err := p.Close(context.Background(), "sb-1")
+			if tt.wantKind == nil {
+				if err != nil {
+					t.Fatalf("Close = %v, want nil", err)
+				}
+			} else {
+				if !errors.Is(err, tt.wantKind) {
+					t.Fatalf("Close = %v, want %v", err, tt.wantKind)
+				}
+				if errors.Is(err, reaper.ErrConflict) && tt.wantKind != reaper.ErrConflict {
+					t.Fatalf("Close = %v, classified as conflict too", err)
+				}
+				if !strings.Contains(err.Error(), tt.wantIn) {
+					t.Fatalf("Close = %q, want it to mention %q", err, tt.wantIn)
+				}
+			}
+			want := []string{"DELETE /api/sandbox/sb-1", "GET /api/sandbox/sb-1"}
+			if got := log(); !slices.Equal(got, want) {
+				t.Fatalf("requests = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestCloseConflictAtFake drives the same rule through the fake's state
+// machine: a delete already under way, a pending stop, a failed destroy.
+func TestCloseConflictAtFake(t *testing.T) {
+	srv := newFake(t)
+	p := newTestProvider(t, Config{APIURL: srv.URL})
+	ctx := context.Background()
+	srv.SetDestroyDelay(time.Hour)
+
+	// Someone else's delete (or Daytona's auto-delete) is running.
+	a := srv.Create(nil, time.Time{})
+	srv.BeginDestroy(a)
+	if err := p.Close(ctx, a); !errors.Is(err, reaper.ErrConflict) || !strings.Contains(err.Error(), "destroying") {
+		t.Fatalf("Close during a running destroy = %v, want ErrConflict naming the destroying state", err)
+	}
+	if !srv.Alive(a) {
+		t.Fatalf("sandbox %s gone although its destroy is still running", a)
+	}
+	srv.CompleteDestroy(a)
+	if err := p.Close(ctx, a); err != nil || srv.Alive(a) {
+		t.Fatalf("Close after the destroy finished = %v (alive %v), want nil", err, srv.Alive(a))
+	}
+
+	// A pending stop refuses the delete until it settles.
+	b := srv.Create(nil, time.Time{})
+	srv.Transition(b, "stopping")
+	if err := p.Close(ctx, b); !errors.Is(err, reaper.ErrConflict) || !strings.Contains(err.Error(), "stopping") {
+		t.Fatalf("Close during a stop = %v, want ErrConflict naming the stopping state", err)
+	}
+	srv.SetState(b, daytonatest.StateStopped)
+	srv.SetDestroyDelay(0)
+	if err := p.Close(ctx, b); err != nil || srv.Alive(b) {
+		t.Fatalf("Close of the stopped sandbox = %v (alive %v), want nil and gone", err, srv.Alive(b))
+	}
+
+	// A destroy that failed at the runner leaves the sandbox hidden (404).
+	c := srv.Create(nil, time.Time{})
+	srv.BeginDestroy(c)
+	srv.SetDestroyDelay(time.Hour)
+	srv.FailDestroy(c)
+	if err := p.Close(ctx, c); err != nil {
+		t.Fatalf("Close of an errored-deleted sandbox = %v, want nil (Daytona answers 404)", err)
+	}
+}
+
+// TestCloseWaitsForDestroy: an accepted delete is confirmed only once GET
+// stops seeing the sandbox.
+func TestCloseWaitsForDestroy(t *testing.T) {
+	srv := newFake(t)
+	p := newTestProvider(t, Config{APIURL: srv.URL})
+	srv.SetDestroyDelay(150 * time.Millisecond)
+	id := srv.Create(map[string]string{"team": "a"}, time.Time{})
+
+	start := time.Now()
+	if err := p.Close(context.Background(), id); err != nil {
+		t.Fatalf("Close = %v, want nil", err)
+	}
+	if el := time.Since(start); el < 150*time.Millisecond {
+		t.Fatalf("Close returned after %v, before the destroy finished", el)
+	}
+	if srv.Alive(id) {
+		t.Fatalf("sandbox still alive after Close returned nil")
+	}
+	reqs := srv.Requests()
+	if len(reqs) < 3 || reqs[0] != "DELETE /api/sandbox/"+id || reqs[len(reqs)-1] != "GET /api/sandbox/"+id {
+		t.Fatalf("requests = %v, want DELETE then several GETs", reqs)
+	}
+	last := srv.Log()[len(reqs)-1]
+	if last.Status != http.StatusNotFound {
+		t.Fatalf("last GET answered %d, want 404", last.Status)
+	}
+}
+
+// TestCloseDeleteWaitExpires: still destroying after DeleteWait is a
+// conflict, never closed; the retry confirms once the destroy is done.
+func TestCloseDeleteWaitExpires(t *testing.T) {
+	srv := newFake(t)
+	p := newTestProvider(t, Config{APIURL: srv.URL, DeleteWait: 60 * time.Millisecond})
+	srv.SetDestroyDelay(time.Hour)
+	id := srv.Create(nil, time.Time{})
+	ctx := context.Background()
+
+	err := p.Close(ctx, id)
+	if !errors.Is(err, reaper.ErrConflict) || !strings.Contains(err.Error(), "still destroying") {
+		t.Fatalf("Close = %v, want ErrConflict (delete accepted, still destroying)", err)
+	}
+	if !srv.Alive(id) {
+		t.Fatalf("fake destroyed the sandbox early")
+	}
+	// Retry while the destroy runs: DELETE 409, GET destroying.
+	if err := p.Close(ctx, id); !errors.Is(err, reaper.ErrConflict) {
+		t.Fatalf("second Close = %v, want ErrConflict", err)
+	}
+	log := srv.Log()
+	if got := log[len(log)-2]; got.Method != "DELETE" || got.Status != http.StatusConflict {
+		t.Fatalf("second DELETE answered %+v, want 409", got)
+	}
+	srv.CompleteDestroy(id)
+	if err := p.Close(ctx, id); err != nil {
+		t.Fatalf("Close after the destroy finished = %v, want nil", err)
+	}
+
+	// A negative DeleteWait checks once and does not wait.
+	q := newTestProvider(t, Config{APIURL: srv.URL, DeleteWait: -1})
+	other := srv.Create(nil, time.Time{})
+	start := time.Now()
+	if err := q.Close(ctx, other); !errors.Is(err, reaper.ErrConflict) {
+		t.Fatalf("Close with DeleteWait<0 = %v, want ErrConflict", err)
+	}
+	if el := time.Since(start); el > 500*time.Millisecond {
+		t.Fatalf("Close with DeleteWait<0 took %v", el)
+	}
+}
+
+func TestCloseStoppedAndArchived(t *testing.T) {
+	srv := newFake(t)
+	p := newTestProvider(t, Config{APIURL: srv.URL})
+	for _, state := range []string{daytonatest.StateStopped, daytonatest.StateArchived, daytonatest.StatePaused, daytonatest.StateError} {
+		id := srv.Create(nil, time.Time{})
+		srv.SetState(id, state)
+		if !srv.Alive(id) {
+			t.Fatalf("%s sandbox not alive at the fake", state)
+		}
+		if err := p.Close(context.Background(), id); err != nil || srv.Alive(id) {
+			t.Fatalf("Close(%s sandbox) = %v (alive %v), want nil and gone", state, err, srv.Alive(id))
+		}
+	}
+}
+
+func TestRetryAfterHeaders(t *testing.T) {
+	now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	tests := []struct {
+		name   string
+		header map[string]string
+		want   time.Duration
+	}{
+		{"none", nil, 0},
+		{"plain seconds", map[string]string{"Retry-After": "7"}, 7 * time.Second},
+		{"lifecycle throttler", map[string]string{"Retry-After-sandbox-lifecycle": "12"}, 12 * time.Second},
+		{"authenticated throttler", map[string]string{"Retry-After-authenticated": "3"}, 3 * time.Second},
+		{"largest wins", map[string]string{"Retry-After": "3", "Retry-After-authenticated": "9", "Retry-After-sandbox-lifecycle": "5"}, 9 * time.Second},
+		{"fraction rounds up", map[string]string{"Retry-After-anonymous": "1.2"}, 2 * time.Second},
+		{"http date", map[string]string{"Retry-After": "Wed, 04 Mar 2026 05:06:37 GMT"}, 30 * time.Second},
+		{"past date", map[string]string{"Retry-After": "Wed, 04 Mar 2026 05:00:00 GMT"}, 0},
+		{"garbage ignored", map[string]string{"Retry-After": "soon", "Retry-After-authenticated": "4"}, 4 * time.Second},
+		{"negative ignored", map[string]string{"Retry-After": "-5"}, 0},
+		{"capped", map[string]string{"Retry-After": "99999999999"}, maxRetryAfter},
+		{"rate limit headers are not delays", map[string]string{"X-RateLimit-Reset-authenticated": "30", "Retry-After-x": "2"}, 2 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := http.Header{}
+			for k, v := range tt.header {
+				h.Set(k, v)
+			}
+			if got := retryAfter(h, now); got != tt.want {
+				t.Fatalf("retryAfter(%v) = %v, want %v", h, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestRateLimitedOverTheWire checks that the delay survives the generated
+// client, header canonicalisation included, for Close and List.
+func TestRateLimitedOverTheWire(t *testing.T) {
+	tests := []struct {
+		name   string
+		header map[string]string
+		want   time.Duration
+	}{
+		{"Retry-After", map[string]string{"Retry-After": "6"}, 6 * time.Second},
+		{"Retry-After-<throttler>", map[string]string{"Retry-After-sandbox-lifecycle": "11"}, 11 * time.Second},
+		{"both", map[string]string{"Retry-After": "2", "Retry-After-authenticated": "8"}, 8 * time.Second},
+		{"none", nil, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			throttled := answer(429, "RATE_LIMIT_EXCEEDED", "ThrottlerException: Too Many Requests", tt.header)
+			p, _ := script{del: throttled, list: throttled}.start(t, Config{})
+			err := p.Close(context.Background(), "sb-1")
+			if !errors.Is(err, reaper.ErrRateLimited) {
+				t.Fatalf("Close = %v, want ErrRateLimited", err)
+			}
+			if d, _ := reaper.RetryAfter(err); d != tt.want {
+				t.Fatalf("Close RetryAfter = %v, want %v", d, tt.want)
+			}
+			_, err = p.List(context.Background(), reaper.ListFilter{})
+			if d, _ := reaper.RetryAfter(err); !errors.Is(err, reaper.ErrRateLimited) || d != tt.want {
+				t.Fatalf("List = %v (retry after %v), want ErrRateLimited after %v", err, d, tt.want)
+			}
+		})
+	}
+}
+
+func TestLabelsParam(t *testing.T) {
+	tests := []struct {
+		labels map[string]string
+		want   string
+	}{
+		{nil, ""},
+		{map[string]string{}, ""},
+		{map[string]string{"team": "a"}, `{"team":"a"}`},
+		{map[string]string{"b": "2", "a": "1"}, `{"a":"1","b":"2"}`},
+		{map[string]string{"q": `x&y=<z> "é"`}, `{"q":"x&y=<z> \"é\""}`},
+	}
+	for _, tt := range tests {
+		got, err := labelsParam(tt.labels)
+		if err != nil || got != tt.want {
+			t.Errorf("labelsParam(%v) = %q, %v; want %q", tt.labels, got, err, tt.want)
+		}
+	}
+}
+
+// TestListLabelsFilterEncoding checks the query the fake receives: the
+// labels filter as one JSON object, sent on every page.
+func TestListLabelsFilterEncoding(t *testing.T) {
+	srv := newFake(t)
+	p := newTestProvider(t, Config{APIURL: srv.URL})
+	srv.SetPageSize(1)
+	odd := map[string]string{"team": "a", "note": "x&y=z é"}
+	want1 := srv.Create(odd, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	want2 := srv.Create(map[string]string{"team": "a", "note": "x&y=z é", "extra": "1"}, time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC))
+	srv.Create(map[string]string{"team": "a"}, time.Time{})
+	srv.Create(map[string]string{"team": "b", "note": "x&y=z é"}, time.Time{})
+
+	got, err := p.List(context.Background(), reaper.ListFilter{Labels: odd})
+	if err != nil {
+		t.Fatalf("List = %v", err)
+	}
+	if ids := sandboxIDs(got); !slices.Equal(ids, sortedStrings(want1, want2)) {
+		t.Fatalf("List(labels) = %v, want %v", ids, sortedStrings(want1, want2))
+	}
+	log := srv.Log()
+	if len(log) != 2 {
+		t.Fatalf("requests = %v, want two pages", srv.Requests())
+	}
+	for i, r := range log {
+		if r.Method != "GET" || r.Path != "/api/sandbox" {
+			t.Fatalf("request %d = %s %s, want GET /api/sandbox", i, r.Method, r.Path)
+		}
+		var sent map[string]string
+		if err := json.Unmarshal([]byte(r.Query.Get("labels")), &sent); err != nil || !reflect.DeepEqual(sent, odd) {
+			t.Fatalf("page %d labels = %q (%v), want JSON of %v", i, r.Query.Get("labels"), err, odd)
+		}
+		if r.Query.Get("limit") != "100" || r.Query.Get("includeErroredDeleted") != "false" {
+			t.Fatalf("page %d query = %v, want limit=100 includeErroredDeleted=false", i, r.Query)
+		}
+		if (i == 0) != (r.Query.Get("cursor") == "") {
+			t.Fatalf("page %d cursor = %q", i, r.Query.Get("cursor"))
+		}
+	}
+
+	// No filter: no labels parameter at all.
+	if _, err := p.List(context.Background(), reaper.ListFilter{}); err != nil {
+		t.Fatalf("List() = %v", err)
+	}
+	log = srv.Log()
+	if q := log[len(log)-1].Query; q.Has("labels") {
+		t.Fatalf("unfiltered List sent labels=%q", q.Get("labels"))
+	}
+}
+
+func TestListStates(t *testing.T) {
+	srv := newFake(t)
+	p := newTestProvider(t, Config{APIURL: srv.URL})
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	want := map[string]string{}
+	for _, state := range []string{daytonatest.StateStarted, daytonatest.StateStopped, daytonatest.StateArchived, daytonatest.StatePaused, daytonatest.StateError} {
+		id := srv.Create(map[string]string{"state": state}, at)
+		srv.SetState(id, state)
+		want[id] = state
+	}
+	srv.SetDestroyDelay(time.Hour)
+	destroying := srv.Create(nil, at)
+	srv.BeginDestroy(destroying)
+	want[destroying] = daytonatest.StateDestroying
+
+	srv.SetDestroyDelay(0)
+	destroyed := srv.Create(nil, at)
+	srv.BeginDestroy(destroyed)
+	erroredDeleted := srv.Create(nil, at)
+	srv.FailDestroy(erroredDeleted)
+
+	got, err := p.List(context.Background(), reaper.ListFilter{})
+	if err != nil {
+		t.Fatalf("List = %v", err)
+	}
+	gotStates := map[string]string{}
+	for _, sb := range got {
+		gotStates[sb.ID] = sb.State
+		if !sb.CreatedAt.Equal(at) {
+			t.Errorf("sandbox %s CreatedAt = %v, want %v", sb.ID, sb.CreatedAt, at)
+		}
+	}
+	if !reflect.DeepEqual(gotStates, want) {
+		t.Fatalf("List states = %v, want %v (destroyed and errored-deleted left out)", gotStates, want)
+	}
+}
+
+// TestListLenientDecode: a page the generated models reject (a required
+// property missing, a state unknown to v0.190.0) is still read.
+func TestListLenientDecode(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		want []reaper.Sandbox
+	}{
+		{
+			name: "unknown state",
+			body: `{"items":[{"id":"a","organizationId":"o","name":"a","target":"us","user":"daytona","public":false,"cpu":1,"gpu":0,"memory":1,"disk":3,"labels":{"k":"v"},"toolboxProxyUrl":"u","state":"hibernating","createdAt":"2026-03-04T05:06:07.000Z"}],"nextCursor":null}`,
+			want: []reaper.Sandbox{{ID: "a", State: "hibernating", Labels: map[string]string{"k": "v"}, CreatedAt: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}},
+		},
+		{
+			name: "missing required property",
+			body: `{"items":[{"id":"b","state":"stopped","labels":{},"createdAt":"2026-03-04T05:06:07.5Z"}],"nextCursor":null}`,
+			want: []reaper.Sandbox{{ID: "b", State: "stopped", Labels: map[string]string{}, CreatedAt: time.Date(2026, 3, 4, 5, 6, 7, 5e8, time.UTC)}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, _ := script{list: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprint(w, tt.body)
+			}}.start(t, Config{})
+			got, err := p.List(context.Background(), reaper.ListFilter{})
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("List = %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestListBadPages(t *testing.T) {
+	tests := []struct {
+		name string
+		list func(http.ResponseWriter, *http.Request)
+	}{
+		{"repeated cursor", func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprint(w, `{"items":[],"nextCursor":"same"}`)
+		}},
+		{"not json", func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprint(w, `<html>maintenance</html>`)
+		}},
+		{"bad request", answer(400, "BAD_REQUEST", "Invalid labels JSON format", nil)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, _ := script{list: tt.list}.start(t, Config{})
+			if _, err := p.List(context.Background(), reaper.ListFilter{}); !errors.Is(err, reaper.ErrTransient) {
+				t.Fatalf("List = %v, want ErrTransient", err)
+			}
+		})
+	}
+}
+
+func TestWrongKeyIsUnauthorized(t *testing.T) {
+	srv := newFake(t)
+	const wrong = "dtn_wrong_key_fedcba9876543210"
+	p := newTestProvider(t, Config{APIURL: srv.URL, APIKey: wrong})
+	id := srv.Create(nil, time.Time{})
+	err := p.Close(context.Background(), id)
+	if !errors.Is(err, reaper.ErrUnauthorized) {
+		t.Fatalf("Close with a wrong key = %v, want ErrUnauthorized", err)
+	}
+	var pe *reaper.ProviderError
+	if !errors.As(err, &pe) || pe.StatusCode != 401 || !strings.Contains(pe.Hint, "DAYTONA_API_KEY") {
+		t.Fatalf("error = %#v, want HTTP 401 with a DAYTONA_API_KEY hint", err)
+	}
+	if strings.Contains(err.Error(), wrong) || strings.Contains(err.Error(), testKey) {
+		t.Fatalf("error %q leaks a key", err)
+	}
+	if !strings.Contains(err.Error(), "UNAUTHORIZED: Unauthorized") {
+		t.Fatalf("error %q does not carry Daytona's code and message", err)
+	}
+	if !srv.Alive(id) {
+		t.Fatalf("sandbox destroyed with a wrong key")
+	}
+}
+
+func TestForbiddenIsUnauthorized(t *testing.T) {
+	p, _ := script{del: answer(403, "FORBIDDEN", "Forbidden resource", nil)}.start(t, Config{})
+	err := p.Close(context.Background(), "sb-1")
+	if !errors.Is(err, reaper.ErrUnauthorized) || !strings.Contains(err.Error(), "check DAYTONA_API_KEY") {
+		t.Fatalf("Close on 403 = %v, want ErrUnauthorized naming DAYTONA_API_KEY", err)
+	}
+}
+
+func TestOrganizationHeader(t *testing.T) {
+	srv := newFake(t)
+	id := srv.Create(nil, time.Time{})
+	for _, org := range []string{"", "org-123"} {
+		p := newTestProvider(t, Config{APIURL: srv.URL, OrganizationID: org})
+		if _, err := p.List(context.Background(), reaper.ListFilter{}); err != nil {
+			t.Fatalf("List = %v", err)
+		}
+		log := srv.Log()
+		if got := log[len(log)-1].OrganizationID; got != org {
+			t.Fatalf("X-Daytona-Organization-ID = %q, want %q", got, org)
+		}
+	}
+	p := newTestProvider(t, Config{APIURL: srv.URL, OrganizationID: "org-123"})
+	if err := p.Close(context.Background(), id); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	for _, r := range srv.Log()[2:] {
+		if r.OrganizationID != "org-123" {
+			t.Fatalf("%s %s sent organization %q", r.Method, r.Path, r.OrganizationID)
+		}
+	}
+}
+
+func TestCloseRejectsBadID(t *testing.T) {
+	p, log := script{}.start(t, Config{})
+	for _, id := range []string{"", " ", "a/b", "a?b"} {
+		if err := p.Close(context.Background(), id); err == nil || !errors.Is(err, reaper.ErrTransient) {
+			t.Fatalf("Close(%q) = %v, want an error", id, err)
+		}
+	}
+	if got := log(); len(got) != 0 {
+		t.Fatalf("requests = %v, want none", got)
+	}
+}
+
+// TestCanceledWhileWaiting: canceling during the destroy wait returns at
+// once, wrapping context.Canceled, and is not a close.
+func TestCanceledWhileWaiting(t *testing.T) {
+	srv := newFake(t)
+	p := newTestProvider(t, Config{APIURL: srv.URL, DeleteWait: 10 * time.Second})
+	srv.SetDestroyDelay(time.Hour)
+	id := srv.Create(nil, time.Time{})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	err := p.Close(ctx, id)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Close = %v, want context.Canceled", err)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Fatalf("Close took %v after cancel", el)
+	}
+}
+
+func sandboxIDs(sbs []reaper.Sandbox) []string {
+	out := make([]string, 0, len(sbs))
+	for _, s := range sbs {
+		out = append(out, s.ID)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func sortedStrings(s ...string) []string {
+	slices.Sort(s)
+	return s
+}

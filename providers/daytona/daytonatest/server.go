@@ -1,0 +1,763 @@
+// Package daytonatest is an in-process fake of the Daytona API, in the manner
+// of net/http/httptest, for tests of the daytona provider and end-to-end
+// tests of reaperd.
+//
+// # Basics
+//
+// NewServer starts the fake; put Server.URL in DAYTONA_API_URL and the key
+// given to NewServer in DAYTONA_API_KEY. The fake answers the routes the
+// provider uses, the way Daytona's NestJS API (apps/api) does:
+//
+//	GET    /api/sandbox                      cursor-paginated list (limit, cursor, labels, states, includeErroredDeleted)
+//	GET    /api/sandbox/{sandboxIdOrName}    one sandbox; 404 once destroyed
+//	DELETE /api/sandbox/{sandboxIdOrName}    accept a delete: 200 with the sandbox, desiredState "destroyed"
+//
+// Every request must carry "Authorization: Bearer <key>"; otherwise it is
+// answered 401. Errors use the body of Daytona's exception filter:
+//
+//	{"statusCode":409,"source":"DAYTONA_API","code":"SANDBOX_STATE_CHANGE_IN_PROGRESS",
+//	 "message":"Sandbox state change in progress","error":"Conflict",
+//	 "path":"/api/sandbox/…","timestamp":"…","method":"DELETE"}
+//
+// Sandboxes follow Daytona's state machine: created "started"; SetState
+// settles one in another state ("stopped", "archived", "paused", ...), all
+// of them alive; Transition puts one mid-change (pending), so that a DELETE
+// is refused with 409. An accepted DELETE marks the sandbox pending with
+// desiredState "destroyed" and answers with its current state; from then on
+// it reads "destroying" until the destroy delay (SetDestroyDelay, default
+// zero) has passed, and then "destroyed": GET answers 404 and the list omits
+// it. A DELETE while the destroy runs is answered 409, as Daytona does.
+//
+// # Caveats
+//
+// Routes the provider does not use answer like an unknown NestJS route (404
+// "Cannot POST /api/sandbox"). Sandboxes are created through Create, not
+// through POST /sandbox. Filters other than labels and states are ignored.
+// Failures injected with Fail apply to every request until cleared, except
+// FailConflict, which only affects DELETE.
+package daytonatest
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/reaperd/reaperd/providers/providertest"
+)
+
+// Throttler names of Daytona's API: a 429 from throttler "x" carries
+// "Retry-After-x" (@nestjs/throttler only omits the suffix for a throttler
+// named "default").
+const (
+	ThrottlerAuthenticated    = "authenticated"
+	ThrottlerSandboxLifecycle = "sandbox-lifecycle"
+)
+
+// Sandbox states used by the fake (Daytona's SandboxState values).
+const (
+	StateStarted    = "started"
+	StateStopped    = "stopped"
+	StateArchived   = "archived"
+	StatePaused     = "paused"
+	StateError      = "error"
+	StateDestroying = "destroying"
+	StateDestroyed  = "destroyed"
+)
+
+// MaxLimit is the largest page size GET /sandbox accepts (v0.190.0 spec).
+const MaxLimit = 200
+
+// Request is one request the fake received.
+type Request struct {
+	Method         string
+	Path           string     // escaped path, e.g. /api/sandbox/ID
+	Query          url.Values // decoded query parameters
+	OrganizationID string     // X-Daytona-Organization-ID, if sent
+	Status         int        // status the fake answered
+}
+
+// Sandbox is a snapshot of one sandbox at the fake.
+type Sandbox struct {
+	ID           string
+	Name         string
+	State        string
+	DesiredState string
+	Pending      bool
+	Labels       map[string]string
+	CreatedAt    time.Time
+}
+
+type sandbox struct {
+	id, name     string
+	labels       map[string]string
+	createdAt    time.Time
+	updatedAt    time.Time
+	state        string
+	desiredState string
+	pending      bool
+	destroyAt    time.Time // when a running destroy completes; zero if none
+}
+
+// Server is the fake Daytona API. Its methods are safe for concurrent use.
+type Server struct {
+	// URL is the API base URL, ending in /api like https://app.daytona.io/api.
+	URL string
+	// OrganizationID is the organization every sandbox belongs to.
+	OrganizationID string
+
+	srv       *httptest.Server
+	apiKey    string
+	closing   chan struct{}
+	closeOnce sync.Once
+
+	mu           sync.Mutex
+	now          func() time.Time
+	sandboxes    map[string]*sandbox
+	pageSize     int
+	failure      providertest.Failure
+	destroyDelay time.Duration
+	log          []Request
+}
+
+var _ providertest.Fake = (*Server)(nil)
+
+// NewServer starts a fake that accepts apiKey as its only valid key.
+func NewServer(apiKey string) *Server {
+	s := &Server{
+		OrganizationID: newUUID(),
+		apiKey:         apiKey,
+		closing:        make(chan struct{}),
+		now:            time.Now,
+		sandboxes:      map[string]*sandbox{},
+	}
+	s.srv = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
+	s.URL = s.srv.URL + "/api"
+	return s
+}
+
+// Close releases hung requests and shuts the server down.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		s.srv.Close()
+	})
+}
+
+// Create adds a started sandbox and returns its id.
+func (s *Server) Create(labels map[string]string, createdAt time.Time) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if createdAt.IsZero() {
+		createdAt = s.now()
+	}
+	id := newUUID()
+	l := map[string]string{}
+	for k, v := range labels {
+		l[k] = v
+	}
+	s.sandboxes[id] = &sandbox{
+		id: id, name: id, labels: l,
+		createdAt: createdAt.UTC(), updatedAt: createdAt.UTC(),
+		state: StateStarted, desiredState: StateStarted,
+	}
+	return id
+}
+
+// Alive reports whether the sandbox exists and is not destroyed. Stopped,
+// archived, paused, errored and still-destroying sandboxes are alive.
+func (s *Server) Alive(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sb := s.sandboxes[id]
+	if sb == nil {
+		return false
+	}
+	s.settle(sb)
+	return sb.state != StateDestroyed
+}
+
+// Fail injects f for all following requests; Failure{} clears it.
+func (s *Server) Fail(f providertest.Failure) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failure = f
+}
+
+// SetPageSize caps the number of sandboxes per list page (0: no cap beyond
+// the request's limit).
+func (s *Server) SetPageSize(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pageSize = n
+}
+
+// SetDestroyDelay sets how long an accepted delete stays "destroying"
+// before the sandbox is destroyed. It applies to deletes accepted later.
+func (s *Server) SetDestroyDelay(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.destroyDelay = d
+}
+
+// SetState settles the sandbox in state (e.g. "stopped", "archived",
+// "paused", "error"): desiredState follows, nothing is pending.
+func (s *Server) SetState(id, state string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sb := s.sandboxes[id]; sb != nil {
+		sb.state, sb.desiredState, sb.pending, sb.destroyAt = state, state, false, time.Time{}
+		if state == StateError {
+			sb.desiredState = StateStarted
+		}
+		sb.updatedAt = s.now().UTC()
+	}
+}
+
+// Transition puts the sandbox mid-change: in state (e.g. "stopping",
+// "archiving") with a pending change, so a DELETE is answered 409 until
+// SetState settles it.
+func (s *Server) Transition(id, state string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sb := s.sandboxes[id]; sb != nil {
+		sb.state, sb.pending = state, true
+		sb.updatedAt = s.now().UTC()
+	}
+}
+
+// BeginDestroy starts a delete as another client (or Daytona's auto-delete)
+// would, without a request: the sandbox is "destroying" for the destroy
+// delay.
+func (s *Server) BeginDestroy(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sb := s.sandboxes[id]; sb != nil && sb.desiredState != StateDestroyed {
+		s.beginDestroy(sb)
+		s.settle(sb)
+	}
+}
+
+// CompleteDestroy finishes a running destroy now.
+func (s *Server) CompleteDestroy(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sb := s.sandboxes[id]; sb != nil && !sb.destroyAt.IsZero() {
+		sb.destroyAt = s.now()
+		s.settle(sb)
+	}
+}
+
+// FailDestroy ends a running destroy the way a runner failure does: state
+// "error" with desiredState "destroyed". Daytona then hides the sandbox (GET
+// answers 404; the list omits it unless includeErroredDeleted=true).
+func (s *Server) FailDestroy(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sb := s.sandboxes[id]; sb != nil {
+		sb.state, sb.desiredState, sb.pending, sb.destroyAt = StateError, StateDestroyed, false, time.Time{}
+		sb.updatedAt = s.now().UTC()
+	}
+}
+
+// Sandboxes returns a snapshot of every sandbox the fake knows, destroyed
+// ones included, oldest first.
+func (s *Server) Sandboxes() []Sandbox {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Sandbox, 0, len(s.sandboxes))
+	for _, sb := range s.sandboxes {
+		s.settle(sb)
+		out = append(out, Sandbox{
+			ID: sb.id, Name: sb.name, State: sb.state, DesiredState: sb.desiredState,
+			Pending: sb.pending, Labels: copyLabels(sb.labels), CreatedAt: sb.createdAt,
+		})
+	}
+	slices.SortFunc(out, func(a, b Sandbox) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out
+}
+
+// Log returns the requests received so far, in order.
+func (s *Server) Log() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.log)
+}
+
+// Requests returns the requests received so far as "METHOD path".
+func (s *Server) Requests() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, len(s.log))
+	for i, r := range s.log {
+		out[i] = r.Method + " " + r.Path
+	}
+	return out
+}
+
+// beginDestroy records an accepted delete. Caller holds s.mu.
+func (s *Server) beginDestroy(sb *sandbox) {
+	now := s.now()
+	sb.pending = true
+	sb.desiredState = StateDestroyed
+	sb.name = fmt.Sprintf("DESTROYED_%s_%d", sb.name, now.UnixMilli())
+	sb.destroyAt = now.Add(s.destroyDelay)
+	sb.updatedAt = now.UTC()
+}
+
+// settle advances a running destroy by the clock. Caller holds s.mu.
+func (s *Server) settle(sb *sandbox) {
+	if sb.destroyAt.IsZero() {
+		return
+	}
+	if s.now().Before(sb.destroyAt) {
+		sb.state = StateDestroying
+		return
+	}
+	sb.state, sb.pending, sb.destroyAt = StateDestroyed, false, time.Time{}
+	sb.updatedAt = s.now().UTC()
+}
+
+// hidden reports whether Daytona treats the sandbox as not found: destroyed,
+// or errored with desiredState destroyed. Caller holds s.mu.
+func hidden(sb *sandbox, includeErroredDeleted bool) bool {
+	if sb.state == StateDestroyed {
+		return true
+	}
+	if (sb.state == StateError || sb.state == "build_failed") && sb.desiredState == StateDestroyed {
+		return !includeErroredDeleted
+	}
+	return false
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
+	w := &statusWriter{ResponseWriter: rw}
+	s.handle(w, r)
+	s.mu.Lock()
+	s.log = append(s.log, Request{
+		Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.Query(),
+		OrganizationID: r.Header.Get("X-Daytona-Organization-ID"), Status: w.status,
+	})
+	s.mu.Unlock()
+}
+
+func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	f := s.failure
+	s.mu.Unlock()
+
+	if f.Kind == providertest.FailHang {
+		select {
+		case <-r.Context().Done():
+		case <-s.closing:
+		}
+		return
+	}
+
+	route, id, ok := parseRoute(r)
+	if !ok {
+		writeError(w, r, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("Cannot %s %s", r.Method, r.URL.Path))
+		return
+	}
+	// Guards run in Daytona's order: authentication, then rate limiting.
+	if f.Kind == providertest.FailUnauthorized || r.Header.Get("Authorization") != "Bearer "+s.apiKey {
+		writeError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", "Unauthorized")
+		return
+	}
+	if f.Kind == providertest.FailRateLimited {
+		throttler := ThrottlerAuthenticated
+		if route == "delete" {
+			throttler = ThrottlerSandboxLifecycle
+		}
+		secs := int((f.RetryAfter + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After-"+throttler, strconv.Itoa(secs))
+		writeError(w, r, http.StatusTooManyRequests, "RATE_LIMIT_EXCEEDED", "ThrottlerException: Too Many Requests")
+		return
+	}
+	if f.Kind == providertest.FailServerError {
+		writeError(w, r, http.StatusInternalServerError, "INTERNAL_SERVER_ERROR", "An unexpected error occurred.")
+		return
+	}
+
+	switch route {
+	case "list":
+		s.list(w, r)
+	case "get":
+		s.get(w, r, id)
+	case "delete":
+		s.delete(w, r, id, f.Kind == providertest.FailConflict)
+	}
+}
+
+// parseRoute maps a request to "list", "get" or "delete" and the
+// sandboxIdOrName path parameter.
+func parseRoute(r *http.Request) (route, id string, ok bool) {
+	rest, found := strings.CutPrefix(r.URL.EscapedPath(), "/api/sandbox")
+	if !found {
+		return "", "", false
+	}
+	if rest == "" || rest == "/" {
+		if r.Method == http.MethodGet {
+			return "list", "", true
+		}
+		return "", "", false
+	}
+	seg := strings.TrimPrefix(rest, "/")
+	if seg == "" || strings.Contains(seg, "/") {
+		return "", "", false
+	}
+	id, err := url.PathUnescape(seg)
+	if err != nil {
+		return "", "", false
+	}
+	switch r.Method {
+	case http.MethodGet:
+		return "get", id, true
+	case http.MethodDelete:
+		return "delete", id, true
+	}
+	return "", "", false
+}
+
+// find looks a sandbox up by id, then by name, as findOneByIdOrName does.
+// Caller holds s.mu.
+func (s *Server) find(idOrName string) *sandbox {
+	if sb := s.sandboxes[idOrName]; sb != nil {
+		s.settle(sb)
+		if !hidden(sb, false) {
+			return sb
+		}
+	}
+	for _, sb := range s.sandboxes {
+		s.settle(sb)
+		if sb.name == idOrName && !hidden(sb, false) {
+			return sb
+		}
+	}
+	return nil
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request, id string) {
+	s.mu.Lock()
+	sb := s.find(id)
+	var dto sandboxDTO
+	if sb != nil {
+		dto = s.dto(sb)
+	}
+	s.mu.Unlock()
+	if sb == nil {
+		writeError(w, r, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("Sandbox with ID or name %s not found", id))
+		return
+	}
+	writeJSON(w, http.StatusOK, dto)
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request, id string, forceConflict bool) {
+	s.mu.Lock()
+	sb := s.find(id)
+	if sb == nil {
+		s.mu.Unlock()
+		writeError(w, r, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("Sandbox with ID or name %s not found", id))
+		return
+	}
+	if forceConflict || (sb.pending && sb.state != "pending_build") {
+		s.mu.Unlock()
+		writeError(w, r, http.StatusConflict, "SANDBOX_STATE_CHANGE_IN_PROGRESS", "Sandbox state change in progress")
+		return
+	}
+	// Like sandboxService.destroy: record desiredState "destroyed" and
+	// answer with the updated row, whose state the runner has yet to change.
+	before := sb.state
+	s.beginDestroy(sb)
+	dto := s.dto(sb)
+	dto.State = before
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, dto)
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.ParseFloat(v, 64)
+		switch {
+		case err != nil || n != float64(int(n)):
+			writeError(w, r, http.StatusBadRequest, "BAD_REQUEST", "limit must be an integer number")
+			return
+		case n < 1:
+			writeError(w, r, http.StatusBadRequest, "BAD_REQUEST", "limit must not be less than 1")
+			return
+		case n > MaxLimit:
+			writeError(w, r, http.StatusBadRequest, "BAD_REQUEST", fmt.Sprintf("limit must not be greater than %d", MaxLimit))
+			return
+		}
+		limit = int(n)
+	}
+	var labels map[string]string
+	if v := q.Get("labels"); v != "" {
+		if err := json.Unmarshal([]byte(v), &labels); err != nil || labels == nil {
+			writeError(w, r, http.StatusBadRequest, "BAD_REQUEST", "Invalid labels JSON format")
+			return
+		}
+	}
+	states := q["states"]
+	for _, st := range states {
+		if st == StateDestroyed {
+			writeError(w, r, http.StatusBadRequest, "BAD_REQUEST", "each value in states must be one of the following values: non-destroyed states")
+			return
+		}
+	}
+	includeErroredDeleted := q.Get("includeErroredDeleted") == "true"
+	var after *cursorKey
+	if v := q.Get("cursor"); v != "" {
+		k, err := decodeCursor(v)
+		if err != nil {
+			writeError(w, r, http.StatusBadRequest, "BAD_REQUEST", "Invalid cursor")
+			return
+		}
+		after = &k
+	}
+
+	s.mu.Lock()
+	if s.pageSize > 0 && s.pageSize < limit {
+		limit = s.pageSize
+	}
+	var match []*sandbox
+	for _, sb := range s.sandboxes {
+		s.settle(sb)
+		if hidden(sb, includeErroredDeleted) {
+			continue
+		}
+		if len(states) > 0 && !slices.Contains(states, sb.state) {
+			continue
+		}
+		if !containsLabels(sb.labels, labels) {
+			continue
+		}
+		match = append(match, sb)
+	}
+	// Newest first, id breaking ties: the order the cursor walks.
+	slices.SortFunc(match, func(a, b *sandbox) int { return keyOf(b).compare(keyOf(a)) })
+	start := 0
+	if after != nil {
+		start = len(match)
+		for i, sb := range match {
+			if after.compare(keyOf(sb)) > 0 { // sb sorts after the cursor
+				start = i
+				break
+			}
+		}
+	}
+	end := min(start+limit, len(match))
+	resp := listResponse{Items: []listItemDTO{}}
+	for _, sb := range match[start:end] {
+		resp.Items = append(resp.Items, s.listItem(sb))
+	}
+	if end < len(match) {
+		c := keyOf(match[end-1]).encode()
+		resp.NextCursor = &c
+	}
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func containsLabels(have, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := have[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// cursorKey is the position of a sandbox in list order. Cursors are opaque
+// to clients.
+type cursorKey struct {
+	CreatedAt int64  `json:"t"`
+	ID        string `json:"id"`
+}
+
+func keyOf(sb *sandbox) cursorKey { return cursorKey{CreatedAt: sb.createdAt.UnixNano(), ID: sb.id} }
+
+// compare orders keys ascending by (createdAt, id).
+func (k cursorKey) compare(o cursorKey) int {
+	switch {
+	case k.CreatedAt < o.CreatedAt:
+		return -1
+	case k.CreatedAt > o.CreatedAt:
+		return 1
+	}
+	return strings.Compare(k.ID, o.ID)
+}
+
+func (k cursorKey) encode() string {
+	b, _ := json.Marshal(k)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeCursor(s string) (cursorKey, error) {
+	var k cursorKey
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return k, err
+	}
+	if err := json.Unmarshal(b, &k); err != nil || k.ID == "" {
+		return k, fmt.Errorf("bad cursor")
+	}
+	return k, nil
+}
+
+// sandboxDTO is Daytona's Sandbox schema (the required properties of the
+// v0.190.0 client and the fields reaperd reads).
+type sandboxDTO struct {
+	ID                  string            `json:"id"`
+	OrganizationID      string            `json:"organizationId"`
+	Name                string            `json:"name"`
+	Snapshot            string            `json:"snapshot"`
+	User                string            `json:"user"`
+	Env                 map[string]string `json:"env"`
+	Labels              map[string]string `json:"labels"`
+	Public              bool              `json:"public"`
+	NetworkBlockAll     bool              `json:"networkBlockAll"`
+	Target              string            `json:"target"`
+	CPU                 float64           `json:"cpu"`
+	GPU                 float64           `json:"gpu"`
+	Memory              float64           `json:"memory"`
+	Disk                float64           `json:"disk"`
+	State               string            `json:"state"`
+	DesiredState        string            `json:"desiredState"`
+	BackupState         string            `json:"backupState"`
+	AutoStopInterval    int               `json:"autoStopInterval"`
+	AutoArchiveInterval int               `json:"autoArchiveInterval"`
+	AutoDeleteInterval  int               `json:"autoDeleteInterval"`
+	Volumes             []any             `json:"volumes"`
+	CreatedAt           string            `json:"createdAt"`
+	UpdatedAt           string            `json:"updatedAt"`
+	ToolboxProxyURL     string            `json:"toolboxProxyUrl"`
+}
+
+// listItemDTO is Daytona's SandboxListItem schema.
+type listItemDTO struct {
+	ID                  string            `json:"id"`
+	OrganizationID      string            `json:"organizationId"`
+	Name                string            `json:"name"`
+	Target              string            `json:"target"`
+	State               string            `json:"state"`
+	DesiredState        string            `json:"desiredState"`
+	Snapshot            string            `json:"snapshot"`
+	User                string            `json:"user"`
+	Public              bool              `json:"public"`
+	CPU                 float64           `json:"cpu"`
+	GPU                 float64           `json:"gpu"`
+	Memory              float64           `json:"memory"`
+	Disk                float64           `json:"disk"`
+	Labels              map[string]string `json:"labels"`
+	AutoStopInterval    int               `json:"autoStopInterval"`
+	AutoArchiveInterval int               `json:"autoArchiveInterval"`
+	AutoDeleteInterval  int               `json:"autoDeleteInterval"`
+	CreatedAt           string            `json:"createdAt"`
+	UpdatedAt           string            `json:"updatedAt"`
+	ToolboxProxyURL     string            `json:"toolboxProxyUrl"`
+}
+
+type listResponse struct {
+	Items      []listItemDTO `json:"items"`
+	NextCursor *string       `json:"nextCursor"`
+}
+
+const toolboxProxyURL = "https://proxy.app.daytona.io/toolbox"
+
+// isoTime formats like JavaScript's Date.toISOString.
+func isoTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+
+func (s *Server) dto(sb *sandbox) sandboxDTO {
+	return sandboxDTO{
+		ID: sb.id, OrganizationID: s.OrganizationID, Name: sb.name, Snapshot: "daytonaio/sandbox:0.4.3",
+		User: "daytona", Env: map[string]string{}, Labels: copyLabels(sb.labels), Target: "us",
+		CPU: 1, Memory: 1, Disk: 3, State: sb.state, DesiredState: sb.desiredState, BackupState: "None",
+		AutoStopInterval: 15, AutoArchiveInterval: 10080, AutoDeleteInterval: -1, Volumes: []any{},
+		CreatedAt: isoTime(sb.createdAt), UpdatedAt: isoTime(sb.updatedAt), ToolboxProxyURL: toolboxProxyURL,
+	}
+}
+
+func (s *Server) listItem(sb *sandbox) listItemDTO {
+	return listItemDTO{
+		ID: sb.id, OrganizationID: s.OrganizationID, Name: sb.name, Target: "us", State: sb.state,
+		DesiredState: sb.desiredState, Snapshot: "daytonaio/sandbox:0.4.3", User: "daytona",
+		CPU: 1, Memory: 1, Disk: 3, Labels: copyLabels(sb.labels),
+		AutoStopInterval: 15, AutoArchiveInterval: 10080, AutoDeleteInterval: -1,
+		CreatedAt: isoTime(sb.createdAt), UpdatedAt: isoTime(sb.updatedAt), ToolboxProxyURL: toolboxProxyURL,
+	}
+}
+
+func copyLabels(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// errorBody is the body of Daytona's AllExceptionsFilter.
+type errorBody struct {
+	StatusCode int    `json:"statusCode"`
+	Source     string `json:"source"`
+	Code       string `json:"code"`
+	Message    string `json:"message"`
+	Error      string `json:"error"`
+	Path       string `json:"path"`
+	Timestamp  string `json:"timestamp"`
+	Method     string `json:"method"`
+}
+
+func writeError(w http.ResponseWriter, r *http.Request, status int, code, message string) {
+	writeJSON(w, status, errorBody{
+		StatusCode: status, Source: "DAYTONA_API", Code: code, Message: message,
+		Error: http.StatusText(status), Path: r.URL.RequestURI(),
+		Timestamp: isoTime(time.Now()), Method: r.Method,
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}

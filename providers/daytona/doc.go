@@ -1,0 +1,65 @@
+// Package daytona is reaperd's Daytona provider. It talks to the Daytona API
+// through Daytona's official generated client,
+// github.com/daytonaio/daytona/libs/api-client-go (v0.190.0).
+//
+// # Basics
+//
+// ConfigFromEnv reads:
+//
+//	DAYTONA_API_KEY          API key, sent as "Authorization: Bearer <key>"; without it the provider is disabled
+//	DAYTONA_API_URL          API base URL, default https://app.daytona.io/api
+//	DAYTONA_ORGANIZATION_ID  optional, sent as X-Daytona-Organization-ID; an API key is already
+//	                         bound to one organization, so it is normally left unset
+//
+// Close deletes the sandbox with DELETE /sandbox/{id}, whatever its state:
+// started, stopped, archived or paused sandboxes are all destroyed, releasing
+// their compute, disk and archived snapshot. Daytona deletes asynchronously:
+// the 200 answer only records desiredState "destroyed" (and renames the
+// sandbox DESTROYED_<name>_<ms>); a runner then takes the sandbox through
+// "destroying" to "destroyed". reaperd does not count the 200 as a
+// confirmation. Close polls GET /sandbox/{id} (for up to Config.DeleteWait,
+// default 30s, within the caller's context) and returns nil only when it
+// answers 404 or state "destroyed". If the sandbox is still destroying when
+// the wait ends, Close returns ErrConflict and the engine retries; the
+// retried DELETE is then answered 409 until the destroy finishes.
+//
+// Answers are classified as follows:
+//
+//	404                    already gone: nil
+//	409 "Sandbox state change in progress" (code SANDBOX_STATE_CHANGE_IN_PROGRESS)
+//	                       a delete or other transition is under way; GET decides:
+//	                       404 or "destroyed" is nil, anything else ErrConflict
+//	401, 403               ErrUnauthorized, hint "check DAYTONA_API_KEY"
+//	429                    ErrRateLimited; the delay is the largest of Retry-After and the
+//	                       Retry-After-<throttler> headers of @nestjs/throttler (DELETE is
+//	                       counted by "sandbox-lifecycle", GET by "authenticated")
+//	5xx, other 4xx, timeouts, refused or reset connections
+//	                       ErrTransient
+//
+// List pages through GET /sandbox with Daytona's cursor pagination (limit
+// 100, nextCursor) and sends ListFilter.Labels as the "labels" query
+// parameter, a JSON object ({"team":"a"}) the API matches by containment. It
+// returns id, createdAt, state and labels of every sandbox not destroyed;
+// stopped, archived, paused and still-destroying sandboxes are included.
+//
+// # Caveats
+//
+// Daytona's own cleanup leaves sandboxes allocated. Auto-stop (by default
+// after 15 minutes without activity) only stops a sandbox; auto-archive (by
+// default 7 days after it stopped) moves its filesystem to object storage;
+// auto-delete is off unless the creator set autoDeleteInterval. A leaked
+// sandbox therefore lingers stopped or archived, counting against disk quota
+// and storage, until someone deletes it. reaperd's discovery (List) shows
+// those, and Close deletes them.
+//
+// When a runner fails to destroy a sandbox, Daytona sets state "error" with
+// desiredState "destroyed" and from then on hides it: GET answers 404 and the
+// list omits it unless includeErroredDeleted is set. reaperd records such a
+// sandbox closed; finishing the destroy is Daytona's job.
+//
+// A 400 "Cannot delete sandbox which has active fork children" is reported as
+// a transient error carrying Daytona's message: the forks must be closed
+// first. The list is eventually consistent, so a sandbox created a moment ago
+// may be missing from it. Sandbox names are accepted by the API in place of
+// ids, but reaperd always uses ids.
+package daytona

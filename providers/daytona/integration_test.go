@@ -1,0 +1,99 @@
+//go:build integration
+
+package daytona
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	apiclient "github.com/daytonaio/daytona/libs/api-client-go"
+
+	"github.com/reaperd/reaperd/reaper"
+)
+
+// TestIntegration runs against the real Daytona account named by
+// DAYTONA_API_KEY (and DAYTONA_API_URL, DAYTONA_ORGANIZATION_ID). It lists
+// and closes an id that does not exist. With DAYTONA_REAPERD_IT_CREATE=1 it
+// also creates one small sandbox (auto-delete after 30 minutes, as a safety
+// net) and closes it through the provider.
+//
+//	DAYTONA_API_KEY=... go test -tags integration -run TestIntegration ./providers/daytona/
+func TestIntegration(t *testing.T) {
+	c := ConfigFromEnv(os.Getenv)
+	if !c.Enabled() {
+		t.Skip("DAYTONA_API_KEY not set")
+	}
+	p, err := New(c)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	all, err := p.List(ctx, reaper.ListFilter{})
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	for _, sb := range all {
+		if sb.ID == "" || sb.State == "destroyed" {
+			t.Errorf("List returned %+v", sb)
+		}
+	}
+	t.Logf("%d live sandboxes", len(all))
+
+	none, err := p.List(ctx, reaper.ListFilter{Labels: map[string]string{"reaperd-it": "no-such-value-" + time.Now().Format("150405.000")}})
+	if err != nil || len(none) != 0 {
+		t.Fatalf("List(unmatched label) = %v, %v; want none", none, err)
+	}
+
+	if err := p.Close(ctx, "00000000-0000-4000-8000-000000000000"); err != nil {
+		t.Fatalf("Close(unknown id) = %v, want nil", err)
+	}
+
+	if os.Getenv("DAYTONA_REAPERD_IT_CREATE") != "1" {
+		t.Log("DAYTONA_REAPERD_IT_CREATE!=1: not creating a sandbox")
+		return
+	}
+	run := time.Now().UTC().Format("20060102T150405")
+	labels := map[string]string{"reaperd-it": run}
+	autoDelete := int32(30)
+	body := apiclient.CreateSandbox{Labels: &labels, AutoDeleteInterval: &autoDelete}
+	rctx, rcancel := p.requestContext(ctx)
+	req := p.api.SandboxAPI.CreateSandbox(rctx).CreateSandbox(body)
+	if p.org != "" {
+		req = req.XDaytonaOrganizationID(p.org)
+	}
+	sb, _, err := req.Execute()
+	rcancel()
+	if err != nil || sb == nil {
+		t.Fatalf("create sandbox: %v", err)
+	}
+	t.Cleanup(func() { _ = p.Close(context.Background(), sb.Id) })
+
+	found, err := p.List(ctx, reaper.ListFilter{Labels: labels})
+	if err != nil {
+		t.Fatalf("List(run label): %v", err)
+	}
+	t.Logf("List(run label) = %+v (the list is eventually consistent)", found)
+
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		err := p.Close(ctx, sb.Id)
+		if err == nil {
+			break
+		}
+		retryable := errors.Is(err, reaper.ErrConflict) || errors.Is(err, reaper.ErrRateLimited)
+		if !retryable || time.Now().After(deadline) {
+			t.Fatalf("Close(%s) = %v", sb.Id, err)
+		}
+		t.Logf("Close(%s) = %v; retrying", sb.Id, err)
+		time.Sleep(5 * time.Second)
+	}
+	gone, _, err := p.lookup(ctx, sb.Id)
+	if err != nil || !gone {
+		t.Fatalf("after Close, lookup = gone %v, %v", gone, err)
+	}
+}
