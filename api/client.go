@@ -1,0 +1,231 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/reaperd/reaperd/reaper"
+)
+
+// Client calls a daemon's API over its Unix socket.
+type Client struct {
+	// Socket is the path of the daemon's socket.
+	Socket string
+	// Timeout bounds each call. Zero means 30 seconds; sweeps get longer.
+	Timeout time.Duration
+
+	http *http.Client
+}
+
+// NewClient returns a client for the daemon listening on socket.
+func NewClient(socket string) *Client {
+	c := &Client{Socket: socket}
+	c.http = &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", c.Socket)
+		},
+		MaxIdleConnsPerHost: 64,
+	}}
+	return c
+}
+
+// NotRunningError is returned when no daemon answers on the socket.
+type NotRunningError struct {
+	Socket string
+	Err    error
+}
+
+func (e *NotRunningError) Error() string {
+	switch {
+	case errors.Is(e.Err, os.ErrPermission):
+		return fmt.Sprintf("cannot connect to reaperd at %s: permission denied (the socket is mode 0660: add your user to its group, or use sudo)", e.Socket)
+	case errors.Is(e.Err, syscall.ECONNREFUSED):
+		return fmt.Sprintf("reaperd is not running: nothing is listening on %s (a stale socket?); start it with `reaperd serve`", e.Socket)
+	}
+	return fmt.Sprintf("reaperd is not running: no socket at %s; start it with `reaperd serve`, or point --socket or REAPERD_SOCKET at its socket", e.Socket)
+}
+
+func (e *NotRunningError) Unwrap() error { return e.Err }
+
+// do sends a request and decodes a JSON response into out. API errors are
+// returned as *reaper.Error with the daemon's code and message.
+func (c *Client) do(ctx context.Context, method, path string, in, out any, timeout time.Duration) error {
+	if timeout == 0 {
+		timeout = c.Timeout
+	}
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://reaperd"+path, body)
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return &NotRunningError{Socket: c.Socket, Err: op.Err}
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("reaperd at %s did not answer within %s", c.Socket, timeout)
+		}
+		return fmt.Errorf("call reaperd: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode >= 400 {
+		var eb ErrorBody
+		if json.Unmarshal(data, &eb) == nil && eb.Error.Code != "" {
+			return &reaper.Error{Code: eb.Error.Code, Message: eb.Error.Message}
+		}
+		return fmt.Errorf("reaperd answered %s", resp.Status)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("decode response: %w", err)
+		}
+	}
+	return nil
+}
+
+// Register registers a sandbox. created is false when it was already
+// registered to the same session.
+func (c *Client) Register(ctx context.Context, r reaper.RegisterRequest) (ent *EntryView, err error) {
+	ent = &EntryView{}
+	err = c.do(ctx, "POST", "/v1/sandboxes", r, ent, 0)
+	return ent, err
+}
+
+// Entry returns one entry.
+func (c *Client) Entry(ctx context.Context, key string) (*EntryView, error) {
+	ent := &EntryView{}
+	return ent, c.do(ctx, "GET", "/v1/sandboxes/"+escapeKey(key), nil, ent, 0)
+}
+
+// Entries lists entries.
+func (c *Client) Entries(ctx context.Context, f reaper.EntryFilter, limit int) ([]EntryView, error) {
+	q := url.Values{}
+	if f.Provider != "" {
+		q.Set("provider", f.Provider)
+	}
+	if f.Session != "" {
+		q.Set("session", f.Session)
+	}
+	for _, s := range f.States {
+		q.Add("state", string(s))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out struct {
+		Sandboxes []EntryView `json:"sandboxes"`
+	}
+	err := c.do(ctx, "GET", "/v1/sandboxes?"+q.Encode(), nil, &out, 0)
+	return out.Sandboxes, err
+}
+
+// Tag changes an entry's tags or labels.
+func (c *Client) Tag(ctx context.Context, key string, r reaper.TagRequest) (*EntryView, error) {
+	ent := &EntryView{}
+	return ent, c.do(ctx, "PATCH", "/v1/sandboxes/"+escapeKey(key), r, ent, 0)
+}
+
+// Release releases an entry.
+func (c *Client) Release(ctx context.Context, key string) (*EntryView, error) {
+	ent := &EntryView{}
+	return ent, c.do(ctx, "POST", "/v1/sandboxes/"+escapeKey(key)+"/release", nil, ent, 0)
+}
+
+// Heartbeat renews a session's lease, optionally changing it.
+func (c *Client) Heartbeat(ctx context.Context, session string, lease time.Duration) (*reaper.Session, error) {
+	s := &reaper.Session{}
+	var in any
+	if lease > 0 {
+		in = HeartbeatRequest{Lease: reaper.Duration(lease)}
+	}
+	return s, c.do(ctx, "POST", "/v1/sessions/"+url.PathEscape(session)+"/heartbeat", in, s, 0)
+}
+
+// EndSession ends a session.
+func (c *Client) EndSession(ctx context.Context, session string) (*reaper.EndResult, error) {
+	r := &reaper.EndResult{}
+	return r, c.do(ctx, "POST", "/v1/sessions/"+url.PathEscape(session)+"/end", nil, r, 0)
+}
+
+// Sessions lists sessions.
+func (c *Client) Sessions(ctx context.Context, liveOnly bool) ([]*reaper.Session, error) {
+	var out struct {
+		Sessions []*reaper.Session `json:"sessions"`
+	}
+	return out.Sessions, c.do(ctx, "GET", "/v1/sessions?live="+strconv.FormatBool(liveOnly), nil, &out, 0)
+}
+
+// Sweep runs a sweep, or a dry run.
+func (c *Client) Sweep(ctx context.Context, dryRun bool) (*reaper.SweepReport, error) {
+	rep := &reaper.SweepReport{}
+	return rep, c.do(ctx, "POST", "/v1/sweep", SweepRequest{DryRun: dryRun}, rep, 10*time.Minute)
+}
+
+// Discover lists sandboxes no entry tracks.
+func (c *Client) Discover(ctx context.Context) (*DiscoverResponse, error) {
+	out := &DiscoverResponse{}
+	return out, c.do(ctx, "POST", "/v1/discover", nil, out, 10*time.Minute)
+}
+
+// Audit returns audit events since a time or duration ("24h").
+func (c *Client) Audit(ctx context.Context, since string, limit int) ([]reaper.AuditEvent, error) {
+	q := url.Values{}
+	if since != "" {
+		q.Set("since", since)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out struct {
+		Events []reaper.AuditEvent `json:"events"`
+	}
+	return out.Events, c.do(ctx, "GET", "/v1/audit?"+q.Encode(), nil, &out, 0)
+}
+
+// Status returns the daemon's status.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	st := &Status{}
+	return st, c.do(ctx, "GET", "/v1/status", nil, st, 0)
+}
+
+func escapeKey(key string) string {
+	p, id, ok := strings.Cut(key, "/")
+	if !ok {
+		return url.PathEscape(key)
+	}
+	return url.PathEscape(p) + "/" + url.PathEscape(id)
+}

@@ -1,0 +1,451 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+	"github.com/reaperd/reaperd/providers/daytona"
+	"github.com/reaperd/reaperd/providers/e2b"
+	"github.com/reaperd/reaperd/providers/modal"
+	"github.com/reaperd/reaperd/providers/runloop"
+	"github.com/reaperd/reaperd/reaper"
+	"github.com/robfig/cron/v3"
+	"golang.org/x/time/rate"
+)
+
+// Default paths and settings.
+const (
+	DefaultSchedule   = "@every 1m"
+	systemLedgerPath  = "/var/lib/reaperd/ledger.db"
+	systemSocketPath  = "/run/reaperd/reaperd.sock"
+	localDataDir      = "reaperd-data"
+	ledgerFileName    = "ledger.db"
+	socketFileName    = "reaperd.sock"
+	maxSocketPathLen  = 107 // sun_path holds 108 bytes with the NUL
+	defaultRatePerSec = 10
+)
+
+// providerNames lists every provider reaperd has a backend for.
+var providerNames = []string{daytona.Type, e2b.Type, modal.Type, runloop.Type}
+
+// Config is the daemon's configuration file (TOML). Every field is
+// optional; see the README for the defaults.
+type Config struct {
+	// Ledger is the ledger file. Empty means $STATE_DIRECTORY/ledger.db,
+	// else /var/lib/reaperd/ledger.db as root and ./reaperd-data/ledger.db
+	// otherwise.
+	Ledger string `toml:"ledger"`
+	// Socket is the API socket. Empty means $RUNTIME_DIRECTORY/reaperd.sock,
+	// else /run/reaperd/reaperd.sock as root and ./reaperd-data/reaperd.sock
+	// otherwise.
+	Socket string `toml:"socket"`
+	// SocketGroup, when set, is the group given the socket (mode 0660), so
+	// that its members may use the CLI.
+	SocketGroup string `toml:"socket_group"`
+	// Schedule is the cron spec of full sweeps. Empty means "@every 1m".
+	Schedule string `toml:"schedule"`
+	// Retention is how long closed and released entries and audit events
+	// are kept. Empty means 30 days; "0" keeps them forever.
+	Retention *Duration `toml:"retention"`
+	// DefaultTTL applies to registrations with neither ttl nor session.
+	// Empty means such registrations are refused.
+	DefaultTTL Duration `toml:"default_ttl"`
+	// Discover makes full sweeps list every provider's sandboxes and record
+	// those nobody registered. Empty means true.
+	Discover *bool `toml:"discover"`
+	// LogLevel is debug, info, warn or error. Empty means info.
+	LogLevel string `toml:"log_level"`
+	// LogFormat is text or json. Empty means text.
+	LogFormat string `toml:"log_format"`
+
+	Engine    EngineConfig              `toml:"engine"`
+	Providers map[string]ProviderConfig `toml:"providers"`
+}
+
+// EngineConfig tunes the engine. Zero values take the engine's defaults.
+type EngineConfig struct {
+	Concurrency   int      `toml:"concurrency"`
+	CloseTimeout  Duration `toml:"close_timeout"`
+	MinBackoff    Duration `toml:"min_backoff"`
+	MaxBackoff    Duration `toml:"max_backoff"`
+	ShutdownGrace Duration `toml:"shutdown_grace"`
+	ProcessCheck  Duration `toml:"process_check"`
+}
+
+// ProviderConfig overrides one provider's environment. A field left empty
+// takes the provider's environment variable.
+type ProviderConfig struct {
+	// Enabled false turns the provider off even with credentials.
+	Enabled *bool `toml:"enabled"`
+	// APIKey (daytona, e2b, runloop). Prefer APIKeyFile or the
+	// environment: a key in the config file is readable by whoever can
+	// read the file.
+	APIKey     string `toml:"api_key"`
+	APIKeyFile string `toml:"api_key_file"`
+	// APIURL is the endpoint (daytona, e2b: API URL; runloop: base URL;
+	// modal: server URL).
+	APIURL string `toml:"api_url"`
+	// TokenID and TokenSecret (modal).
+	TokenID         string `toml:"token_id"`
+	TokenSecret     string `toml:"token_secret"`
+	TokenSecretFile string `toml:"token_secret_file"`
+	// Environment is the Modal environment.
+	Environment string `toml:"environment"`
+	// Timeout bounds each request. Empty means 30s.
+	Timeout Duration `toml:"timeout"`
+	// Rate caps close calls per second (burst the same). Zero means 10;
+	// negative means no limit.
+	Rate float64 `toml:"rate"`
+	// ForceAfter (runloop) is the number of close attempts before a
+	// forced shutdown.
+	ForceAfter int `toml:"force_after"`
+}
+
+// Duration is a duration in a config file, written as a string ("30m").
+type Duration time.Duration
+
+// UnmarshalText parses a duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	if string(b) == "0" {
+		*d = 0
+		return nil
+	}
+	v, err := reaper.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// LoadConfig reads a TOML config file strictly: unknown keys are errors.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig parses and validates config file contents; path is for
+// messages.
+func ParseConfig(path string, data []byte) (*Config, error) {
+	var c Config
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		var de *toml.DecodeError
+		var sm *toml.StrictMissingError
+		switch {
+		case errors.As(err, &de):
+			row, col := de.Position()
+			return nil, fmt.Errorf("config %s:%d:%d: %s", path, row, col, de.Error())
+		case errors.As(err, &sm):
+			var keys []string
+			for _, e := range sm.Errors {
+				row, _ := e.Position()
+				keys = append(keys, fmt.Sprintf("%q (line %d)", strings.Join(e.Key(), "."), row))
+			}
+			return nil, fmt.Errorf("config %s: unknown key %s: see the README's configuration section", path, strings.Join(keys, ", "))
+		}
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) validate() error {
+	if c.Schedule != "" {
+		if _, err := parseSchedule(c.Schedule); err != nil {
+			return err
+		}
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	switch c.LogFormat {
+	case "", "text", "json":
+	default:
+		return fmt.Errorf("log_format %q: use text or json", c.LogFormat)
+	}
+	if c.Engine.Concurrency < 0 {
+		return fmt.Errorf("engine.concurrency %d: must be zero (default) or more", c.Engine.Concurrency)
+	}
+	for name, p := range c.Providers {
+		if !slices.Contains(providerNames, name) {
+			return fmt.Errorf("[providers.%s]: unknown provider: use one of %s", name, strings.Join(providerNames, ", "))
+		}
+		if p.APIKey != "" && p.APIKeyFile != "" {
+			return fmt.Errorf("[providers.%s]: give api_key or api_key_file, not both", name)
+		}
+		if p.TokenSecret != "" && p.TokenSecretFile != "" {
+			return fmt.Errorf("[providers.%s]: give token_secret or token_secret_file, not both", name)
+		}
+		if name != modal.Type && (p.TokenID != "" || p.TokenSecret != "" || p.TokenSecretFile != "" || p.Environment != "") {
+			return fmt.Errorf("[providers.%s]: token_id, token_secret and environment are for modal only", name)
+		}
+		if name == modal.Type && (p.APIKey != "" || p.APIKeyFile != "") {
+			return fmt.Errorf("[providers.modal]: modal uses token_id and token_secret, not api_key")
+		}
+		if name != runloop.Type && p.ForceAfter != 0 {
+			return fmt.Errorf("[providers.%s]: force_after is for runloop only", name)
+		}
+	}
+	return nil
+}
+
+func parseSchedule(spec string) (cron.Schedule, error) {
+	s, err := cron.ParseStandard(spec)
+	if err != nil {
+		return nil, fmt.Errorf("schedule %q: %v: use a 5-field cron spec such as \"*/5 * * * *\" or \"@every 1m\"", spec, err)
+	}
+	return s, nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if s == "" {
+		return slog.LevelInfo, nil
+	}
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log_level %q: use debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// getenvFunc returns a lookup that reads the environment and falls back to
+// systemd credentials: a file named like the variable in
+// $CREDENTIALS_DIRECTORY (LoadCredential=DAYTONA_API_KEY:/etc/...).
+func getenvFunc(getenv func(string) string) func(string) string {
+	return func(name string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		dir := getenv("CREDENTIALS_DIRECTORY")
+		if dir == "" {
+			return ""
+		}
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(b))
+	}
+}
+
+func readSecretFile(provider, field, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("[providers.%s] %s: %w", provider, field, err)
+	}
+	v := strings.TrimSpace(string(b))
+	if v == "" {
+		return "", fmt.Errorf("[providers.%s] %s: %s is empty", provider, field, path)
+	}
+	return v, nil
+}
+
+// ProviderSet is the outcome of building providers from the environment
+// and the config.
+type ProviderSet struct {
+	Enabled  map[string]reaper.Provider
+	Disabled map[string]string // name → how to enable it
+	Limiters map[string]*rate.Limiter
+}
+
+// BuildProviders builds every provider from its environment variables,
+// overridden by the config file. A provider without credentials is
+// disabled; one with credentials that fail validation is an error.
+func BuildProviders(c *Config, getenv func(string) string) (*ProviderSet, error) {
+	env := getenvFunc(getenv)
+	set := &ProviderSet{Enabled: map[string]reaper.Provider{}, Disabled: map[string]string{}, Limiters: map[string]*rate.Limiter{}}
+	for _, name := range providerNames {
+		pc := c.Providers[name]
+		if pc.Enabled != nil && !*pc.Enabled {
+			set.Disabled[name] = fmt.Sprintf("it is turned off by enabled = false in [providers.%s]", name)
+			continue
+		}
+		apiKey := pc.APIKey
+		if pc.APIKeyFile != "" {
+			v, err := readSecretFile(name, "api_key_file", pc.APIKeyFile)
+			if err != nil {
+				return nil, err
+			}
+			apiKey = v
+		}
+		timeout := time.Duration(pc.Timeout)
+		var p reaper.Provider
+		var err error
+		var hint string
+		switch name {
+		case daytona.Type:
+			cfg := daytona.ConfigFromEnv(env)
+			if apiKey != "" {
+				cfg.APIKey = apiKey
+			}
+			if pc.APIURL != "" {
+				cfg.APIURL = pc.APIURL
+			}
+			cfg.Timeout = timeout
+			hint = "set DAYTONA_API_KEY (or api_key_file in [providers.daytona]) and restart or reload reaperd"
+			if cfg.Enabled() {
+				p, err = daytona.New(cfg)
+			}
+		case e2b.Type:
+			cfg := e2b.ConfigFromEnv(env)
+			if apiKey != "" {
+				cfg.APIKey = apiKey
+			}
+			if pc.APIURL != "" {
+				cfg.APIURL = pc.APIURL
+			}
+			cfg.Timeout = timeout
+			hint = "set E2B_API_KEY (or api_key_file in [providers.e2b]) and restart or reload reaperd"
+			if cfg.Enabled() {
+				p, err = e2b.New(cfg)
+			}
+		case modal.Type:
+			cfg := modal.ConfigFromEnv(env)
+			if pc.TokenID != "" {
+				cfg.TokenID = pc.TokenID
+			}
+			secret := pc.TokenSecret
+			if pc.TokenSecretFile != "" {
+				if secret, err = readSecretFile(name, "token_secret_file", pc.TokenSecretFile); err != nil {
+					return nil, err
+				}
+			}
+			if secret != "" {
+				cfg.TokenSecret = secret
+			}
+			if pc.APIURL != "" {
+				cfg.ServerURL = pc.APIURL
+			}
+			if pc.Environment != "" {
+				cfg.Environment = pc.Environment
+			}
+			cfg.Timeout = timeout
+			hint = "set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (or [providers.modal]) and restart or reload reaperd"
+			if cfg.Enabled() {
+				p, err = modal.New(cfg)
+			}
+		case runloop.Type:
+			cfg := runloop.ConfigFromEnv(env)
+			if apiKey != "" {
+				cfg.APIKey = apiKey
+			}
+			if pc.APIURL != "" {
+				cfg.BaseURL = pc.APIURL
+			}
+			if pc.ForceAfter != 0 {
+				cfg.ForceAfter = pc.ForceAfter
+			}
+			cfg.Timeout = timeout
+			hint = "set RUNLOOP_API_KEY (or api_key_file in [providers.runloop]) and restart or reload reaperd"
+			if cfg.Enabled() {
+				p, err = runloop.New(cfg)
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("configure provider %s: %w", name, err)
+		}
+		if p == nil {
+			set.Disabled[name] = "no credentials: " + hint
+			continue
+		}
+		set.Enabled[name] = p
+		r := pc.Rate
+		if r == 0 {
+			r = defaultRatePerSec
+		}
+		if r > 0 {
+			burst := int(r)
+			if burst < 1 {
+				burst = 1
+			}
+			set.Limiters[name] = rate.NewLimiter(rate.Limit(r), burst)
+		}
+	}
+	return set, nil
+}
+
+// resolvePaths picks the ledger and socket paths: flags, then the config
+// file, then the systemd directories, then the defaults.
+func resolvePaths(c *Config, ledgerFlag, socketFlag string, getenv func(string) string) (ledger, socket string, err error) {
+	ledger = firstNonEmpty(ledgerFlag, c.Ledger)
+	if ledger == "" {
+		if dir := getenv("STATE_DIRECTORY"); dir != "" {
+			ledger = filepath.Join(firstPath(dir), ledgerFileName)
+		} else if os.Geteuid() == 0 {
+			ledger = systemLedgerPath
+		} else {
+			ledger = filepath.Join(localDataDir, ledgerFileName)
+		}
+	}
+	socket = firstNonEmpty(socketFlag, getenv("REAPERD_SOCKET"), c.Socket)
+	if socket == "" {
+		socket = defaultSocket(getenv)
+	}
+	if ledger, err = filepath.Abs(ledger); err != nil {
+		return "", "", fmt.Errorf("resolve ledger path: %w", err)
+	}
+	if socket, err = filepath.Abs(socket); err != nil {
+		return "", "", fmt.Errorf("resolve socket path: %w", err)
+	}
+	if len(socket) > maxSocketPathLen {
+		return "", "", fmt.Errorf("socket path %s is %d bytes long; Unix sockets allow %d: choose a shorter --socket", socket, len(socket), maxSocketPathLen)
+	}
+	return ledger, socket, nil
+}
+
+// defaultSocket is the socket path when none is configured.
+func defaultSocket(getenv func(string) string) string {
+	if dir := getenv("RUNTIME_DIRECTORY"); dir != "" {
+		return filepath.Join(firstPath(dir), socketFileName)
+	}
+	if os.Geteuid() == 0 {
+		return systemSocketPath
+	}
+	return filepath.Join(localDataDir, socketFileName)
+}
+
+// clientSocket is the socket a client subcommand connects to: --socket,
+// REAPERD_SOCKET, else the first default that exists.
+func (m *Main) clientSocket() string {
+	if s := firstNonEmpty(m.socket, m.Getenv("REAPERD_SOCKET")); s != "" {
+		return s
+	}
+	candidates := []string{defaultSocket(m.Getenv), systemSocketPath, filepath.Join(localDataDir, socketFileName)}
+	for _, c := range candidates {
+		if _, err := os.Stat(c); err == nil {
+			return c
+		}
+	}
+	return candidates[0]
+}
+
+// firstPath returns the first of a colon-separated list of directories, as
+// systemd sets STATE_DIRECTORY when several are configured.
+func firstPath(s string) string {
+	first, _, _ := strings.Cut(s, ":")
+	return first
+}
+
+func firstNonEmpty(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

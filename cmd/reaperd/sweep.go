@@ -1,0 +1,67 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func (m *Main) sweepCommand() *cobra.Command {
+	var (
+		dryRun bool
+		output string
+	)
+	c := &cobra.Command{
+		Use:   "sweep",
+		Short: "Close every due sandbox now (--dry-run: only say what would be closed and why)",
+		Args:  exactArgs(0, ""),
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := outputFormat(output, "table", "json"); err != nil {
+				return err
+			}
+			rep, err := m.client().Sweep(c.Context(), dryRun)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSONOut(m.Stdout, rep)
+			}
+			if len(rep.Items) == 0 {
+				if dryRun {
+					fmt.Fprintf(m.Stdout, "nothing is due (%d sandboxes waiting)\n", rep.Waiting)
+				} else {
+					fmt.Fprintln(m.Stdout, "nothing was due")
+				}
+			} else {
+				rows := make([][]string, 0, len(rep.Items))
+				for _, it := range rep.Items {
+					action := it.Action
+					if dryRun && (action == "close" || action == "retry" || action == "release") {
+						action = "would " + action
+					}
+					detail := it.Detail
+					if it.Error != "" {
+						detail = it.Error
+					}
+					rows = append(rows, []string{it.Key, action, orDash(string(it.Reason)), orDash(it.Result), orDash(detail)})
+				}
+				if err := writeTable(m.Stdout, "table", []string{"SANDBOX", "ACTION", "REASON", "RESULT", "DETAIL"}, rows); err != nil {
+					return err
+				}
+				if dryRun {
+					fmt.Fprintf(m.Stdout, "dry run: nothing was changed (%d more sandboxes are not due yet)\n", rep.Waiting)
+				}
+			}
+			for _, u := range rep.Untracked {
+				fmt.Fprintf(m.Stdout, "untracked: %s/%s (created %s, %s)\n", u.Provider, u.Sandbox.ID, fmtTime(u.Sandbox.CreatedAt), orDash(u.Sandbox.State))
+			}
+			for p, e := range rep.DiscoveryErrors {
+				fmt.Fprintf(m.Stdout, "discovery failed for %s: %s\n", p, e)
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be closed and why; change nothing")
+	c.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return c
+}

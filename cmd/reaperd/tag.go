@@ -1,0 +1,66 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/reaperd/reaperd/reaper"
+	"github.com/spf13/cobra"
+)
+
+func (m *Main) tagCommand() *cobra.Command {
+	var (
+		keep, attached bool
+		labels         []string
+		output         string
+	)
+	c := &cobra.Command{
+		Use:   "tag PROVIDER/ID",
+		Short: "Change a sandbox's keep and attached tags or its labels",
+		Example: `  reaperd tag daytona/7f3c2a --keep
+  reaperd tag daytona/7f3c2a --keep=false --attached=true
+  reaperd tag e2b/i9x2k --label owner=ana --label stale=`,
+		Args: exactArgs(1, "a sandbox PROVIDER/ID"),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := outputFormat(output, "text", "json"); err != nil {
+				return err
+			}
+			if err := keyArg(args[0]); err != nil {
+				return err
+			}
+			var req reaper.TagRequest
+			if c.Flags().Changed("keep") {
+				req.Keep = &keep
+			}
+			if c.Flags().Changed("attached") {
+				req.Attached = &attached
+			}
+			if len(labels) > 0 {
+				req.Labels = map[string]string{}
+				for _, l := range labels {
+					k, v, err := reaper.ParseLabel(l)
+					if err != nil {
+						return usageError{err}
+					}
+					req.Labels[k] = v
+				}
+			}
+			if req.Keep == nil && req.Attached == nil && req.Labels == nil {
+				return usagef("tag needs --keep, --attached or --label")
+			}
+			ent, err := m.client().Tag(c.Context(), args[0], req)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSONOut(m.Stdout, ent)
+			}
+			fmt.Fprintf(m.Stdout, "%s: keep=%t attached=%t labels=%s\n", ent.Key, ent.Keep, ent.Attached, fmtLabels(ent.Labels))
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&keep, "keep", false, "never close the sandbox (--keep=false to undo)")
+	c.Flags().BoolVar(&attached, "attached", false, "the session did not create the sandbox: never close it")
+	c.Flags().StringArrayVar(&labels, "label", nil, "set label key=value; key= removes it (repeatable)")
+	c.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return c
+}

@@ -1,0 +1,286 @@
+package ledger
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/reaperd/reaperd/reaper"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// SchemaVersion is the ledger layout this package reads and writes.
+const SchemaVersion = 1
+
+var (
+	bucketMeta           = []byte("meta")
+	bucketEntries        = []byte("entries")
+	bucketSessions       = []byte("sessions")
+	bucketSessionEntries = []byte("session_entries")
+	bucketDeadlines      = []byte("deadlines")
+	bucketProcesses      = []byte("processes")
+	bucketRetire         = []byte("retire")
+	bucketAudit          = []byte("audit")
+
+	keySchema = []byte("schema")
+)
+
+var allBuckets = [][]byte{bucketMeta, bucketEntries, bucketSessions, bucketSessionEntries,
+	bucketDeadlines, bucketProcesses, bucketRetire, bucketAudit}
+
+// ErrLocked is returned by Open when another process holds the ledger file.
+var ErrLocked = errors.New("ledger is locked by another process")
+
+// ErrClosed is returned when the ledger is used after Close.
+var ErrClosed = errors.New("ledger is closed")
+
+// Options configures Open.
+type Options struct {
+	// LockTimeout is how long Open waits for another process to release
+	// the file lock. Zero means 2 seconds.
+	LockTimeout time.Duration
+	// MaxBatch caps how many updates share one commit. Zero means 4096.
+	MaxBatch int
+	// NoSync skips fsync on commit. It is for benchmarks that compare
+	// against it only; a ledger opened this way may lose registrations.
+	NoSync bool
+}
+
+// DB is an open ledger. It implements reaper.Store.
+type DB struct {
+	bolt *bolt.DB
+	path string
+
+	maxBatch int
+	reqs     chan *writeReq
+	stop     chan struct{}
+	done     chan struct{}
+
+	mu     sync.RWMutex // guards closed against concurrent Update/Close
+	closed bool
+}
+
+var _ reaper.Store = (*DB)(nil)
+
+type writeReq struct {
+	fn   func(reaper.Tx) error
+	done chan error
+}
+
+// Open opens or creates the ledger at path, creating its directory (mode
+// 0700) if needed.
+func Open(path string, o Options) (*DB, error) {
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = 2 * time.Second
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 4096
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create ledger directory: %w", err)
+	}
+	bdb, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:      o.LockTimeout,
+		NoSync:       o.NoSync,
+		FreelistType: bolt.FreelistMapType,
+	})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open ledger %s: %w (waited %s; is another reaperd running on it?)", path, ErrLocked, o.LockTimeout)
+	} else if err != nil {
+		return nil, fmt.Errorf("open ledger %s: %w", path, err)
+	}
+	db := &DB{bolt: bdb, path: path, maxBatch: o.MaxBatch,
+		reqs: make(chan *writeReq, o.MaxBatch), stop: make(chan struct{}), done: make(chan struct{})}
+	if err := db.init(); err != nil {
+		bdb.Close()
+		return nil, err
+	}
+	go db.commitLoop()
+	return db, nil
+}
+
+func (db *DB) init() error {
+	return db.bolt.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keySchema); v == nil {
+			return meta.Put(keySchema, u64(SchemaVersion))
+		} else if len(v) != 8 {
+			return fmt.Errorf("open ledger %s: schema version is corrupt", db.path)
+		} else if got := binary.BigEndian.Uint64(v); got > SchemaVersion {
+			return fmt.Errorf("open ledger %s: schema version %d is newer than this reaperd understands (%d): upgrade reaperd", db.path, got, SchemaVersion)
+		}
+		return nil
+	})
+}
+
+// Path returns the ledger file's path.
+func (db *DB) Path() string { return db.path }
+
+// Bolt returns the underlying bbolt database, for consistency checks and
+// statistics.
+func (db *DB) Bolt() *bolt.DB { return db.bolt }
+
+// Close waits for queued updates to commit and closes the file.
+func (db *DB) Close() error {
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return nil
+	}
+	db.closed = true
+	db.mu.Unlock()
+	close(db.stop)
+	<-db.done
+	return db.bolt.Close()
+}
+
+// View runs fn in a read-only transaction.
+func (db *DB) View(ctx context.Context, fn func(reaper.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	if db.closed {
+		return ErrClosed
+	}
+	return db.bolt.View(func(btx *bolt.Tx) error { return fn(&tx{tx: btx}) })
+}
+
+// Update runs fn in a read-write transaction that may be shared with
+// concurrent callers, and returns after the commit is on disk.
+func (db *DB) Update(ctx context.Context, fn func(reaper.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := &writeReq{fn: fn, done: make(chan error, 1)}
+	db.mu.RLock()
+	if db.closed {
+		db.mu.RUnlock()
+		return ErrClosed
+	}
+	db.reqs <- r
+	db.mu.RUnlock()
+	// Once queued the update will be committed or rejected promptly; wait
+	// for the verdict even if ctx ends, so the caller never mistakes a
+	// committed write for a failed one.
+	return <-r.done
+}
+
+func (db *DB) commitLoop() {
+	defer close(db.done)
+	batch := make([]*writeReq, 0, db.maxBatch)
+	for {
+		select {
+		case r := <-db.reqs:
+			batch = append(batch[:0], r)
+		case <-db.stop:
+			// Close holds the write lock, so nothing more is queued.
+			for {
+				select {
+				case r := <-db.reqs:
+					db.commit([]*writeReq{r})
+				default:
+					return
+				}
+			}
+		}
+	fill:
+		for len(batch) < db.maxBatch {
+			select {
+			case r := <-db.reqs:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		db.commit(batch)
+	}
+}
+
+var errAbortBatch = errors.New("abort batch")
+
+// commit runs the batch in one transaction. A function that fails is
+// removed and answered with its error, and the rest are run again.
+func (db *DB) commit(batch []*writeReq) {
+	for len(batch) > 0 {
+		failed, failErr := -1, error(nil)
+		err := db.bolt.Update(func(btx *bolt.Tx) error {
+			t := &tx{tx: btx}
+			for i, r := range batch {
+				if err := safeCall(r.fn, t); err != nil {
+					failed, failErr = i, err
+					return errAbortBatch
+				}
+			}
+			return nil
+		})
+		if failed >= 0 {
+			batch[failed].done <- failErr
+			batch = append(batch[:failed:failed], batch[failed+1:]...)
+			continue
+		}
+		if err != nil {
+			err = fmt.Errorf("commit ledger %s: %w", db.path, err)
+		}
+		for _, r := range batch {
+			r.done <- err
+		}
+		return
+	}
+}
+
+func safeCall(fn func(reaper.Tx) error, t reaper.Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("ledger update panicked: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return fn(t)
+}
+
+// u64 encodes v big-endian.
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+// timeKey returns the 8-byte sortable encoding of t.
+func timeKey(t time.Time) uint64 {
+	ns := t.UnixNano()
+	if ns < 0 {
+		return 0
+	}
+	return uint64(ns)
+}
+
+func indexKey(t time.Time, kind reaper.DueKind, key string) []byte {
+	b := make([]byte, 9+len(key))
+	binary.BigEndian.PutUint64(b, timeKey(t))
+	b[8] = byte(kind)
+	copy(b[9:], key)
+	return b
+}
+
+func parseIndexKey(k []byte) (time.Time, reaper.DueKind, string, error) {
+	if len(k) < 9 {
+		return time.Time{}, 0, "", fmt.Errorf("corrupt index key %x", k)
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(k))).UTC(), reaper.DueKind(k[8]), string(k[9:]), nil
+}
+
+func encode(v any) ([]byte, error) { return json.Marshal(v) }

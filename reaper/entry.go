@@ -1,0 +1,280 @@
+package reaper
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// State is the lifecycle state of an entry.
+//
+//	active ──(due, not keep/attached)──▶ closing ──(provider confirmed or already gone)──▶ closed
+//	   │                                    └──(error)──▶ stays closing, retried with backoff
+//	   └──(session closed it itself / attached session ended)──▶ released
+type State string
+
+const (
+	StateActive   State = "active"   // registered; the sandbox is assumed to be running
+	StateClosing  State = "closing"  // the reaper decided to close it; the provider may not have confirmed yet
+	StateClosed   State = "closed"   // the provider confirmed the delete or said the sandbox does not exist
+	StateReleased State = "released" // no longer tracked: closed by its session, or an attached sandbox left alone
+)
+
+// Valid reports whether s is one of the four states.
+func (s State) Valid() bool {
+	switch s {
+	case StateActive, StateClosing, StateClosed, StateReleased:
+		return true
+	}
+	return false
+}
+
+// Final reports whether s is a terminal state (closed or released).
+func (s State) Final() bool { return s == StateClosed || s == StateReleased }
+
+// Reason says why the reaper acted, or did not act, on an entry.
+type Reason string
+
+const (
+	ReasonExpired         Reason = "expired"          // expires_at passed
+	ReasonOrphanedLease   Reason = "orphaned-lease"   // the session's lease lapsed without a heartbeat
+	ReasonOrphanedProcess Reason = "orphaned-process" // the session's process exited
+	ReasonSessionEnded    Reason = "session-ended"    // the session ended without releasing the entry
+	ReasonKeep            Reason = "keep"             // tagged keep: never closed
+	ReasonAttached        Reason = "attached"         // tagged attached: never closed
+	ReasonReleased        Reason = "released"         // released by a client
+	ReasonManual          Reason = "manual"           // an operator asked
+)
+
+// Entry is one sandbox the ledger knows, keyed PROVIDER/ID.
+type Entry struct {
+	Provider string            `json:"provider"`
+	ID       string            `json:"id"`
+	Session  string            `json:"session,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
+
+	// Keep entries are never closed by the reaper, whatever their deadline.
+	Keep bool `json:"keep"`
+	// Attached entries belong to a sandbox the session did not create: they
+	// are never closed, and become released when their session ends.
+	Attached bool `json:"attached"`
+
+	RegisteredAt time.Time `json:"registered_at"`
+	// ExpiresAt is the deadline after which the entry is due. Zero means
+	// none: the entry is due only when its session ends or lapses.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+
+	State       State  `json:"state"`
+	CloseReason Reason `json:"close_reason,omitempty"`
+	// Attempts counts calls to Provider.Close made for this entry.
+	Attempts   int    `json:"attempts,omitempty"`
+	LastError  string `json:"last_error,omitempty"`
+	ErrorClass string `json:"error_class,omitempty"`
+	// NextAttemptAt is when a closing entry is retried. Zero means at once.
+	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
+	// InFlight is set while a close call is outstanding; NextAttemptAt then
+	// bounds it. A closing entry found in flight at start-up was interrupted
+	// by a crash and is resumed at once.
+	InFlight bool `json:"in_flight,omitempty"`
+	// ClosingSince is when the entry moved to closing.
+	ClosingSince time.Time `json:"closing_since,omitzero"`
+	// ClosedAt is when the entry became closed or released.
+	ClosedAt time.Time `json:"closed_at,omitzero"`
+	// Owner is the uid that registered the entry, from the socket's peer
+	// credentials; nil when unknown.
+	Owner *uint32 `json:"owner,omitempty"`
+}
+
+// Key returns the entry's ledger key, PROVIDER/ID.
+func (e *Entry) Key() string { return e.Provider + "/" + e.ID }
+
+// Clone returns a deep copy of e.
+func (e *Entry) Clone() *Entry {
+	c := *e
+	c.Labels = maps.Clone(e.Labels)
+	if e.Owner != nil {
+		o := *e.Owner
+		c.Owner = &o
+	}
+	return &c
+}
+
+// Deadline returns the time at which the entry next needs the engine's
+// attention on its own account, or the zero time if it has none: the expiry
+// of an active entry that is not keep, the next retry of a closing entry.
+// Deadlines that come from the entry's session are the session's.
+func (e *Entry) Deadline() time.Time {
+	switch e.State {
+	case StateActive:
+		if e.Keep {
+			return time.Time{}
+		}
+		return e.ExpiresAt
+	case StateClosing:
+		if e.NextAttemptAt.IsZero() {
+			return e.ClosingSince
+		}
+		return e.NextAttemptAt
+	}
+	return time.Time{}
+}
+
+// Session is one agent run.
+type Session struct {
+	ID string `json:"id"`
+	// Lease is how long the session may go without a heartbeat before it
+	// counts as dead. Zero means no lease: the session ends only when told,
+	// or when its process exits.
+	Lease         Duration  `json:"lease,omitempty"`
+	StartedAt     time.Time `json:"started_at"`
+	LastHeartbeat time.Time `json:"last_heartbeat"`
+	// PID is the session's process on this host, zero when not given;
+	// PIDStart is that process's start time (clock ticks since boot, from
+	// /proc/PID/stat) so that a reused pid is not mistaken for the session.
+	PID      int    `json:"pid,omitempty"`
+	PIDStart uint64 `json:"pid_start,omitempty"`
+	// EndedAt is when the session ended (told, lease lapsed, process
+	// exited); zero while it lives.
+	EndedAt   time.Time `json:"ended_at,omitzero"`
+	EndReason Reason    `json:"end_reason,omitempty"`
+	// Settled is set once the engine has acted on every entry of an ended
+	// session.
+	Settled bool    `json:"settled,omitempty"`
+	Owner   *uint32 `json:"owner,omitempty"`
+}
+
+// Ended reports whether the session has ended.
+func (s *Session) Ended() bool { return !s.EndedAt.IsZero() }
+
+// LeaseEnd returns when the lease lapses without another heartbeat, or the
+// zero time when the session has no lease.
+func (s *Session) LeaseEnd() time.Time {
+	if s.Lease <= 0 {
+		return time.Time{}
+	}
+	return s.LastHeartbeat.Add(time.Duration(s.Lease))
+}
+
+// Deadline returns when the session next needs the engine's attention: at
+// once for an ended session not yet settled, at its lease end for a live
+// session with a lease, never otherwise.
+func (s *Session) Deadline() time.Time {
+	if s.Ended() {
+		if s.Settled {
+			return time.Time{}
+		}
+		return s.EndedAt
+	}
+	return s.LeaseEnd()
+}
+
+// Clone returns a copy of s.
+func (s *Session) Clone() *Session {
+	c := *s
+	if s.Owner != nil {
+		o := *s.Owner
+		c.Owner = &o
+	}
+	return &c
+}
+
+// EventKind names an audit event.
+type EventKind string
+
+const (
+	EventRegistered   EventKind = "registered"
+	EventTagged       EventKind = "tagged"
+	EventCloseStarted EventKind = "close-started"
+	EventClosed       EventKind = "closed"
+	EventCloseFailed  EventKind = "close-failed"
+	EventReleased     EventKind = "released"
+	EventAdopted      EventKind = "adopted"
+	EventDiscovered   EventKind = "discovered-untracked"
+	EventSkipped      EventKind = "skipped"
+	EventSessionEnded EventKind = "session-ended"
+)
+
+// AuditEvent is one append-only record of a transition.
+type AuditEvent struct {
+	Time    time.Time `json:"time"`
+	Kind    EventKind `json:"kind"`
+	Key     string    `json:"key,omitempty"`
+	Session string    `json:"session,omitempty"`
+	// Actor is the uid of the client that caused the event; nil when the
+	// engine acted on its own.
+	Actor      *uint32 `json:"actor,omitempty"`
+	Reason     Reason  `json:"reason,omitempty"`
+	ErrorClass string  `json:"error_class,omitempty"`
+	Error      string  `json:"error,omitempty"`
+	Detail     string  `json:"detail,omitempty"`
+}
+
+// Duration is a time.Duration that reads and writes JSON as a Go duration
+// string ("30m", "1h30m"). It also reads a JSON number as whole seconds.
+type Duration time.Duration
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes d as a duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON reads a duration string or a number of seconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		v, err := ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		*d = Duration(v)
+		return nil
+	}
+	f, err := strconv.ParseFloat(string(b), 64)
+	if err != nil {
+		return fmt.Errorf("%s is not a duration: use a string such as \"30m\" or a number of seconds", b)
+	}
+	if f < 0 || f > float64(maxDuration/time.Second) {
+		return fmt.Errorf("%s seconds is out of range", b)
+	}
+	*d = Duration(time.Duration(f * float64(time.Second)))
+	return nil
+}
+
+const maxDuration = 100 * 365 * 24 * time.Hour
+
+// ParseDuration parses a Go duration string ("90s", "30m", "1h30m") and
+// also accepts a day suffix ("7d"). Negative durations are rejected.
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, fmt.Errorf("empty duration: use a value such as \"30m\"")
+	}
+	var d time.Duration
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.ParseFloat(n, 64)
+		if err != nil {
+			return 0, fmt.Errorf("invalid duration %q: use a value such as \"30m\", \"2h\" or \"7d\"", s)
+		}
+		d = time.Duration(days * float64(24*time.Hour))
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, fmt.Errorf("invalid duration %q: use a value such as \"30m\", \"2h\" or \"7d\"", s)
+		}
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("invalid duration %q: must not be negative", s)
+	}
+	if d > maxDuration {
+		return 0, fmt.Errorf("invalid duration %q: longer than 100 years", s)
+	}
+	return d, nil
+}

@@ -1,0 +1,67 @@
+package reaper
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the engine's Prometheus metrics. A nil *Metrics records
+// nothing.
+type Metrics struct {
+	Registrations  prometheus.Counter
+	CloseAttempts  *prometheus.CounterVec // provider, result (ok or error class)
+	Closed         *prometheus.CounterVec // provider, reason
+	Released       prometheus.Counter
+	InFlight       prometheus.Gauge
+	Passes         *prometheus.CounterVec // kind: deadline, full
+	PassDuration   prometheus.Histogram
+	Panics         prometheus.Counter
+	CloseDuration  *prometheus.HistogramVec // provider
+	NextDeadline   prometheus.Gauge
+	Pruned         prometheus.Counter
+	Untracked      *prometheus.GaugeVec // provider
+	ProcessExits   prometheus.Counter
+	LeaseLapses    prometheus.Counter
+	ProviderActive *prometheus.GaugeVec // provider
+}
+
+// NewMetrics creates the engine's metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Registrations: prometheus.NewCounter(prometheus.CounterOpts{Name: "reaperd_registrations_total",
+			Help: "Sandboxes registered."}),
+		CloseAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reaperd_close_attempts_total",
+			Help: "Provider close calls, by provider and result (ok or error class)."}, []string{"provider", "result"}),
+		Closed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reaperd_closed_total",
+			Help: "Entries recorded closed, by provider and reason."}, []string{"provider", "reason"}),
+		Released: prometheus.NewCounter(prometheus.CounterOpts{Name: "reaperd_released_total",
+			Help: "Entries released."}),
+		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "reaperd_closes_in_flight",
+			Help: "Provider close calls outstanding."}),
+		Passes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reaperd_passes_total",
+			Help: "Engine passes, by kind: deadline (timer) or full (schedule or request)."}, []string{"kind"}),
+		PassDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "reaperd_pass_duration_seconds",
+			Help: "Time to select due entries and commit their transitions.", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9)}),
+		Panics: prometheus.NewCounter(prometheus.CounterOpts{Name: "reaperd_panics_total",
+			Help: "Panics recovered in engine passes and provider calls."}),
+		CloseDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "reaperd_close_duration_seconds",
+			Help: "Provider close call latency.", Buckets: prometheus.ExponentialBuckets(0.01, 3, 9)}, []string{"provider"}),
+		NextDeadline: prometheus.NewGauge(prometheus.GaugeOpts{Name: "reaperd_next_deadline_timestamp_seconds",
+			Help: "Unix time of the earliest deadline in the ledger (0 when none)."}),
+		Pruned: prometheus.NewCounter(prometheus.CounterOpts{Name: "reaperd_pruned_total",
+			Help: "Entries, sessions and audit events pruned after their retention."}),
+		Untracked: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "reaperd_untracked_sandboxes",
+			Help: "Live sandboxes at the provider that the ledger does not track, at the last discovery."}, []string{"provider"}),
+		ProcessExits: prometheus.NewCounter(prometheus.CounterOpts{Name: "reaperd_session_process_exits_total",
+			Help: "Sessions ended because their process exited."}),
+		LeaseLapses: prometheus.NewCounter(prometheus.CounterOpts{Name: "reaperd_session_lease_lapses_total",
+			Help: "Sessions ended because their lease lapsed."}),
+		ProviderActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "reaperd_provider_enabled",
+			Help: "1 for each provider that has credentials, 0 for known providers without."}, []string{"provider"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Registrations, m.CloseAttempts, m.Closed, m.Released, m.InFlight, m.Passes,
+			m.PassDuration, m.Panics, m.CloseDuration, m.NextDeadline, m.Pruned, m.Untracked,
+			m.ProcessExits, m.LeaseLapses, m.ProviderActive)
+	}
+	return m
+}

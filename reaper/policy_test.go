@@ -1,0 +1,155 @@
+package reaper_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/reaperd/reaperd/reaper"
+)
+
+func TestDecide(t *testing.T) {
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	past, future := now.Add(-time.Minute), now.Add(time.Hour)
+	live := &reaper.Session{ID: "s1", Lease: reaper.Duration(2 * time.Minute), LastHeartbeat: now.Add(-time.Minute)}
+	leaseEnd := now.Add(time.Minute)
+	lapsed := &reaper.Session{ID: "s1", Lease: reaper.Duration(2 * time.Minute), LastHeartbeat: now.Add(-2 * time.Minute)}
+	noLease := &reaper.Session{ID: "s1", LastHeartbeat: now.Add(-100 * time.Hour)}
+	ended := &reaper.Session{ID: "s1", EndedAt: past, EndReason: reaper.ReasonSessionEnded}
+	exited := &reaper.Session{ID: "s1", EndedAt: past, EndReason: reaper.ReasonOrphanedProcess, PID: 42}
+	lapseRecorded := &reaper.Session{ID: "s1", EndedAt: past, EndReason: reaper.ReasonOrphanedLease}
+
+	entry := func(f func(e *reaper.Entry)) *reaper.Entry {
+		e := &reaper.Entry{Provider: "daytona", ID: "x", State: reaper.StateActive}
+		f(e)
+		return e
+	}
+	tests := []struct {
+		name string
+		e    *reaper.Entry
+		s    *reaper.Session
+		want reaper.Decision
+	}{
+		{"closing: nothing to decide", entry(func(e *reaper.Entry) { e.State = reaper.StateClosing; e.ExpiresAt = past }), nil,
+			reaper.Decision{Action: reaper.ActionNone}},
+		{"closed: nothing to decide", entry(func(e *reaper.Entry) { e.State = reaper.StateClosed }), nil,
+			reaper.Decision{Action: reaper.ActionNone}},
+		{"released: nothing to decide", entry(func(e *reaper.Entry) { e.State = reaper.StateReleased; e.ExpiresAt = past }), nil,
+			reaper.Decision{Action: reaper.ActionNone}},
+		{"no deadline at all: wait forever", entry(func(e *reaper.Entry) {}), nil,
+			reaper.Decision{Action: reaper.ActionWait}},
+		{"ttl not reached: wait until expiry", entry(func(e *reaper.Entry) { e.ExpiresAt = future }), nil,
+			reaper.Decision{Action: reaper.ActionWait, At: future}},
+		{"ttl reached exactly: close expired", entry(func(e *reaper.Entry) { e.ExpiresAt = now }), nil,
+			reaper.Decision{Action: reaper.ActionClose, Reason: reaper.ReasonExpired}},
+		{"ttl passed: close expired", entry(func(e *reaper.Entry) { e.ExpiresAt = past }), nil,
+			reaper.Decision{Action: reaper.ActionClose, Reason: reaper.ReasonExpired}},
+		{"keep and expired: skip", entry(func(e *reaper.Entry) { e.ExpiresAt = past; e.Keep = true }), nil,
+			reaper.Decision{Action: reaper.ActionSkip, Reason: reaper.ReasonKeep}},
+		{"keep and session ended: skip", entry(func(e *reaper.Entry) { e.Session = "s1"; e.Keep = true }), ended,
+			reaper.Decision{Action: reaper.ActionSkip, Reason: reaper.ReasonKeep}},
+		{"keep and attached and expired: skip keep", entry(func(e *reaper.Entry) { e.ExpiresAt = past; e.Keep = true; e.Attached = true }), nil,
+			reaper.Decision{Action: reaper.ActionSkip, Reason: reaper.ReasonKeep}},
+		{"live session: wait until lease end", entry(func(e *reaper.Entry) { e.Session = "s1" }), live,
+			reaper.Decision{Action: reaper.ActionWait, At: leaseEnd}},
+		{"live session and later ttl: wait until lease end", entry(func(e *reaper.Entry) { e.Session = "s1"; e.ExpiresAt = future }), live,
+			reaper.Decision{Action: reaper.ActionWait, At: leaseEnd}},
+		{"live session and earlier ttl: wait until expiry", entry(func(e *reaper.Entry) { e.Session = "s1"; e.ExpiresAt = now.Add(30 * time.Second) }), live,
+			reaper.Decision{Action: reaper.ActionWait, At: now.Add(30 * time.Second)}},
+		{"session without lease: wait forever", entry(func(e *reaper.Entry) { e.Session = "s1" }), noLease,
+			reaper.Decision{Action: reaper.ActionWait}},
+		{"lease lapsed exactly now: close orphaned-lease", entry(func(e *reaper.Entry) { e.Session = "s1" }), lapsed,
+			reaper.Decision{Action: reaper.ActionClose, Reason: reaper.ReasonOrphanedLease}},
+		{"lease lapse recorded: close orphaned-lease", entry(func(e *reaper.Entry) { e.Session = "s1" }), lapseRecorded,
+			reaper.Decision{Action: reaper.ActionClose, Reason: reaper.ReasonOrphanedLease}},
+		{"session ended: close session-ended", entry(func(e *reaper.Entry) { e.Session = "s1"; e.ExpiresAt = future }), ended,
+			reaper.Decision{Action: reaper.ActionClose, Reason: reaper.ReasonSessionEnded}},
+		{"process exited: close orphaned-process", entry(func(e *reaper.Entry) { e.Session = "s1" }), exited,
+			reaper.Decision{Action: reaper.ActionClose, Reason: reaper.ReasonOrphanedProcess}},
+		{"session missing: close session-ended", entry(func(e *reaper.Entry) { e.Session = "gone" }), nil,
+			reaper.Decision{Action: reaper.ActionClose, Reason: reaper.ReasonSessionEnded}},
+		{"expired beats session ended", entry(func(e *reaper.Entry) { e.Session = "s1"; e.ExpiresAt = past }), ended,
+			reaper.Decision{Action: reaper.ActionClose, Reason: reaper.ReasonExpired}},
+		{"attached, live session: skip until lease end", entry(func(e *reaper.Entry) { e.Session = "s1"; e.Attached = true }), live,
+			reaper.Decision{Action: reaper.ActionSkip, Reason: reaper.ReasonAttached, At: leaseEnd}},
+		{"attached, no session, no ttl: skip", entry(func(e *reaper.Entry) { e.Attached = true }), nil,
+			reaper.Decision{Action: reaper.ActionSkip, Reason: reaper.ReasonAttached}},
+		{"attached, session ended: release", entry(func(e *reaper.Entry) { e.Session = "s1"; e.Attached = true }), ended,
+			reaper.Decision{Action: reaper.ActionRelease, Reason: reaper.ReasonSessionEnded}},
+		{"attached, lease lapsed: release", entry(func(e *reaper.Entry) { e.Session = "s1"; e.Attached = true }), lapsed,
+			reaper.Decision{Action: reaper.ActionRelease, Reason: reaper.ReasonOrphanedLease}},
+		{"attached, process exited: release", entry(func(e *reaper.Entry) { e.Session = "s1"; e.Attached = true }), exited,
+			reaper.Decision{Action: reaper.ActionRelease, Reason: reaper.ReasonOrphanedProcess}},
+		{"attached, expired: release, never close", entry(func(e *reaper.Entry) { e.Attached = true; e.ExpiresAt = past }), nil,
+			reaper.Decision{Action: reaper.ActionRelease, Reason: reaper.ReasonExpired}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := reaper.Decide(tt.e, tt.s, now)
+			if got.Action != tt.want.Action || got.Reason != tt.want.Reason || !got.At.Equal(tt.want.At) {
+				t.Errorf("Decide() = {%v %q %v}, want {%v %q %v}", got.Action, got.Reason, got.At, tt.want.Action, tt.want.Reason, tt.want.At)
+			}
+		})
+	}
+}
+
+// TestDecideNeverClosesProtected checks, over a grid of times and session
+// states, that keep and attached entries are never closed.
+func TestDecideNeverClosesProtected(t *testing.T) {
+	base := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	sessions := []*reaper.Session{nil,
+		{ID: "s", Lease: reaper.Duration(time.Minute), LastHeartbeat: base},
+		{ID: "s", EndedAt: base, EndReason: reaper.ReasonSessionEnded},
+		{ID: "s", EndedAt: base, EndReason: reaper.ReasonOrphanedProcess}}
+	for _, keep := range []bool{false, true} {
+		for _, attached := range []bool{false, true} {
+			if !keep && !attached {
+				continue
+			}
+			for _, s := range sessions {
+				for _, sess := range []string{"", "s"} {
+					for off := -2 * time.Hour; off <= 2*time.Hour; off += 7 * time.Minute {
+						e := &reaper.Entry{Provider: "e2b", ID: "x", State: reaper.StateActive, Keep: keep, Attached: attached,
+							Session: sess, ExpiresAt: base}
+						if d := reaper.Decide(e, s, base.Add(off)); d.Action == reaper.ActionClose {
+							t.Fatalf("Decide closed a protected entry (keep=%v attached=%v session=%+v at %v)", keep, attached, s, off)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	min, max := 5*time.Second, 15*time.Minute
+	rl := &reaper.ProviderError{Provider: "e2b", Op: "close", Kind: reaper.ErrRateLimited, RetryAfter: 42 * time.Second}
+	rlShort := &reaper.ProviderError{Provider: "e2b", Op: "close", Kind: reaper.ErrRateLimited, RetryAfter: time.Second}
+	unauth := &reaper.ProviderError{Provider: "e2b", Op: "close", Kind: reaper.ErrUnauthorized}
+	transient := &reaper.ProviderError{Provider: "e2b", Op: "close", Kind: reaper.ErrTransient}
+	tests := []struct {
+		name   string
+		n      int
+		err    error
+		jitter float64
+		want   time.Duration
+	}{
+		{"first attempt, no jitter: half of min", 1, transient, 0, 2500 * time.Millisecond},
+		{"first attempt, max jitter: just under min", 1, transient, 0.999999, 5 * time.Second},
+		{"doubles per attempt", 3, transient, 0, 10 * time.Second},
+		{"capped at max", 30, transient, 0, max / 2},
+		{"capped at max, full jitter", 30, transient, 1, max},
+		{"retry-after honoured when longer", 1, rl, 0, 42 * time.Second},
+		{"retry-after jitter adds at most 10%", 1, rl, 0.5, 42*time.Second + 2100*time.Millisecond},
+		{"short retry-after does not shorten the backoff", 4, rlShort, 0, 20 * time.Second},
+		{"unauthorized waits at least a minute", 1, unauth, 0, time.Minute},
+		{"attempt 0 treated as 1", 0, transient, 0, 2500 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := reaper.Backoff(tt.n, min, max, tt.err, tt.jitter)
+			if d := got - tt.want; d < -time.Millisecond || d > time.Millisecond {
+				t.Errorf("Backoff(%d) = %v, want %v", tt.n, got, tt.want)
+			}
+		})
+	}
+}
