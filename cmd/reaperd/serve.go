@@ -428,4 +428,3 @@ func startWatchdog(logger *slog.Logger, ready func() error) func() {
 	}()
 	return func() { close(done); <-stopped }
 }
-
