@@ -1,0 +1,333 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/reaperd/reaperd/ledger"
+	"github.com/reaperd/reaperd/ledger/ledgertest"
+	"github.com/reaperd/reaperd/reaper"
+	bolt "go.etcd.io/bbolt"
+)
+
+var t0 = time.Date(2026, 6, 1, 10, 0, 0, 0, time.UTC)
+
+func put(t *testing.T, db *ledger.DB, ents ...*reaper.Entry) {
+	t.Helper()
+	err := db.Update(context.Background(), func(tx reaper.Tx) error {
+		for _, e := range ents {
+			if err := tx.PutEntry(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("put: %v", err)
+	}
+}
+
+func due(t *testing.T, db *ledger.DB, now time.Time) []string {
+	t.Helper()
+	var out []string
+	err := db.View(context.Background(), func(tx reaper.Tx) error {
+		items, err := tx.Due(now, 0)
+		for _, it := range items {
+			out = append(out, string(it.Kind)+":"+it.Key)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("due: %v", err)
+	}
+	return out
+}
+
+func active(id string, expires time.Time) *reaper.Entry {
+	return &reaper.Entry{Provider: "e2b", ID: id, State: reaper.StateActive, RegisteredAt: t0, ExpiresAt: expires}
+}
+
+func TestOpenLockedFailsFast(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	db, err := ledger.Open(path, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	start := time.Now()
+	_, err = ledger.Open(path, ledger.Options{LockTimeout: 300 * time.Millisecond})
+	if !errors.Is(err, ledger.ErrLocked) {
+		t.Fatalf("second Open = %v, want ErrLocked", err)
+	}
+	if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "another reaperd") {
+		t.Fatalf("error %q must name the file and the likely cause", err)
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("second Open took %v", el)
+	}
+}
+
+func TestOpenNewerSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	db, err := ledger.Open(path, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Bolt().Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("meta")).Put([]byte("schema"), []byte{0, 0, 0, 0, 0, 0, 0, 99})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err = ledger.Open(path, ledger.Options{})
+	if err == nil || !strings.Contains(err.Error(), "upgrade reaperd") {
+		t.Fatalf("Open of a newer schema = %v, want an error telling to upgrade", err)
+	}
+}
+
+func TestDeadlineIndex(t *testing.T) {
+	db := ledgertest.Open(t)
+	a := active("a", t0.Add(time.Minute))
+	b := active("b", t0.Add(3*time.Minute))
+	c := active("c", time.Time{}) // no deadline
+	k := active("k", t0)
+	k.Keep = true // keep: never indexed
+	put(t, db, a, b, c, k)
+
+	tests := []struct {
+		now  time.Time
+		want []string
+	}{
+		{t0, nil},
+		{t0.Add(time.Minute), []string{"e:e2b/a"}},
+		{t0.Add(time.Hour), []string{"e:e2b/a", "e:e2b/b"}},
+	}
+	for _, tt := range tests {
+		if got := due(t, db, tt.now); fmt.Sprint(got) != fmt.Sprint(tt.want) {
+			t.Errorf("Due(%v) = %v, want %v", tt.now.Sub(t0), got, tt.want)
+		}
+	}
+
+	// Moving b's deadline earlier re-indexes it; closing a removes it.
+	b.ExpiresAt = t0.Add(30 * time.Second)
+	a.State, a.ClosedAt = reaper.StateClosed, t0.Add(2*time.Minute)
+	put(t, db, a, b)
+	if got := due(t, db, t0.Add(time.Hour)); fmt.Sprint(got) != "[e:e2b/b]" {
+		t.Fatalf("after update Due = %v, want [e:e2b/b]", got)
+	}
+	var next time.Time
+	_ = db.View(context.Background(), func(tx reaper.Tx) error { next, _ = tx.NextDeadline(); return nil })
+	if !next.Equal(t0.Add(30 * time.Second)) {
+		t.Fatalf("NextDeadline = %v, want t0+30s", next)
+	}
+
+	// A closing entry is indexed at its next attempt.
+	b.State, b.ClosingSince, b.NextAttemptAt = reaper.StateClosing, t0, t0.Add(10*time.Minute)
+	put(t, db, b)
+	if got := due(t, db, t0.Add(5*time.Minute)); got != nil {
+		t.Fatalf("Due before retry = %v", got)
+	}
+	if got := due(t, db, t0.Add(10*time.Minute)); fmt.Sprint(got) != "[e:e2b/b]" {
+		t.Fatalf("Due at retry = %v", got)
+	}
+}
+
+func TestSessionIndex(t *testing.T) {
+	db := ledgertest.Open(t)
+	s := &reaper.Session{ID: "s1", Lease: reaper.Duration(time.Minute), StartedAt: t0, LastHeartbeat: t0, PID: 7}
+	err := db.Update(context.Background(), func(tx reaper.Tx) error {
+		if err := tx.PutSession(s); err != nil {
+			return err
+		}
+		for _, id := range []string{"x", "y"} {
+			e := active(id, time.Time{})
+			e.Session = "s1"
+			if err := tx.PutEntry(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := due(t, db, t0.Add(time.Minute)); fmt.Sprint(got) != "[s:s1]" {
+		t.Fatalf("Due at lease end = %v, want [s:s1]", got)
+	}
+	var keys []string
+	var procs int
+	_ = db.View(context.Background(), func(tx reaper.Tx) error {
+		keys, _ = tx.SessionEntries("s1")
+		return tx.ProcessSessions(func(*reaper.Session) error { procs++; return nil })
+	})
+	if fmt.Sprint(keys) != "[e2b/x e2b/y]" || procs != 1 {
+		t.Fatalf("SessionEntries = %v, process sessions = %d", keys, procs)
+	}
+	// A heartbeat moves the lease deadline; ending removes the pid index.
+	s.LastHeartbeat = t0.Add(30 * time.Second)
+	s.EndedAt, s.EndReason = t0.Add(40*time.Second), reaper.ReasonSessionEnded
+	if err := db.Update(context.Background(), func(tx reaper.Tx) error { return tx.PutSession(s) }); err != nil {
+		t.Fatal(err)
+	}
+	procs = 0
+	_ = db.View(context.Background(), func(tx reaper.Tx) error {
+		return tx.ProcessSessions(func(*reaper.Session) error { procs++; return nil })
+	})
+	if got := due(t, db, t0.Add(40*time.Second)); fmt.Sprint(got) != "[s:s1]" || procs != 0 {
+		t.Fatalf("after end: Due = %v, process sessions = %d", got, procs)
+	}
+}
+
+func TestPrune(t *testing.T) {
+	db := ledgertest.Open(t)
+	old := active("old", time.Time{})
+	old.Session = "s1"
+	old.State, old.ClosedAt = reaper.StateClosed, t0
+	recent := active("recent", time.Time{})
+	recent.State, recent.ClosedAt = reaper.StateReleased, t0.Add(48*time.Hour)
+	live := active("live", t0.Add(-time.Hour)) // active, long expired: never pruned
+	s1 := &reaper.Session{ID: "s1", StartedAt: t0, LastHeartbeat: t0, EndedAt: t0, EndReason: reaper.ReasonSessionEnded, Settled: true}
+	err := db.Update(context.Background(), func(tx reaper.Tx) error {
+		for _, e := range []*reaper.Entry{old, recent, live} {
+			if err := tx.PutEntry(e); err != nil {
+				return err
+			}
+		}
+		if err := tx.PutSession(s1); err != nil {
+			return err
+		}
+		for i := range 3 {
+			if err := tx.Append(reaper.AuditEvent{Time: t0.Add(time.Duration(i) * 24 * time.Hour), Kind: reaper.EventRegistered, Key: "e2b/x"}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st reaper.PruneStats
+	err = db.Update(context.Background(), func(tx reaper.Tx) error {
+		var err error
+		st, err = tx.Prune(t0.Add(24*time.Hour), 0)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st != (reaper.PruneStats{Entries: 1, Sessions: 1, Events: 1}) {
+		t.Fatalf("Prune = %+v, want 1 entry, 1 session, 1 event", st)
+	}
+	_ = db.View(context.Background(), func(tx reaper.Tx) error {
+		for _, k := range []string{"e2b/recent", "e2b/live"} {
+			if e, _ := tx.Entry(k); e == nil {
+				t.Errorf("%s was pruned", k)
+			}
+		}
+		if e, _ := tx.Entry("e2b/old"); e != nil {
+			t.Errorf("e2b/old survived pruning")
+		}
+		if s, _ := tx.Session("s1"); s != nil {
+			t.Errorf("session s1 survived pruning")
+		}
+		var n int
+		_ = tx.Audit(time.Time{}, func(reaper.AuditEvent) error { n++; return nil })
+		if n != 2 {
+			t.Errorf("%d audit events left, want 2", n)
+		}
+		return nil
+	})
+}
+
+// TestGroupCommitIsolation runs many concurrent updates, some of which
+// fail after writing: their writes must vanish, everyone else's must stay.
+func TestGroupCommitIsolation(t *testing.T) {
+	db := ledgertest.Open(t)
+	const n = 300
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = db.Update(context.Background(), func(tx reaper.Tx) error {
+				if err := tx.PutEntry(active(fmt.Sprintf("e%03d", i), time.Time{})); err != nil {
+					return err
+				}
+				switch i % 10 {
+				case 3:
+					return fmt.Errorf("fail %d", i)
+				case 7:
+					panic(fmt.Sprintf("panic %d", i))
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	_ = db.View(context.Background(), func(tx reaper.Tx) error {
+		for i := range n {
+			e, _ := tx.Entry(fmt.Sprintf("e2b/e%03d", i))
+			failing := i%10 == 3 || i%10 == 7
+			switch {
+			case failing && errs[i] == nil:
+				t.Errorf("update %d should have failed", i)
+			case failing && e != nil:
+				t.Errorf("update %d failed but its write was committed", i)
+			case !failing && errs[i] != nil:
+				t.Errorf("update %d = %v, want nil", i, errs[i])
+			case !failing && e == nil:
+				t.Errorf("update %d succeeded but its write is missing", i)
+			}
+		}
+		return nil
+	})
+	if err := errs[7]; err == nil || !strings.Contains(err.Error(), "panic 7") {
+		t.Fatalf("panicking update error = %v", err)
+	}
+}
+
+// TestUpdateDurable checks that an Update's writes are on disk when it
+// returns: a copy of the file taken right after holds them.
+func TestUpdateDurable(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ledger.db")
+	db, err := ledger.Open(path, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, db, active("a", t0))
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = ledger.Open(path, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var e *reaper.Entry
+	_ = db.View(context.Background(), func(tx reaper.Tx) error { e, _ = tx.Entry("e2b/a"); return nil })
+	if e == nil || !e.ExpiresAt.Equal(t0) {
+		t.Fatalf("entry after reopen = %+v", e)
+	}
+}
+
+func TestClosedLedger(t *testing.T) {
+	db, err := ledger.Open(filepath.Join(t.TempDir(), "l.db"), ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if err := db.Update(context.Background(), func(reaper.Tx) error { return nil }); !errors.Is(err, ledger.ErrClosed) {
+		t.Fatalf("Update after Close = %v, want ErrClosed", err)
+	}
+	if err := db.View(context.Background(), func(reaper.Tx) error { return nil }); !errors.Is(err, ledger.ErrClosed) {
+		t.Fatalf("View after Close = %v, want ErrClosed", err)
+	}
+}
