@@ -67,7 +67,7 @@ func (m *Main) listCommand() *cobra.Command {
 				case reaper.StateClosing:
 					note = string(e.CloseReason)
 					if e.LastError != "" {
-						note += "; " + strconv.Itoa(e.Attempts) + " attempts; " + e.LastError
+						note += "; attempt " + strconv.Itoa(e.Attempts) + ": " + e.LastError
 					}
 				case reaper.StateClosed, reaper.StateReleased:
 					note = string(e.CloseReason) + " " + fmtTime(e.ClosedAt)

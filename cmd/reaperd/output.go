@@ -89,3 +89,11 @@ func orDash(s string) string {
 	}
 	return s
 }
+
+// plural formats a count with the singular or plural noun.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}

@@ -28,7 +28,7 @@ func (m *Main) sweepCommand() *cobra.Command {
 			}
 			if len(rep.Items) == 0 {
 				if dryRun {
-					fmt.Fprintf(m.Stdout, "nothing is due (%d sandboxes waiting)\n", rep.Waiting)
+					fmt.Fprintf(m.Stdout, "nothing is due (%s not due yet)\n", plural(rep.Waiting, "sandbox", "sandboxes"))
 				} else {
 					fmt.Fprintln(m.Stdout, "nothing was due")
 				}
@@ -49,7 +49,7 @@ func (m *Main) sweepCommand() *cobra.Command {
 					return err
 				}
 				if dryRun {
-					fmt.Fprintf(m.Stdout, "dry run: nothing was changed (%d more sandboxes are not due yet)\n", rep.Waiting)
+					fmt.Fprintf(m.Stdout, "dry run: nothing was changed (%s not due yet)\n", plural(rep.Waiting, "more sandbox", "more sandboxes"))
 				}
 			}
 			for _, u := range rep.Untracked {
