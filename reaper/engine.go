@@ -324,10 +324,15 @@ func (e *Engine) inflightCount() int {
 	return len(e.inflight)
 }
 
-// resume finds closing entries whose close call was in flight when the
-// previous process stopped and makes them due at once.
+// resume prepares the ledger after a start: closing entries whose close
+// call was in flight when the previous process stopped are made due at
+// once, and live sessions get a full lease from now, since no client could
+// heartbeat while the daemon was down.
 func (e *Engine) resume(ctx context.Context) error {
 	now := e.now()
+	if err := e.graceLeases(ctx, now); err != nil {
+		return err
+	}
 	horizon := now.Add(e.attemptLease() + 10*time.Minute)
 	var keys []string
 	err := e.Store.View(ctx, func(tx Tx) error {
@@ -1037,4 +1042,36 @@ func (e *Engine) EnabledProviders() []string {
 	e.pmu.RLock()
 	defer e.pmu.RUnlock()
 	return slices.Sorted(maps.Keys(e.provs.enabled))
+}
+
+// graceLeases restarts the lease of every live session whose last
+// heartbeat predates this start, so that the daemon's own downtime never
+// counts against a session. A session that truly died is still caught, one
+// lease later (or at once by its pid, when it has one).
+func (e *Engine) graceLeases(ctx context.Context, now time.Time) error {
+	n := 0
+	err := e.Store.Update(ctx, func(tx Tx) error {
+		n = 0
+		var stale []*Session
+		if err := tx.Sessions(func(s *Session) error {
+			if !s.Ended() && s.Lease > 0 && s.LastHeartbeat.Before(now) {
+				stale = append(stale, s)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, s := range stale {
+			s.LastHeartbeat = now
+			if err := tx.PutSession(s); err != nil {
+				return err
+			}
+		}
+		n = len(stale)
+		return nil
+	})
+	if err == nil && n > 0 {
+		e.logger().Info("restarted the leases of live sessions: the daemon's downtime does not count against them", LogCount, n)
+	}
+	return err
 }

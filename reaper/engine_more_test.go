@@ -221,3 +221,27 @@ func eventually(t *testing.T, timeout time.Duration, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestEngineDowntimeDoesNotLapseLeases restarts the engine after a gap
+// longer than a session's lease: the session gets a full lease from the
+// restart instead of having its sandboxes closed at once.
+func TestEngineDowntimeDoesNotLapseLeases(t *testing.T) {
+	h := newHarness(t)
+	h.register(reaper.RegisterRequest{ID: "a", Session: "s1", Lease: reaper.Duration(2 * time.Minute)})
+	h.clock.Add(10 * time.Minute) // the daemon was down
+	h.start()                     // Run's resume grants the grace
+	eventually(t, 5*time.Second, func() bool {
+		s, err := h.eng.Session(context.Background(), "s1")
+		return err == nil && s.LastHeartbeat.Equal(h.clock.Now())
+	})
+	h.sweep()
+	if st := h.entry("fake/a").State; st != reaper.StateActive {
+		t.Fatalf("after restart = %s, want active (grace)", st)
+	}
+	h.clock.Add(2 * time.Minute) // no heartbeat during the grace lease
+	h.eng.Wake()
+	eventually(t, 5*time.Second, func() bool { return h.entry("fake/a").State == reaper.StateClosed })
+	if e := h.entry("fake/a"); e.CloseReason != reaper.ReasonOrphanedLease {
+		t.Fatalf("closed for %s, want orphaned-lease", e.CloseReason)
+	}
+}

@@ -297,7 +297,7 @@ func BuildProviders(c *Config, getenv func(string) string) (*ProviderSet, error)
 				cfg.APIURL = pc.APIURL
 			}
 			cfg.Timeout = timeout
-			hint = "set DAYTONA_API_KEY (or api_key_file in [providers.daytona]) and restart or reload reaperd"
+			hint = "set DAYTONA_API_KEY (or api_key_file in [providers.daytona]) and restart reaperd"
 			if cfg.Enabled() {
 				p, err = daytona.New(cfg)
 			}
@@ -310,7 +310,7 @@ func BuildProviders(c *Config, getenv func(string) string) (*ProviderSet, error)
 				cfg.APIURL = pc.APIURL
 			}
 			cfg.Timeout = timeout
-			hint = "set E2B_API_KEY (or api_key_file in [providers.e2b]) and restart or reload reaperd"
+			hint = "set E2B_API_KEY (or api_key_file in [providers.e2b]) and restart reaperd"
 			if cfg.Enabled() {
 				p, err = e2b.New(cfg)
 			}
@@ -335,7 +335,7 @@ func BuildProviders(c *Config, getenv func(string) string) (*ProviderSet, error)
 				cfg.Environment = pc.Environment
 			}
 			cfg.Timeout = timeout
-			hint = "set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (or [providers.modal]) and restart or reload reaperd"
+			hint = "set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (or [providers.modal]) and restart reaperd"
 			if cfg.Enabled() {
 				p, err = modal.New(cfg)
 			}
@@ -351,7 +351,7 @@ func BuildProviders(c *Config, getenv func(string) string) (*ProviderSet, error)
 				cfg.ForceAfter = pc.ForceAfter
 			}
 			cfg.Timeout = timeout
-			hint = "set RUNLOOP_API_KEY (or api_key_file in [providers.runloop]) and restart or reload reaperd"
+			hint = "set RUNLOOP_API_KEY (or api_key_file in [providers.runloop]) and restart reaperd"
 			if cfg.Enabled() {
 				p, err = runloop.New(cfg)
 			}
@@ -427,7 +427,9 @@ func (m *Main) clientSocket() string {
 	}
 	candidates := []string{defaultSocket(m.Getenv), systemSocketPath, filepath.Join(localDataDir, socketFileName)}
 	for _, c := range candidates {
-		if _, err := os.Stat(c); err == nil {
+		// A socket we may not stat still exists: use it, so that the
+		// error says "permission denied", not "not running".
+		if _, err := os.Stat(c); err == nil || !errors.Is(err, os.ErrNotExist) {
 			return c
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/reaperd/reaperd/reaper"
 	"github.com/robfig/cron/v3"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 // Log keys used by the daemon.
@@ -87,7 +88,12 @@ func (m *Main) loadConfig(o serveOptions) (*Config, string, error) {
 		return &Config{}, "", nil
 	}
 	c, err := LoadConfig(path)
-	return c, path, err
+	if err != nil {
+		// A bad config is the operator's to fix: exit 2, which the unit's
+		// RestartPreventExitStatus= does not restart.
+		return nil, path, usageError{err}
+	}
+	return c, path, nil
 }
 
 func (m *Main) serve(ctx context.Context, o serveOptions) error {
@@ -316,7 +322,7 @@ func (c cronLogger) Error(err error, msg string, kv ...any) {
 // restart. A config with errors is rejected whole, and the daemon keeps
 // running on the previous one.
 func (m *Main) reload(st *daemonState, eng *reaper.Engine, o serveOptions, logger *slog.Logger, level *slog.LevelVar) {
-	_, _ = daemon.SdNotify(false, daemon.SdNotifyReloading)
+	_, _ = daemon.SdNotify(false, reloadingNotice())
 	defer daemon.SdNotify(false, daemon.SdNotifyReady)
 	cfg, path, err := m.loadConfig(o)
 	if err == nil {
@@ -339,8 +345,8 @@ func (m *Main) reload(st *daemonState, eng *reaper.Engine, o serveOptions, logge
 	st.mu.Lock()
 	old := st.cfg
 	st.mu.Unlock()
-	if cfg.Ledger != old.Ledger || cfg.Socket != old.Socket || cfg.SocketGroup != old.SocketGroup {
-		logger.Warn("ledger and socket settings change only at restart")
+	if changed := restartOnly(old, cfg); len(changed) > 0 {
+		logger.Warn("these settings change only at restart; still running on their old values", "settings", changed)
 	}
 	if err := m.applySchedule(st, eng, cfg.Schedule, logger); err != nil {
 		logger.Error("reload: schedule", logErr, err)
@@ -427,4 +433,34 @@ func startWatchdog(logger *slog.Logger, ready func() error) func() {
 		}
 	}()
 	return func() { close(done); <-stopped }
+}
+
+// restartOnly lists the settings that differ between two configs but that
+// a reload cannot apply.
+func restartOnly(old, cfg *Config) []string {
+	var out []string
+	add := func(name string, differ bool) {
+		if differ {
+			out = append(out, name)
+		}
+	}
+	add("ledger", old.Ledger != cfg.Ledger)
+	add("socket", old.Socket != cfg.Socket)
+	add("socket_group", old.SocketGroup != cfg.SocketGroup)
+	add("log_format", old.LogFormat != cfg.LogFormat)
+	add("retention", retentionOf(old) != retentionOf(cfg))
+	add("default_ttl", old.DefaultTTL != cfg.DefaultTTL)
+	add("discover", (old.Discover == nil || *old.Discover) != (cfg.Discover == nil || *cfg.Discover))
+	add("engine", old.Engine != cfg.Engine)
+	return out
+}
+
+// reloadingNotice is the sd_notify message that starts a reload. systemd
+// 253+ wants the monotonic time with it (Type=notify-reload).
+func reloadingNotice() string {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return daemon.SdNotifyReloading
+	}
+	return daemon.SdNotifyReloading + "\nMONOTONIC_USEC=" + strconv.FormatInt(ts.Nano()/1000, 10)
 }
