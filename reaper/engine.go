@@ -1034,6 +1034,15 @@ func (e *Engine) SetProviders(enabled map[string]Provider, disabled map[string]s
 	e.pmu.Lock()
 	defer e.pmu.Unlock()
 	e.provs = providerSet{enabled: enabled, disabled: disabled, limiters: limiters}
+	if m := e.Metrics; m != nil {
+		m.ProviderActive.Reset()
+		for name := range enabled {
+			m.ProviderActive.WithLabelValues(name).Set(1)
+		}
+		for name := range disabled {
+			m.ProviderActive.WithLabelValues(name).Set(0)
+		}
+	}
 }
 
 // EnabledProviders returns the names of the enabled providers, sorted.
