@@ -80,6 +80,10 @@ type daemonState struct {
 	cron     *cron.Cron
 	enabled  []string
 	disabled map[string]string
+	// built holds every provider created, including those a reload
+	// replaced (their in-flight closes may still use them), so that all
+	// are shut down at exit.
+	built []reaper.Provider
 }
 
 func (m *Main) loadConfig(o serveOptions) (*Config, string, error) {
@@ -236,6 +240,13 @@ loop:
 	if err := <-engDone; err != nil && runErr == nil {
 		runErr = err
 	}
+	st.mu.Lock()
+	for _, p := range st.built {
+		if s, ok := p.(interface{ Shutdown() }); ok {
+			s.Shutdown() // release connections (Modal's gRPC channel)
+		}
+	}
+	st.mu.Unlock()
 	if err := db.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("close ledger: %w", err)
 	}
@@ -266,6 +277,9 @@ func (m *Main) applyProviders(st *daemonState, eng *reaper.Engine, provs *Provid
 	eng.SetProviders(provs.Enabled, provs.Disabled, provs.Limiters)
 	enabled := eng.EnabledProviders()
 	st.mu.Lock()
+	for _, p := range provs.Enabled {
+		st.built = append(st.built, p)
+	}
 	st.enabled, st.disabled = enabled, provs.Disabled
 	st.mu.Unlock()
 	if len(enabled) == 0 {
