@@ -535,24 +535,36 @@ func (e *Engine) settleSession(tx Tx, id string, now time.Time, visit func(*Entr
 		}
 		e.logger().Warn("session lease lapsed", LogSession, id, "last_heartbeat", s.LastHeartbeat)
 	}
-	keys, err := tx.SessionEntries(id)
+	ents, err := activeEntries(tx, id)
 	if err != nil {
 		return err
 	}
-	for _, k := range keys {
-		ent, err := tx.Entry(k)
-		if err != nil {
-			return err
-		}
-		if ent == nil || ent.State != StateActive {
-			continue
-		}
+	for _, ent := range ents {
 		if err := visit(ent, s); err != nil {
 			return err
 		}
 	}
 	s.Settled = true
 	return tx.PutSession(s)
+}
+
+// activeEntries returns the session's entries that are still active.
+func activeEntries(tx Tx, session string) ([]*Entry, error) {
+	keys, err := tx.SessionEntries(session)
+	if err != nil {
+		return nil, err
+	}
+	var out []*Entry
+	for _, k := range keys {
+		ent, err := tx.Entry(k)
+		if err != nil {
+			return nil, err
+		}
+		if ent != nil && ent.State == StateActive {
+			out = append(out, ent)
+		}
+	}
+	return out, nil
 }
 
 // apply runs the policy on one entry inside tx and records the result. It

@@ -305,18 +305,11 @@ func (e *Engine) EndSession(ctx context.Context, id string) (*EndResult, error) 
 				return err
 			}
 		}
-		keys, err := tx.SessionEntries(id)
+		ents, err := activeEntries(tx, id)
 		if err != nil {
 			return err
 		}
-		for _, k := range keys {
-			ent, err := tx.Entry(k)
-			if err != nil {
-				return err
-			}
-			if ent == nil || ent.State != StateActive {
-				continue
-			}
+		for _, ent := range ents {
 			item, job, err := e.apply(tx, ent, s, now)
 			if err != nil {
 				return err
@@ -327,7 +320,7 @@ func (e *Engine) EndSession(ctx context.Context, id string) (*EndResult, error) 
 				}
 				res.Items = append(res.Items, item)
 			} else if ent.Keep {
-				res.Items = append(res.Items, SweepItem{Key: k, Session: id, Action: "skip", Reason: ReasonKeep})
+				res.Items = append(res.Items, SweepItem{Key: ent.Key(), Session: id, Action: "skip", Reason: ReasonKeep})
 			}
 			if job != nil {
 				jobs = append(jobs, job)
@@ -352,6 +345,23 @@ func canModify(ctx context.Context, ent *Entry, self uint32) bool {
 		return true
 	}
 	return c.UID == 0 || c.UID == self || c.UID == *ent.Owner
+}
+
+// modifiable returns the entry with the given key if the caller may
+// change it: ENOTFOUND when there is none, EFORBIDDEN when it is another
+// user's. verb names the change in the message.
+func modifiable(ctx context.Context, tx Tx, key, verb string) (*Entry, error) {
+	ent, err := tx.Entry(key)
+	if err != nil {
+		return nil, err
+	}
+	if ent == nil {
+		return nil, Errorf(ENOTFOUND, "%s is not registered", key)
+	}
+	if !canModify(ctx, ent, selfUID) {
+		return nil, Errorf(EFORBIDDEN, "%s was registered by uid %d: only that user or root may %s it", key, *ent.Owner, verb)
+	}
+	return ent, nil
 }
 
 // Tag changes an entry's keep and attached tags and labels. Only active
@@ -379,15 +389,9 @@ func (e *Engine) Tag(ctx context.Context, key string, r TagRequest) (*Entry, err
 	err := e.Store.Update(ctx, func(tx Tx) error {
 		out = nil
 		now := e.now()
-		ent, err := tx.Entry(key)
+		ent, err := modifiable(ctx, tx, key, "change")
 		if err != nil {
 			return err
-		}
-		if ent == nil {
-			return Errorf(ENOTFOUND, "%s is not registered", key)
-		}
-		if !canModify(ctx, ent, selfUID) {
-			return Errorf(EFORBIDDEN, "%s was registered by uid %d: only that user or root may change it", key, *ent.Owner)
 		}
 		switch ent.State {
 		case StateClosing:
@@ -459,19 +463,13 @@ func (e *Engine) Release(ctx context.Context, key string) (*Entry, error) {
 	err := e.Store.Update(ctx, func(tx Tx) error {
 		out = nil
 		now := e.now()
-		ent, err := tx.Entry(key)
+		ent, err := modifiable(ctx, tx, key, "release")
 		if err != nil {
 			return err
-		}
-		if ent == nil {
-			return Errorf(ENOTFOUND, "%s is not registered", key)
 		}
 		if ent.State.Final() {
 			out = ent
 			return nil
-		}
-		if !canModify(ctx, ent, selfUID) {
-			return Errorf(EFORBIDDEN, "%s was registered by uid %d: only that user or root may release it", key, *ent.Owner)
 		}
 		prev := ent.State
 		ent.State, ent.ClosedAt, ent.InFlight = StateReleased, now, false

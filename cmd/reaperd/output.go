@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/reaperd/reaperd/reaper"
 )
 
 // outputFormat validates an -o value against the formats a command
@@ -96,4 +98,20 @@ func plural(n int, one, many string) string {
 		return "1 " + one
 	}
 	return fmt.Sprintf("%d %s", n, many)
+}
+
+// parseLabels turns repeated --label k=v flags into a map; nil when none.
+func parseLabels(flags []string) (map[string]string, error) {
+	if len(flags) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(flags))
+	for _, l := range flags {
+		k, v, err := reaper.ParseLabel(l)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		out[k] = v
+	}
+	return out, nil
 }

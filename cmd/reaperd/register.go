@@ -48,15 +48,8 @@ func (m *Main) registerCommand() *cobra.Command {
 				}
 				req.Lease = reaper.Duration(d)
 			}
-			if len(labels) > 0 {
-				req.Labels = map[string]string{}
-				for _, l := range labels {
-					k, v, err := reaper.ParseLabel(l)
-					if err != nil {
-						return usageError{err}
-					}
-					req.Labels[k] = v
-				}
+			if req.Labels, err = parseLabels(labels); err != nil {
+				return err
 			}
 			ent, err := m.client().Register(c.Context(), req)
 			if err != nil {

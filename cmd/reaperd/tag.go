@@ -34,15 +34,9 @@ func (m *Main) tagCommand() *cobra.Command {
 			if c.Flags().Changed("attached") {
 				req.Attached = &attached
 			}
-			if len(labels) > 0 {
-				req.Labels = map[string]string{}
-				for _, l := range labels {
-					k, v, err := reaper.ParseLabel(l)
-					if err != nil {
-						return usageError{err}
-					}
-					req.Labels[k] = v
-				}
+			var err error
+			if req.Labels, err = parseLabels(labels); err != nil {
+				return err
 			}
 			if req.Keep == nil && req.Attached == nil && req.Labels == nil {
 				return usagef("tag needs --keep, --attached or --label")
