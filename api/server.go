@@ -26,8 +26,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -143,10 +145,7 @@ func (s *Server) methods(h map[string]http.HandlerFunc) http.HandlerFunc {
 				return
 			}
 		}
-		allowed := make([]string, 0, len(h))
-		for m := range h {
-			allowed = append(allowed, m)
-		}
+		allowed := slices.Sorted(maps.Keys(h))
 		w.Header().Set("Allow", strings.Join(allowed, ", "))
 		writeError(w, &reaper.Error{Code: codeMethod, Message: fmt.Sprintf("%s is not allowed on %s: use %s", r.Method, r.URL.Path, strings.Join(allowed, " or "))})
 	}
