@@ -20,6 +20,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -222,13 +223,13 @@ func decode(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) erro
 	} else if err != nil {
 		return reaper.Errorf(reaper.EINVALID, "read request body: %v", err)
 	}
-	if len(strings.TrimSpace(string(body))) == 0 {
+	if len(bytes.TrimSpace(body)) == 0 {
 		if allowEmpty {
 			return nil
 		}
 		return reaper.Errorf(reaper.EINVALID, "request body is empty: send a JSON object")
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return reaper.Errorf(reaper.EINVALID, "invalid JSON body: %s", jsonErrorMessage(err))

@@ -30,6 +30,10 @@
 //
 // # Caveats
 //
+// The free list is not written at each commit (bbolt's NoFreelistSync, as
+// etcd runs it): commits write fewer pages, and opening the ledger rebuilds
+// the free list by scanning the file, which takes longer the larger it is.
+//
 // An Update function may run more than once when a transaction it was
 // batched with fails, so it must not have side effects outside the
 // transaction. A function that returns an error or panics is removed from

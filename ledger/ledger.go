@@ -88,9 +88,10 @@ func Open(path string, o Options) (*DB, error) {
 		return nil, fmt.Errorf("create ledger directory: %w", err)
 	}
 	bdb, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:      o.LockTimeout,
-		NoSync:       o.NoSync,
-		FreelistType: bolt.FreelistMapType,
+		Timeout:        o.LockTimeout,
+		NoSync:         o.NoSync,
+		FreelistType:   bolt.FreelistMapType,
+		NoFreelistSync: true,
 	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open ledger %s: %w (waited %s; is another reaperd running on it?)", path, ErrLocked, o.LockTimeout)

@@ -116,10 +116,13 @@ type Engine struct {
 	seen     map[string]struct{} // untracked sandboxes already recorded
 	closeWG  sync.WaitGroup
 
-	pmu         sync.RWMutex
-	provs       providerSet
-	triggered   atomic.Bool
-	running     atomic.Bool
+	pmu       sync.RWMutex
+	provs     providerSet
+	triggered atomic.Bool
+	running   atomic.Bool
+	// scheduled is when the loop will next wake (unix ns of e.now()), or
+	// 0 while it is not sleeping on a known deadline.
+	scheduled   atomic.Int64
 	passMu      sync.Mutex
 	closeCtx    context.Context
 	cancelClose context.CancelFunc
@@ -227,6 +230,18 @@ func (e *Engine) Wake() {
 	}
 }
 
+// wakeBy wakes the loop unless it is already due to wake at or before t.
+// Callers commit the change that makes t a deadline before calling it.
+func (e *Engine) wakeBy(t time.Time) {
+	if t.IsZero() {
+		return
+	}
+	if s := e.scheduled.Load(); s != 0 && t.UnixNano() >= s {
+		return
+	}
+	e.Wake()
+}
+
 // Run resumes interrupted closes, then serves deadlines and full sweeps
 // until ctx ends. Passes never overlap: they all run on Run's goroutine.
 // Full sweeps are requested by Sweep (a cron schedule calls it). On return,
@@ -237,7 +252,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if !e.running.CompareAndSwap(false, true) {
 		return errors.New("run engine: already running")
 	}
-	defer e.running.Store(false)
+	defer func() { e.running.Store(false); e.scheduled.Store(0) }()
 	if err := e.resume(ctx); err != nil {
 		return fmt.Errorf("resume interrupted closes: %w", err)
 	}
@@ -261,7 +276,12 @@ func (e *Engine) Run(ctx context.Context) error {
 			default:
 			}
 		}
-		timer.Reset(e.nextWait(ctx))
+		// Unknown while the next deadline is read, so that a deadline
+		// committed meanwhile always wakes the loop (see wakeBy).
+		e.scheduled.Store(0)
+		wait := e.nextWait(ctx)
+		e.scheduled.Store(e.now().Add(wait).UnixNano())
+		timer.Reset(wait)
 	}
 }
 
@@ -433,9 +453,19 @@ func (e *Engine) pass(ctx context.Context, full bool) (*SweepReport, []*closeJob
 		e.lastProc = now
 	}
 
+	// Most wake-ups find nothing due: check on a read transaction first,
+	// so they cost no write and no fsync.
+	var anyDue bool
+	if err := e.Store.View(ctx, func(tx Tx) error {
+		due, err := tx.Due(now, 1)
+		anyDue = len(due) > 0
+		return err
+	}); err != nil {
+		return nil, nil, fmt.Errorf("read due entries: %w", err)
+	}
 	var jobs []*Entry
 	var items []SweepItem
-	err := e.Store.Update(ctx, func(tx Tx) error {
+	transition := func(tx Tx) error {
 		jobs, items = jobs[:0], items[:0]
 		due, err := tx.Due(now, e.passLimit())
 		if err != nil {
@@ -483,7 +513,11 @@ func (e *Engine) pass(ctx context.Context, full bool) (*SweepReport, []*closeJob
 			}
 		}
 		return nil
-	})
+	}
+	var err error
+	if anyDue {
+		err = e.Store.Update(ctx, transition)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("commit due transitions: %w", err)
 	}
@@ -691,7 +725,7 @@ func (e *Engine) dispatch(entries []*Entry) []*closeJob {
 				m.InFlight.Dec()
 			}
 			job.done <- item
-			e.Wake()
+			e.wakeBy(item.retryAt)
 		}()
 	}
 	return jobs
@@ -755,6 +789,7 @@ func (e *Engine) finish(att *Entry, callErr error, took time.Duration) SweepItem
 	}
 	item := SweepItem{Key: key, Session: att.Session, Reason: att.CloseReason, Action: "close"}
 	var retryIn time.Duration
+	var retryAt time.Time
 	var stale bool
 	// The outcome must be recorded even while shutting down.
 	err := e.Store.Update(context.Background(), func(tx Tx) error {
@@ -784,16 +819,19 @@ func (e *Engine) finish(att *Entry, callErr error, took time.Duration) SweepItem
 		}
 		ent.LastError, ent.ErrorClass = callErr.Error(), class
 		ent.NextAttemptAt = now.Add(retryIn)
+		retryAt = ent.NextAttemptAt
 		if err := tx.PutEntry(ent); err != nil {
 			return err
 		}
 		return tx.Append(AuditEvent{Time: now, Kind: EventCloseFailed, Key: key, Session: ent.Session, Reason: ent.CloseReason,
 			ErrorClass: class, Error: callErr.Error(), Detail: fmt.Sprintf("attempt %d; retry in %s", ent.Attempts, retryIn)})
 	})
+	item.retryAt = retryAt
 	switch {
 	case err != nil:
 		log.Error("record close outcome; the entry stays closing and is retried", LogErr, err, "close_err", callErr)
 		item.Result, item.Error = string(StateClosing), err.Error()
+		item.retryAt = e.now()
 	case stale:
 		log.Info("close outcome ignored: the entry changed meanwhile", LogErr, callErr)
 		item.Result = "ignored"

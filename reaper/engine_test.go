@@ -249,6 +249,7 @@ func TestEngineNeverClosesProtected(t *testing.T) {
 	if _, err := h.eng.EndSession(context.Background(), "s1"); err != nil {
 		t.Fatal(err)
 	}
+	eventually(t, 5*time.Second, func() bool { return h.entry("fake/sx").State == reaper.StateClosed })
 	h.sweep()
 	h.clock.Add(24 * time.Hour)
 	h.sweep()
@@ -462,8 +463,9 @@ func TestEngineSessionLifecycle(t *testing.T) {
 	if len(res.Items) != 1 || res.Items[0].Key != "fake/a" || res.Items[0].Action != "close" {
 		t.Fatalf("EndSession items = %+v, want fake/a to close", res.Items)
 	}
-	h.sweep()
-	if got := h.entry("fake/a"); got.State != reaper.StateClosed || got.CloseReason != reaper.ReasonSessionEnded {
+	// EndSession starts the close itself.
+	eventually(t, 5*time.Second, func() bool { return h.entry("fake/a").State == reaper.StateClosed })
+	if got := h.entry("fake/a"); got.CloseReason != reaper.ReasonSessionEnded {
 		t.Fatalf("a = %s/%s, want closed/session-ended", got.State, got.CloseReason)
 	}
 	if got := h.entry("fake/b"); got.State != reaper.StateReleased {

@@ -129,8 +129,9 @@ func (e *Engine) Register(ctx context.Context, r RegisterRequest) (*Entry, bool,
 	owner := callerUID(ctx)
 	var out *Entry
 	var created bool
+	var deadline time.Time // earliest time the new entry may become due
 	err := e.Store.Update(ctx, func(tx Tx) error {
-		out, created = nil, false
+		out, created, deadline = nil, false, time.Time{}
 		now := e.now()
 		ent := &Entry{Provider: r.Provider, ID: r.ID, Session: r.Session, Labels: maps.Clone(r.Labels),
 			Keep: r.Keep, Attached: r.Attached, RegisteredAt: now, State: StateActive, Owner: owner}
@@ -162,6 +163,7 @@ func (e *Engine) Register(ctx context.Context, r RegisterRequest) (*Entry, bool,
 			if err != nil {
 				return err
 			}
+			write := true
 			switch {
 			case s == nil:
 				s = &Session{ID: r.Session, Lease: r.Lease, StartedAt: now, LastHeartbeat: now,
@@ -172,6 +174,13 @@ func (e *Engine) Register(ctx context.Context, r RegisterRequest) (*Entry, bool,
 				if end := s.LeaseEnd(); !end.IsZero() && !now.Before(end) {
 					return lapsedError(s)
 				}
+				same := (r.Lease == 0 || r.Lease == s.Lease) && (r.PID == 0 || r.PID == s.PID && pidStart == s.PIDStart)
+				if same && now.Sub(s.LastHeartbeat) < heartbeatCoalesce(s.Lease) {
+					// A heartbeat this recent is as good as now: spare
+					// the session a rewrite per registration.
+					write = false
+					break
+				}
 				s.LastHeartbeat = now
 				if r.Lease > 0 {
 					s.Lease = r.Lease
@@ -180,10 +189,14 @@ func (e *Engine) Register(ctx context.Context, r RegisterRequest) (*Entry, bool,
 					s.PID, s.PIDStart = r.PID, pidStart
 				}
 			}
-			if err := tx.PutSession(s); err != nil {
-				return err
+			if write {
+				if err := tx.PutSession(s); err != nil {
+					return err
+				}
 			}
+			deadline = s.LeaseEnd()
 		}
+		deadline = earliest(deadline, ent.Deadline())
 		if err := tx.PutEntry(ent); err != nil {
 			return err
 		}
@@ -211,9 +224,17 @@ func (e *Engine) Register(ctx context.Context, r RegisterRequest) (*Entry, bool,
 		if m := e.Metrics; m != nil {
 			m.Registrations.Inc()
 		}
-		e.Wake()
+		e.wakeBy(deadline)
 	}
 	return out, created, nil
+}
+
+// heartbeatCoalesce is how recent a session's last heartbeat must be for a
+// registration not to rewrite it: a tenth of the lease, at most a second.
+// A session registering many sandboxes at once then costs one session
+// write, and its lease is at most that much shorter than exact.
+func heartbeatCoalesce(lease Duration) time.Duration {
+	return min(time.Duration(lease)/10, time.Second)
 }
 
 func sessionEndedError(s *Session) error {

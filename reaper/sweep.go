@@ -36,6 +36,8 @@ type SweepItem struct {
 	Result string `json:"result,omitempty"`
 	Error  string `json:"error,omitempty"`
 	Detail string `json:"detail,omitempty"`
+
+	retryAt time.Time // when a failed close is retried; wakes the loop
 }
 
 // Untracked is a live sandbox at a provider that no entry tracks.
