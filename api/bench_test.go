@@ -1,0 +1,230 @@
+package api_test
+
+// BenchmarkRegister64 measures durable registrations per second through the
+// real HTTP handler and ledger with 64 concurrent clients (target: at least
+// 15,000/s; see docs/benchmarks.md). The ledger-level baselines (Engine
+// without HTTP, raw bbolt) are BenchmarkRegister64 in package ledger.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/reaperd/reaperd/api"
+	"github.com/reaperd/reaperd/ledger"
+	"github.com/reaperd/reaperd/reaper"
+	bolt "go.etcd.io/bbolt"
+)
+
+// benchClients is the number of concurrent clients: 64 agent sessions
+// registering at once.
+const benchClients = 64
+
+// benchProvider is a provider that accepts everything; registration only
+// needs its name.
+type benchProvider struct{}
+
+func (benchProvider) Name() string                        { return "bench" }
+func (benchProvider) Close(context.Context, string) error { return nil }
+func (benchProvider) List(context.Context, reaper.ListFilter) ([]reaper.Sandbox, error) {
+	return nil, nil
+}
+
+// benchServer returns the API server the daemon would run (metrics on, a
+// logger that discards, the engine running so that every registration
+// wakes it as in the daemon) on a fresh ledger opened with o.
+func benchServer(b *testing.B, o ledger.Options) (*api.Server, *ledger.DB) {
+	b.Helper()
+	db, err := ledger.Open(filepath.Join(b.TempDir(), "ledger.db"), o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	eng := &reaper.Engine{
+		Store:     db,
+		Providers: map[string]reaper.Provider{"bench": benchProvider{}},
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Metrics:   reaper.NewMetrics(prometheus.NewRegistry()),
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	b.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			b.Errorf("engine: %v", err)
+		}
+	})
+	return &api.Server{Engine: eng, Logger: eng.Logger}, db
+}
+
+var benchRuns atomic.Int64
+
+// benchRequest is what an agent session sends when it creates a sandbox:
+// a distinct id, its session, a ttl and a lease.
+func benchRequest(run int64, client int, n int64) reaper.RegisterRequest {
+	return reaper.RegisterRequest{
+		Provider: "bench",
+		ID:       benchID(uint64(run), uint64(n)),
+		Session:  fmt.Sprintf("agent-r%d-%02d", run, client),
+		TTL:      reaper.Duration(30 * time.Minute),
+		Lease:    reaper.Duration(2 * time.Minute),
+		Labels:   map[string]string{"task": "bench"},
+	}
+}
+
+// benchID returns the n-th sandbox id of a run: distinct for distinct
+// (run, n), and shaped and scattered like the random UUIDs providers hand
+// out, so that ids land all over the key space as real ones do (sequential
+// ids would only ever append to the end of the entries bucket).
+func benchID(run, n uint64) string {
+	hi, lo := benchMix(run<<40|n), benchMix(^(run<<40 | n))
+	return fmt.Sprintf("%08x-%04x-4%03x-%04x-%012x", hi>>32, hi>>16&0xffff, hi&0xfff, lo>>48, lo&0xffffffffffff)
+}
+
+// benchMix is splitmix64's finalizer, a bijection on uint64.
+func benchMix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+// benchParallel runs op b.N times in all over exactly benchClients
+// goroutines (independent of GOMAXPROCS) and reports registrations per
+// second, then checks that the ledger holds b.N entries.
+func benchParallel(b *testing.B, db *ledger.DB, op func(client int, n int64) error) {
+	b.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Bool
+	b.ResetTimer()
+	for c := range benchClients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !failed.Load() {
+				n := next.Add(1)
+				if n > int64(b.N) {
+					return
+				}
+				if err := op(c, n); err != nil {
+					if failed.CompareAndSwap(false, true) {
+						b.Errorf("client %d, registration %d: %v", c, n, err)
+					}
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reg/s")
+	err := db.Bolt().View(func(tx *bolt.Tx) error {
+		if got := tx.Bucket([]byte("entries")).Stats().KeyN; got != b.N {
+			return fmt.Errorf("ledger holds %d entries after %d registrations", got, b.N)
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+// benchUnix serves the handler as the daemon does (http.Server with peer
+// credentials, on a Unix socket) and registers through 64 api.Clients, one
+// per agent, each on its own keep-alive connection.
+func benchUnix(o ledger.Options) func(b *testing.B) {
+	return func(b *testing.B) {
+		srv, db := benchServer(b, o)
+		sock := filepath.Join(b.TempDir(), "s.sock")
+		ln, err := net.Listen("unix", sock)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var conns atomic.Int64
+		hs := &http.Server{Handler: srv.Handler(), ConnContext: api.ConnContext,
+			ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			ConnState: func(_ net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					conns.Add(1)
+				}
+			}}
+		go hs.Serve(ln)
+		b.Cleanup(func() { hs.Close() })
+
+		clients := make([]*api.Client, benchClients)
+		for i := range clients {
+			clients[i] = api.NewClient(sock)
+		}
+		run := benchRuns.Add(1)
+		ctx := context.Background()
+		benchParallel(b, db, func(c int, n int64) error {
+			ent, err := clients[c].Register(ctx, benchRequest(run, c, n))
+			if err == nil && ent.Owner == nil {
+				err = errors.New("no owner: peer credentials were not recorded")
+			}
+			return err
+		})
+		if n := conns.Load(); n > benchClients {
+			b.Fatalf("%d connections for %d clients: keep-alive is not working", n, benchClients)
+		}
+	}
+}
+
+// benchHandler calls the handler directly with an httptest recorder, the
+// caller's uid in the request context as ConnContext would put it.
+func benchHandler(o ledger.Options) func(b *testing.B) {
+	return func(b *testing.B) {
+		srv, db := benchServer(b, o)
+		h := srv.Handler()
+		run := benchRuns.Add(1)
+		ctx := reaper.WithCaller(context.Background(), reaper.Caller{UID: 1000, PID: 1})
+		benchParallel(b, db, func(c int, n int64) error {
+			body, err := json.Marshal(benchRequest(run, c, n))
+			if err != nil {
+				return err
+			}
+			req := httptest.NewRequestWithContext(ctx, "POST", "/v1/sandboxes", bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusCreated {
+				return fmt.Errorf("status %d: %s", rec.Code, rec.Body)
+			}
+			return nil
+		})
+	}
+}
+
+// BenchmarkRegister64 measures registrations with 64 concurrent clients.
+//
+//   - path=http-unix: api.Server.Handler() in an http.Server on a real
+//     Unix socket, 64 api.Clients (keep-alive).
+//   - path=handler: the handler called directly (httptest recorder).
+//
+// fsync=on is the daemon's ledger; fsync=off opens it with
+// Options.NoSync, to show that the fsync=on figures pay for fsync.
+// Sub-benchmark names are key=value so that benchstat can put them in
+// columns: benchstat -col /fsync, or -col /path.
+func BenchmarkRegister64(b *testing.B) {
+	b.Run("path=http-unix/fsync=on", benchUnix(ledger.Options{}))
+	b.Run("path=handler/fsync=on", benchHandler(ledger.Options{}))
+	b.Run("path=http-unix/fsync=off", benchUnix(ledger.Options{NoSync: true}))
+	b.Run("path=handler/fsync=off", benchHandler(ledger.Options{NoSync: true}))
+}

@@ -1,0 +1,339 @@
+package ledger_test
+
+// Benchmarks for the two ledger performance targets (see docs/benchmarks.md):
+//
+//   - BenchmarkRegister64: durable registrations per second with 64
+//     concurrent writers, through Engine.Register on the ledger, beside raw
+//     bbolt baselines on the same disk and the ledger with NoSync.
+//   - BenchmarkDue1M: selecting the 1,000 due entries of a 1,000,000-entry
+//     ledger with Tx.Due, beside a full scan with reaper.Decide.
+//
+// No Test function here; the 1M ledger is built only when BenchmarkDue1M
+// runs (go test -bench), and never with -short.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/reaperd/reaperd/ledger"
+	"github.com/reaperd/reaperd/reaper"
+	bolt "go.etcd.io/bbolt"
+)
+
+// benchClients is the number of concurrent writers in the registration
+// benchmarks: 64 agent sessions registering at once.
+const benchClients = 64
+
+// benchProvider is a provider that accepts everything; registration only
+// needs its name.
+type benchProvider struct{}
+
+func (benchProvider) Name() string                        { return "bench" }
+func (benchProvider) Close(context.Context, string) error { return nil }
+func (benchProvider) List(context.Context, reaper.ListFilter) ([]reaper.Sandbox, error) {
+	return nil, nil
+}
+
+// benchParallel runs op b.N times in all, spread over exactly benchClients
+// goroutines (independent of GOMAXPROCS), and reports registrations per
+// second. op gets the client number and a call number unique in the run.
+func benchParallel(b *testing.B, op func(client int, n int64) error) {
+	b.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Bool
+	b.ResetTimer()
+	for c := range benchClients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !failed.Load() {
+				n := next.Add(1)
+				if n > int64(b.N) {
+					return
+				}
+				if err := op(c, n); err != nil {
+					if failed.CompareAndSwap(false, true) {
+						b.Errorf("client %d, op %d: %v", c, n, err)
+					}
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reg/s")
+}
+
+// benchRequest is what an agent session sends when it creates a sandbox:
+// a distinct id, its session, a ttl and a lease.
+func benchRequest(run int64, client int, n int64) reaper.RegisterRequest {
+	return reaper.RegisterRequest{
+		Provider: "bench",
+		ID:       benchID(uint64(run), uint64(n)),
+		Session:  fmt.Sprintf("agent-r%d-%02d", run, client),
+		TTL:      reaper.Duration(30 * time.Minute),
+		Lease:    reaper.Duration(2 * time.Minute),
+		Labels:   map[string]string{"task": "bench"},
+	}
+}
+
+// benchRuns numbers the runs of the process, so that no two runs
+// register the same id.
+var benchRuns atomic.Int64
+
+// benchID returns the n-th sandbox id of a run: distinct for distinct
+// (run, n), and shaped and scattered like the random UUIDs providers hand
+// out, so that ids land all over the key space as real ones do (sequential
+// ids would only ever append to the end of the entries bucket).
+func benchID(run, n uint64) string {
+	hi, lo := benchMix(run<<40|n), benchMix(^(run<<40 | n))
+	return fmt.Sprintf("%08x-%04x-4%03x-%04x-%012x", hi>>32, hi>>16&0xffff, hi&0xfff, lo>>48, lo&0xffffffffffff)
+}
+
+// benchMix is splitmix64's finalizer, a bijection on uint64.
+func benchMix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+func benchOpenLedger(b *testing.B, o ledger.Options) *ledger.DB {
+	b.Helper()
+	db, err := ledger.Open(filepath.Join(b.TempDir(), "ledger.db"), o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	return db
+}
+
+func benchCountEntries(b *testing.B, db *bolt.DB, bucket string, want int) {
+	b.Helper()
+	err := db.View(func(tx *bolt.Tx) error {
+		if got := tx.Bucket([]byte(bucket)).Stats().KeyN; got != want {
+			return fmt.Errorf("%d keys in %s, want %d", got, bucket, want)
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+// benchValue is a JSON entry of the size the ledger stores for one
+// registration, for the raw bbolt baselines.
+func benchValue() []byte {
+	owner := uint32(1000)
+	now := time.Now().UTC()
+	v, _ := json.Marshal(&reaper.Entry{Provider: "bench", ID: "sb-r1-000000001", Session: "agent-r1-01",
+		Labels: map[string]string{"task": "bench"}, RegisteredAt: now, ExpiresAt: now.Add(30 * time.Minute),
+		State: reaper.StateActive, Owner: &owner})
+	return v
+}
+
+// BenchmarkRegister64 measures durable registrations with 64 concurrent
+// writers at the ledger level.
+//
+//   - path=engine: reaper.Engine.Register on the ledger, no HTTP: entry,
+//     session, their indexes and an audit event per call. fsync=on is the
+//     daemon's ledger; fsync=off opens it with Options.NoSync.
+//   - path=bolt-update: raw bbolt, one db.Update (one commit) per write of
+//     one entry-sized value.
+//   - path=bolt-batch: raw bbolt db.Batch with its default MaxBatchSize
+//     (1000) and MaxBatchDelay (10ms).
+//
+// Sub-benchmark names are key=value for benchstat -col /path or /fsync.
+func BenchmarkRegister64(b *testing.B) {
+	engine := func(o ledger.Options) func(b *testing.B) {
+		return func(b *testing.B) {
+			db := benchOpenLedger(b, o)
+			eng := &reaper.Engine{
+				Store:     db,
+				Providers: map[string]reaper.Provider{"bench": benchProvider{}},
+				Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+			}
+			run := benchRuns.Add(1)
+			ctx := reaper.WithCaller(context.Background(), reaper.Caller{UID: 1000})
+			benchParallel(b, func(c int, n int64) error {
+				_, created, err := eng.Register(ctx, benchRequest(run, c, n))
+				if err == nil && !created {
+					err = fmt.Errorf("not created")
+				}
+				return err
+			})
+			benchCountEntries(b, db.Bolt(), "entries", b.N)
+		}
+	}
+	b.Run("path=engine/fsync=on", engine(ledger.Options{}))
+	b.Run("path=engine/fsync=off", engine(ledger.Options{NoSync: true}))
+
+	raw := func(batch bool) func(b *testing.B) {
+		return func(b *testing.B) {
+			db, err := bolt.Open(filepath.Join(b.TempDir(), "bolt.db"), 0o600, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { db.Close() })
+			bucket := []byte("entries")
+			if err := db.Update(func(tx *bolt.Tx) error {
+				_, err := tx.CreateBucket(bucket)
+				return err
+			}); err != nil {
+				b.Fatal(err)
+			}
+			val := benchValue()
+			run := benchRuns.Add(1)
+			write := db.Update
+			if batch {
+				write = db.Batch
+			}
+			benchParallel(b, func(c int, n int64) error {
+				key := []byte("bench/" + benchID(uint64(run), uint64(n)))
+				return write(func(tx *bolt.Tx) error {
+					return tx.Bucket(bucket).Put(key, val)
+				})
+			})
+			benchCountEntries(b, db, "entries", b.N)
+		}
+	}
+	b.Run("path=bolt-update/fsync=on", raw(false))
+	b.Run("path=bolt-batch/fsync=on", raw(true))
+}
+
+// The 1M-entry ledger of BenchmarkDue1M.
+const (
+	due1MEntries  = 1_000_000
+	due1MDue      = 1_000 // every due1MEntries/due1MDue-th entry has expired
+	due1MSessions = 10_000
+	due1MChunk    = 100_000 // entries per build transaction
+)
+
+// due1MNow is the instant at which the due entries are selected.
+var due1MNow = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+
+// buildDue1M fills db with due1MEntries active entries (UUID-like ids, as
+// in BenchmarkRegister64) spread over due1MSessions live sessions (lease
+// 2m, heartbeat 10s before now, so no session is due). Every 1000th entry
+// expired a minute before now; the others expire between 1h and about
+// 1h17m after now.
+func buildDue1M(b *testing.B, db *ledger.DB) {
+	b.Helper()
+	owner := uint32(1000)
+	perSession := due1MEntries / due1MSessions
+	reg := due1MNow.Add(-time.Hour)
+	for start := 0; start < due1MEntries; start += due1MChunk {
+		err := db.Update(context.Background(), func(tx reaper.Tx) error {
+			for i := start; i < start+due1MChunk; i++ {
+				sid := fmt.Sprintf("agent-%05d", i/perSession)
+				if i%perSession == 0 {
+					if err := tx.PutSession(&reaper.Session{ID: sid, Lease: reaper.Duration(2 * time.Minute),
+						StartedAt: reg, LastHeartbeat: due1MNow.Add(-10 * time.Second), Owner: &owner}); err != nil {
+						return err
+					}
+				}
+				exp := due1MNow.Add(time.Hour + time.Duration(i)*time.Millisecond)
+				if i%(due1MEntries/due1MDue) == 0 {
+					exp = due1MNow.Add(-time.Minute + time.Duration(i)*time.Nanosecond)
+				}
+				if err := tx.PutEntry(&reaper.Entry{Provider: "bench", ID: benchID(0, uint64(i)), Session: sid,
+					Labels: map[string]string{"task": "bench"}, RegisteredAt: reg, ExpiresAt: exp,
+					State: reaper.StateActive, Owner: &owner}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatalf("build 1M ledger: %v", err)
+		}
+	}
+}
+
+// BenchmarkDue1M measures selecting the due entries of a ledger of
+// 1,000,000 entries of which 1,000 are due, warm page cache.
+//
+//   - method=index: Tx.Due(now, 0) in a View, as the engine does.
+//   - method=fullscan: the alternative without the deadlines index: load the
+//     sessions, iterate every entry with Tx.Entries and apply
+//     reaper.Decide.
+//
+// The ledger (about 1 GiB) is built once per process run of this benchmark,
+// which takes some 20 s, in a temporary directory removed afterwards.
+// Skipped with -short.
+func BenchmarkDue1M(b *testing.B) {
+	if testing.Short() {
+		b.Skip("builds a 1,000,000-entry ledger; not with -short")
+	}
+	// Sub-benchmarks run -count times each inside this one call, so the
+	// ledger is built once and shared by every run of both.
+	path := filepath.Join(b.TempDir(), "ledger.db")
+	db, err := ledger.Open(path, ledger.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	start := time.Now()
+	buildDue1M(b, db)
+	if fi, err := os.Stat(path); err == nil {
+		b.Logf("built a %d-entry ledger (%d MiB) in %s", due1MEntries, fi.Size()>>20, time.Since(start).Round(time.Second))
+	}
+	ctx := context.Background()
+
+	b.Run("method=index", func(b *testing.B) {
+		for b.Loop() {
+			var items []reaper.DueItem
+			err := db.View(ctx, func(tx reaper.Tx) error {
+				var err error
+				items, err = tx.Due(due1MNow, 0)
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(items) != due1MDue {
+				b.Fatalf("%d due items, want %d", len(items), due1MDue)
+			}
+		}
+	})
+
+	b.Run("method=fullscan", func(b *testing.B) {
+		for b.Loop() {
+			due := 0
+			err := db.View(ctx, func(tx reaper.Tx) error {
+				sessions := make(map[string]*reaper.Session, due1MSessions)
+				if err := tx.Sessions(func(s *reaper.Session) error {
+					sessions[s.ID] = s
+					return nil
+				}); err != nil {
+					return err
+				}
+				return tx.Entries(reaper.EntryFilter{}, func(e *reaper.Entry) error {
+					if reaper.Decide(e, sessions[e.Session], due1MNow).Action == reaper.ActionClose {
+						due++
+					}
+					return nil
+				})
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if due != due1MDue {
+				b.Fatalf("%d due entries, want %d", due, due1MDue)
+			}
+		}
+	})
+}
