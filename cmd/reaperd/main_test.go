@@ -107,6 +107,8 @@ func (d *testDaemon) start(args ...string) {
 	d.cmd = exec.Command(os.Args[0], full...)
 	d.cmd.Env = daemonEnv(d.env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	// Never outlive the test binary, even if it is killed.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	d.done = make(chan struct{})
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatalf("start daemon: %v", err)

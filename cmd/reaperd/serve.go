@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -287,8 +289,8 @@ func (m *Main) applyProviders(st *daemonState, eng *reaper.Engine, provs *Provid
 	} else {
 		logger.Info("providers enabled", logEnabled, enabled)
 	}
-	for name, why := range provs.Disabled {
-		logger.Info("provider disabled", "provider", name, "why", why)
+	for _, name := range slices.Sorted(maps.Keys(provs.Disabled)) {
+		logger.Info("provider disabled", "provider", name, "why", provs.Disabled[name])
 	}
 }
 

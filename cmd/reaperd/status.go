@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -26,8 +28,8 @@ func (m *Main) statusCommand() *cobra.Command {
 			}
 			fmt.Fprintf(m.Stdout, "version:   %s\nstarted:   %s\nledger:    %s\nsocket:    %s\nschedule:  %s\nenabled:   %s\n",
 				st.Version, fmtTime(st.StartedAt), st.Ledger, st.Socket, st.Schedule, orDash(strings.Join(st.Enabled, ", ")))
-			for p, why := range st.Disabled {
-				fmt.Fprintf(m.Stdout, "disabled:  %s (%s)\n", p, why)
+			for _, p := range slices.Sorted(maps.Keys(st.Disabled)) {
+				fmt.Fprintf(m.Stdout, "disabled:  %s (%s)\n", p, st.Disabled[p])
 			}
 			return nil
 		},
