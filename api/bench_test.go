@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/reaperd/reaperd/api"
 	"github.com/reaperd/reaperd/ledger"
+	"github.com/reaperd/reaperd/ledger/ledgertest"
 	"github.com/reaperd/reaperd/reaper"
 	bolt "go.etcd.io/bbolt"
 )
@@ -106,35 +106,11 @@ func benchMix(x uint64) uint64 {
 }
 
 // benchParallel runs op b.N times in all over exactly benchClients
-// goroutines (independent of GOMAXPROCS) and reports registrations per
-// second, then checks that the ledger holds b.N entries.
+// goroutines and reports registrations per second, then checks that the
+// ledger holds b.N entries.
 func benchParallel(b *testing.B, db *ledger.DB, op func(client int, n int64) error) {
 	b.Helper()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var failed atomic.Bool
-	b.ResetTimer()
-	for c := range benchClients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for !failed.Load() {
-				n := next.Add(1)
-				if n > int64(b.N) {
-					return
-				}
-				if err := op(c, n); err != nil {
-					if failed.CompareAndSwap(false, true) {
-						b.Errorf("client %d, registration %d: %v", c, n, err)
-					}
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reg/s")
+	ledgertest.Parallel(b, benchClients, "reg/s", op)
 	err := db.Bolt().View(func(tx *bolt.Tx) error {
 		if got := tx.Bucket([]byte("entries")).Stats().KeyN; got != b.N {
 			return fmt.Errorf("ledger holds %d entries after %d registrations", got, b.N)

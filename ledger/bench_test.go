@@ -19,12 +19,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/reaperd/reaperd/ledger"
+	"github.com/reaperd/reaperd/ledger/ledgertest"
 	"github.com/reaperd/reaperd/reaper"
 	bolt "go.etcd.io/bbolt"
 )
@@ -43,36 +43,11 @@ func (benchProvider) List(context.Context, reaper.ListFilter) ([]reaper.Sandbox,
 	return nil, nil
 }
 
-// benchParallel runs op b.N times in all, spread over exactly benchClients
-// goroutines (independent of GOMAXPROCS), and reports registrations per
-// second. op gets the client number and a call number unique in the run.
+// benchParallel runs op b.N times in all over exactly benchClients
+// goroutines and reports registrations per second.
 func benchParallel(b *testing.B, op func(client int, n int64) error) {
 	b.Helper()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var failed atomic.Bool
-	b.ResetTimer()
-	for c := range benchClients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for !failed.Load() {
-				n := next.Add(1)
-				if n > int64(b.N) {
-					return
-				}
-				if err := op(c, n); err != nil {
-					if failed.CompareAndSwap(false, true) {
-						b.Errorf("client %d, op %d: %v", c, n, err)
-					}
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reg/s")
+	ledgertest.Parallel(b, benchClients, "reg/s", op)
 }
 
 // benchRequest is what an agent session sends when it creates a sandbox:
