@@ -33,16 +33,6 @@ import (
 // registering at once.
 const benchClients = 64
 
-// benchProvider is a provider that accepts everything; registration only
-// needs its name.
-type benchProvider struct{}
-
-func (benchProvider) Name() string                        { return "bench" }
-func (benchProvider) Close(context.Context, string) error { return nil }
-func (benchProvider) List(context.Context, reaper.ListFilter) ([]reaper.Sandbox, error) {
-	return nil, nil
-}
-
 // benchServer returns the API server the daemon would run (metrics on, a
 // logger that discards, the engine running so that every registration
 // wakes it as in the daemon) on a fresh ledger opened with o.
@@ -55,7 +45,7 @@ func benchServer(b *testing.B, o ledger.Options) (*api.Server, *ledger.DB) {
 	b.Cleanup(func() { db.Close() })
 	eng := &reaper.Engine{
 		Store:     db,
-		Providers: map[string]reaper.Provider{"bench": benchProvider{}},
+		Providers: map[string]reaper.Provider{"bench": ledgertest.NopProvider{Type: "bench"}},
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Metrics:   reaper.NewMetrics(prometheus.NewRegistry()),
 	}
@@ -69,40 +59,6 @@ func benchServer(b *testing.B, o ledger.Options) (*api.Server, *ledger.DB) {
 		}
 	})
 	return &api.Server{Engine: eng, Logger: eng.Logger}, db
-}
-
-var benchRuns atomic.Int64
-
-// benchRequest is what an agent session sends when it creates a sandbox:
-// a distinct id, its session, a ttl and a lease.
-func benchRequest(run int64, client int, n int64) reaper.RegisterRequest {
-	return reaper.RegisterRequest{
-		Provider: "bench",
-		ID:       benchID(uint64(run), uint64(n)),
-		Session:  fmt.Sprintf("agent-r%d-%02d", run, client),
-		TTL:      reaper.Duration(30 * time.Minute),
-		Lease:    reaper.Duration(2 * time.Minute),
-		Labels:   map[string]string{"task": "bench"},
-	}
-}
-
-// benchID returns the n-th sandbox id of a run: distinct for distinct
-// (run, n), and shaped and scattered like the random UUIDs providers hand
-// out, so that ids land all over the key space as real ones do (sequential
-// ids would only ever append to the end of the entries bucket).
-func benchID(run, n uint64) string {
-	hi, lo := benchMix(run<<40|n), benchMix(^(run<<40 | n))
-	return fmt.Sprintf("%08x-%04x-4%03x-%04x-%012x", hi>>32, hi>>16&0xffff, hi&0xfff, lo>>48, lo&0xffffffffffff)
-}
-
-// benchMix is splitmix64's finalizer, a bijection on uint64.
-func benchMix(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
 }
 
 // benchParallel runs op b.N times in all over exactly benchClients
@@ -148,10 +104,10 @@ func benchUnix(o ledger.Options) func(b *testing.B) {
 		for i := range clients {
 			clients[i] = api.NewClient(sock)
 		}
-		run := benchRuns.Add(1)
+		run := ledgertest.NextRun()
 		ctx := context.Background()
 		benchParallel(b, db, func(c int, n int64) error {
-			ent, err := clients[c].Register(ctx, benchRequest(run, c, n))
+			ent, err := clients[c].Register(ctx, ledgertest.AgentRegistration("bench", run, c, n))
 			if err == nil && ent.Owner == nil {
 				err = errors.New("no owner: peer credentials were not recorded")
 			}
@@ -169,10 +125,10 @@ func benchHandler(o ledger.Options) func(b *testing.B) {
 	return func(b *testing.B) {
 		srv, db := benchServer(b, o)
 		h := srv.Handler()
-		run := benchRuns.Add(1)
+		run := ledgertest.NextRun()
 		ctx := reaper.WithCaller(context.Background(), reaper.Caller{UID: 1000, PID: 1})
 		benchParallel(b, db, func(c int, n int64) error {
-			body, err := json.Marshal(benchRequest(run, c, n))
+			body, err := json.Marshal(ledgertest.AgentRegistration("bench", run, c, n))
 			if err != nil {
 				return err
 			}

@@ -20,20 +20,12 @@ import (
 	"github.com/reaperd/reaperd/reaper"
 )
 
-type nopProvider struct{ name string }
-
-func (p nopProvider) Name() string                        { return p.name }
-func (p nopProvider) Close(context.Context, string) error { return nil }
-func (p nopProvider) List(context.Context, reaper.ListFilter) ([]reaper.Sandbox, error) {
-	return nil, nil
-}
-
 func newServer(t *testing.T) (*api.Server, *ledger.DB) {
 	t.Helper()
 	db := ledgertest.Open(t)
 	eng := &reaper.Engine{
 		Store:     db,
-		Providers: map[string]reaper.Provider{"e2b": nopProvider{"e2b"}},
+		Providers: map[string]reaper.Provider{"e2b": ledgertest.NopProvider{Type: "e2b"}},
 		Disabled:  map[string]string{"daytona": "no credentials: set DAYTONA_API_KEY"},
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}

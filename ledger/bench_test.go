@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,57 +32,11 @@ import (
 // benchmarks: 64 agent sessions registering at once.
 const benchClients = 64
 
-// benchProvider is a provider that accepts everything; registration only
-// needs its name.
-type benchProvider struct{}
-
-func (benchProvider) Name() string                        { return "bench" }
-func (benchProvider) Close(context.Context, string) error { return nil }
-func (benchProvider) List(context.Context, reaper.ListFilter) ([]reaper.Sandbox, error) {
-	return nil, nil
-}
-
 // benchParallel runs op b.N times in all over exactly benchClients
 // goroutines and reports registrations per second.
 func benchParallel(b *testing.B, op func(client int, n int64) error) {
 	b.Helper()
 	ledgertest.Parallel(b, benchClients, "reg/s", op)
-}
-
-// benchRequest is what an agent session sends when it creates a sandbox:
-// a distinct id, its session, a ttl and a lease.
-func benchRequest(run int64, client int, n int64) reaper.RegisterRequest {
-	return reaper.RegisterRequest{
-		Provider: "bench",
-		ID:       benchID(uint64(run), uint64(n)),
-		Session:  fmt.Sprintf("agent-r%d-%02d", run, client),
-		TTL:      reaper.Duration(30 * time.Minute),
-		Lease:    reaper.Duration(2 * time.Minute),
-		Labels:   map[string]string{"task": "bench"},
-	}
-}
-
-// benchRuns numbers the runs of the process, so that no two runs
-// register the same id.
-var benchRuns atomic.Int64
-
-// benchID returns the n-th sandbox id of a run: distinct for distinct
-// (run, n), and shaped and scattered like the random UUIDs providers hand
-// out, so that ids land all over the key space as real ones do (sequential
-// ids would only ever append to the end of the entries bucket).
-func benchID(run, n uint64) string {
-	hi, lo := benchMix(run<<40|n), benchMix(^(run<<40 | n))
-	return fmt.Sprintf("%08x-%04x-4%03x-%04x-%012x", hi>>32, hi>>16&0xffff, hi&0xfff, lo>>48, lo&0xffffffffffff)
-}
-
-// benchMix is splitmix64's finalizer, a bijection on uint64.
-func benchMix(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
 }
 
 func benchOpenLedger(b *testing.B, o ledger.Options) *ledger.DB {
@@ -138,13 +91,13 @@ func BenchmarkRegister64(b *testing.B) {
 			db := benchOpenLedger(b, o)
 			eng := &reaper.Engine{
 				Store:     db,
-				Providers: map[string]reaper.Provider{"bench": benchProvider{}},
+				Providers: map[string]reaper.Provider{"bench": ledgertest.NopProvider{Type: "bench"}},
 				Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 			}
-			run := benchRuns.Add(1)
+			run := ledgertest.NextRun()
 			ctx := reaper.WithCaller(context.Background(), reaper.Caller{UID: 1000})
 			benchParallel(b, func(c int, n int64) error {
-				_, created, err := eng.Register(ctx, benchRequest(run, c, n))
+				_, created, err := eng.Register(ctx, ledgertest.AgentRegistration("bench", run, c, n))
 				if err == nil && !created {
 					err = fmt.Errorf("not created")
 				}
@@ -171,13 +124,13 @@ func BenchmarkRegister64(b *testing.B) {
 				b.Fatal(err)
 			}
 			val := benchValue()
-			run := benchRuns.Add(1)
+			run := ledgertest.NextRun()
 			write := db.Update
 			if batch {
 				write = db.Batch
 			}
 			benchParallel(b, func(c int, n int64) error {
-				key := []byte("bench/" + benchID(uint64(run), uint64(n)))
+				key := []byte("bench/" + ledgertest.ScatteredID(uint64(run), uint64(n)))
 				return write(func(tx *bolt.Tx) error {
 					return tx.Bucket(bucket).Put(key, val)
 				})
@@ -224,7 +177,7 @@ func buildDue1M(b *testing.B, db *ledger.DB) {
 				if i%(due1MEntries/due1MDue) == 0 {
 					exp = due1MNow.Add(-time.Minute + time.Duration(i)*time.Nanosecond)
 				}
-				if err := tx.PutEntry(&reaper.Entry{Provider: "bench", ID: benchID(0, uint64(i)), Session: sid,
+				if err := tx.PutEntry(&reaper.Entry{Provider: "bench", ID: ledgertest.ScatteredID(0, uint64(i)), Session: sid,
 					Labels: map[string]string{"task": "bench"}, RegisteredAt: reg, ExpiresAt: exp,
 					State: reaper.StateActive, Owner: &owner}); err != nil {
 					return err
