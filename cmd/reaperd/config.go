@@ -290,12 +290,8 @@ func BuildProviders(c *Config, getenv func(string) string) (*ProviderSet, error)
 		switch name {
 		case daytona.Type:
 			cfg := daytona.ConfigFromEnv(env)
-			if apiKey != "" {
-				cfg.APIKey = apiKey
-			}
-			if pc.APIURL != "" {
-				cfg.APIURL = pc.APIURL
-			}
+			setIf(&cfg.APIKey, apiKey)
+			setIf(&cfg.APIURL, pc.APIURL)
 			cfg.Timeout = timeout
 			hint = "set DAYTONA_API_KEY (or api_key_file in [providers.daytona]) and restart reaperd"
 			if cfg.Enabled() {
@@ -303,12 +299,8 @@ func BuildProviders(c *Config, getenv func(string) string) (*ProviderSet, error)
 			}
 		case e2b.Type:
 			cfg := e2b.ConfigFromEnv(env)
-			if apiKey != "" {
-				cfg.APIKey = apiKey
-			}
-			if pc.APIURL != "" {
-				cfg.APIURL = pc.APIURL
-			}
+			setIf(&cfg.APIKey, apiKey)
+			setIf(&cfg.APIURL, pc.APIURL)
 			cfg.Timeout = timeout
 			hint = "set E2B_API_KEY (or api_key_file in [providers.e2b]) and restart reaperd"
 			if cfg.Enabled() {
@@ -316,24 +308,16 @@ func BuildProviders(c *Config, getenv func(string) string) (*ProviderSet, error)
 			}
 		case modal.Type:
 			cfg := modal.ConfigFromEnv(env)
-			if pc.TokenID != "" {
-				cfg.TokenID = pc.TokenID
-			}
+			setIf(&cfg.TokenID, pc.TokenID)
 			secret := pc.TokenSecret
 			if pc.TokenSecretFile != "" {
 				if secret, err = readSecretFile(name, "token_secret_file", pc.TokenSecretFile); err != nil {
 					return nil, err
 				}
 			}
-			if secret != "" {
-				cfg.TokenSecret = secret
-			}
-			if pc.APIURL != "" {
-				cfg.ServerURL = pc.APIURL
-			}
-			if pc.Environment != "" {
-				cfg.Environment = pc.Environment
-			}
+			setIf(&cfg.TokenSecret, secret)
+			setIf(&cfg.ServerURL, pc.APIURL)
+			setIf(&cfg.Environment, pc.Environment)
 			cfg.Timeout = timeout
 			hint = "set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (or [providers.modal]) and restart reaperd"
 			if cfg.Enabled() {
@@ -341,12 +325,8 @@ func BuildProviders(c *Config, getenv func(string) string) (*ProviderSet, error)
 			}
 		case runloop.Type:
 			cfg := runloop.ConfigFromEnv(env)
-			if apiKey != "" {
-				cfg.APIKey = apiKey
-			}
-			if pc.APIURL != "" {
-				cfg.BaseURL = pc.APIURL
-			}
+			setIf(&cfg.APIKey, apiKey)
+			setIf(&cfg.BaseURL, pc.APIURL)
 			if pc.ForceAfter != 0 {
 				cfg.ForceAfter = pc.ForceAfter
 			}
@@ -450,4 +430,12 @@ func firstNonEmpty(vs ...string) string {
 		}
 	}
 	return ""
+}
+
+// setIf sets *dst to v when the config file gives v, so that the file
+// overrides the environment only where it says something.
+func setIf(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
 }
