@@ -290,23 +290,30 @@ func (e *Engine) Run(ctx context.Context) error {
 func (e *Engine) nextWait(ctx context.Context) time.Duration {
 	now := e.now()
 	next := now.Add(time.Minute)
+	var deadline time.Time
 	var hasProcs bool
 	err := e.Store.View(ctx, func(tx Tx) error {
-		d, err := tx.NextDeadline()
-		if err != nil {
+		var err error
+		if deadline, err = tx.NextDeadline(); err != nil {
 			return err
-		}
-		if !d.IsZero() && d.Before(next) {
-			next = d
 		}
 		return tx.ProcessSessions(func(*Session) error { hasProcs = true; return errStop })
 	})
 	if err != nil && !errors.Is(err, errStop) {
-		e.logger().Error("read next deadline", LogErr, err)
+		if ctx.Err() == nil {
+			e.logger().Error("read next deadline", LogErr, err)
+		}
 		return time.Second
 	}
+	if !deadline.IsZero() && deadline.Before(next) {
+		next = deadline
+	}
 	if m := e.Metrics; m != nil {
-		m.NextDeadline.Set(float64(next.Unix()))
+		if deadline.IsZero() {
+			m.NextDeadline.Set(0)
+		} else {
+			m.NextDeadline.Set(float64(deadline.Unix()))
+		}
 	}
 	if hasProcs {
 		if p := e.lastProc.Add(e.processCheck()); p.Before(next) {
@@ -610,7 +617,11 @@ func (e *Engine) apply(tx Tx, ent *Entry, s *Session, now time.Time) (SweepItem,
 	switch ent.State {
 	case StateClosing:
 		if e.isInflight(key) {
-			return SweepItem{}, nil, nil
+			// Still queued or running (a long queue behind the
+			// per-provider limit can outlast the attempt lease): extend
+			// the lease, so that the entry is not due again meanwhile.
+			ent.NextAttemptAt = now.Add(e.attemptLease())
+			return SweepItem{}, nil, tx.PutEntry(ent)
 		}
 		item.Action, item.Reason = "retry", ent.CloseReason
 		job, err := e.startAttempt(tx, ent, now)

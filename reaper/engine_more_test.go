@@ -245,3 +245,39 @@ func TestEngineDowntimeDoesNotLapseLeases(t *testing.T) {
 		t.Fatalf("closed for %s, want orphaned-lease", e.CloseReason)
 	}
 }
+
+// TestEngineInflightLeaseExtended checks that a close still in flight when
+// its attempt lease runs out (queued behind slow closes) is neither called
+// twice nor left due, which would make the engine spin.
+func TestEngineInflightLeaseExtended(t *testing.T) {
+	h := newHarness(t)
+	release := make(chan struct{})
+	h.prov.CloseFn = func(ctx context.Context, _ string) error {
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	h.register(reaper.RegisterRequest{ID: "a", TTL: reaper.Duration(time.Minute)})
+	h.clock.Add(time.Minute)
+	first := make(chan struct{})
+	go func() { defer close(first); h.sweep() }()
+	eventually(t, 5*time.Second, func() bool { return len(h.prov.Closes()) == 1 })
+
+	h.clock.Add(time.Hour) // far past the attempt lease, still in flight
+	h.sweep()
+	e := h.entry("fake/a")
+	if !e.NextAttemptAt.After(h.clock.Now()) || !e.InFlight {
+		t.Fatalf("entry = %+v, want in flight with its lease extended past now", e)
+	}
+	if n := len(h.prov.Closes()); n != 1 {
+		t.Fatalf("%d close calls, want 1", n)
+	}
+	close(release)
+	<-first
+	if st := h.entry("fake/a").State; st != reaper.StateClosed {
+		t.Fatalf("state = %s, want closed", st)
+	}
+}
