@@ -232,12 +232,34 @@ func decode(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) erro
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		var de *reaper.DurationError
+		if errors.As(err, &de) {
+			if field := fieldWithValue(body, de.Input); field != "" {
+				return reaper.Errorf(reaper.EINVALID, "%s: %v", field, de.Err)
+			}
+		}
 		return reaper.Errorf(reaper.EINVALID, "invalid JSON body: %s", jsonErrorMessage(err))
 	}
 	if dec.More() {
 		return reaper.Errorf(reaper.EINVALID, "invalid JSON body: unexpected data after the object")
 	}
 	return nil
+}
+
+// fieldWithValue returns the name of the top-level field of the JSON
+// object body whose raw value is raw, or "" if there is none; it names the
+// field behind an error that json does not attribute.
+func fieldWithValue(body []byte, raw string) string {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(body, &obj) != nil {
+		return ""
+	}
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
+		if string(bytes.TrimSpace(obj[k])) == raw {
+			return k
+		}
+	}
+	return ""
 }
 
 func jsonErrorMessage(err error) string {

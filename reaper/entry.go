@@ -223,30 +223,42 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 	return json.Marshal(time.Duration(d).String())
 }
 
-// UnmarshalJSON reads a duration string or a number of seconds.
+// UnmarshalJSON reads a duration string or a number of seconds. Its
+// errors are *DurationError.
 func (d *Duration) UnmarshalJSON(b []byte) error {
+	fail := func(err error) error { return &DurationError{Input: string(b), Err: err} }
 	if len(b) > 0 && b[0] == '"' {
 		var s string
 		if err := json.Unmarshal(b, &s); err != nil {
-			return err
+			return fail(err)
 		}
 		v, err := ParseDuration(s)
 		if err != nil {
-			return err
+			return fail(err)
 		}
 		*d = Duration(v)
 		return nil
 	}
 	f, err := strconv.ParseFloat(string(b), 64)
 	if err != nil {
-		return fmt.Errorf("%s is not a duration: use a string such as \"30m\" or a number of seconds", b)
+		return fail(fmt.Errorf("%s is not a duration: use a string such as \"30m\" or a number of seconds", b))
 	}
 	if f < 0 || f > float64(maxDuration/time.Second) {
-		return fmt.Errorf("%s seconds is out of range", b)
+		return fail(fmt.Errorf("%s seconds is out of range", b))
 	}
 	*d = Duration(time.Duration(f * float64(time.Second)))
 	return nil
 }
+
+// DurationError is returned when a JSON value is not a valid Duration.
+// Input is the raw JSON value, so that a caller can find the field.
+type DurationError struct {
+	Input string
+	Err   error
+}
+
+func (e *DurationError) Error() string { return e.Err.Error() }
+func (e *DurationError) Unwrap() error { return e.Err }
 
 const maxDuration = 100 * 365 * 24 * time.Hour
 
