@@ -6,6 +6,7 @@ require (
 	github.com/coreos/go-systemd/v22 v22.6.0
 	github.com/daytonaio/daytona/libs/api-client-go v0.190.0
 	github.com/google/uuid v1.6.0
+	github.com/jonboulle/clockwork v0.5.0
 	github.com/modal-labs/libmodal/modal-go v0.6.0
 	github.com/pelletier/go-toml/v2 v2.2.4
 	github.com/prometheus/client_golang v1.23.2

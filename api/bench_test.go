@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/reaperd/reaperd/api"
+	"github.com/reaperd/reaperd/engine"
 	"github.com/reaperd/reaperd/ledger"
 	"github.com/reaperd/reaperd/ledger/ledgertest"
 	"github.com/reaperd/reaperd/reaper"
@@ -43,11 +44,11 @@ func benchServer(b *testing.B, o ledger.Options) (*api.Server, *ledger.DB) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { db.Close() })
-	eng := &reaper.Engine{
+	eng := &engine.Engine{
 		Store:     db,
-		Providers: map[string]reaper.Provider{"bench": ledgertest.NopProvider{Type: "bench"}},
+		Providers: engine.ProviderSet{Enabled: map[string]reaper.Provider{"bench": ledgertest.NopProvider{Type: "bench"}}},
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Metrics:   reaper.NewMetrics(prometheus.NewRegistry()),
+		Metrics:   engine.NewMetrics(prometheus.NewRegistry()),
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -58,7 +59,7 @@ func benchServer(b *testing.B, o ledger.Options) (*api.Server, *ledger.DB) {
 			b.Errorf("engine: %v", err)
 		}
 	})
-	return &api.Server{Engine: eng, Logger: eng.Logger}, db
+	return &api.Server{Service: eng, Logger: eng.Logger}, db
 }
 
 // benchParallel runs op b.N times in all over exactly benchClients

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/reaperd/reaperd/api"
+	"github.com/reaperd/reaperd/engine"
 	"github.com/reaperd/reaperd/ledger"
 	"github.com/reaperd/reaperd/ledger/ledgertest"
 	"github.com/reaperd/reaperd/reaper"
@@ -23,13 +24,13 @@ import (
 func newServer(t *testing.T) (*api.Server, *ledger.DB) {
 	t.Helper()
 	db := ledgertest.Open(t)
-	eng := &reaper.Engine{
-		Store:     db,
-		Providers: map[string]reaper.Provider{"e2b": ledgertest.NopProvider{Type: "e2b"}},
-		Disabled:  map[string]string{"daytona": "no credentials: set DAYTONA_API_KEY"},
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+	eng := &engine.Engine{
+		Store: db,
+		Providers: engine.ProviderSet{Enabled: map[string]reaper.Provider{"e2b": ledgertest.NopProvider{Type: "e2b"}},
+			Disabled: map[string]string{"daytona": "no credentials: set DAYTONA_API_KEY"}},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
-	return &api.Server{Engine: eng}, db
+	return &api.Server{Service: eng}, db
 }
 
 func do(t *testing.T, h http.Handler, method, path, body string) (int, string) {

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaperd/reaperd/engine"
 	"github.com/reaperd/reaperd/ledger"
 	"github.com/reaperd/reaperd/ledger/ledgertest"
 	"github.com/reaperd/reaperd/reaper"
@@ -76,7 +77,7 @@ func benchValue() []byte {
 // BenchmarkRegister64 measures durable registrations with 64 concurrent
 // writers at the ledger level.
 //
-//   - path=engine: reaper.Engine.Register on the ledger, no HTTP: entry,
+//   - path=engine: engine.Engine.Register on the ledger, no HTTP: entry,
 //     session, their indexes and an audit event per call. fsync=on is the
 //     daemon's ledger; fsync=off opens it with Options.NoSync.
 //   - path=bolt-update: raw bbolt, one db.Update (one commit) per write of
@@ -86,12 +87,12 @@ func benchValue() []byte {
 //
 // Sub-benchmark names are key=value for benchstat -col /path or /fsync.
 func BenchmarkRegister64(b *testing.B) {
-	engine := func(o ledger.Options) func(b *testing.B) {
+	viaEngine := func(o ledger.Options) func(b *testing.B) {
 		return func(b *testing.B) {
 			db := benchOpenLedger(b, o)
-			eng := &reaper.Engine{
+			eng := &engine.Engine{
 				Store:     db,
-				Providers: map[string]reaper.Provider{"bench": ledgertest.NopProvider{Type: "bench"}},
+				Providers: engine.ProviderSet{Enabled: map[string]reaper.Provider{"bench": ledgertest.NopProvider{Type: "bench"}}},
 				Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 			}
 			run := ledgertest.NextRun()
@@ -106,8 +107,8 @@ func BenchmarkRegister64(b *testing.B) {
 			benchCountEntries(b, db.Bolt(), "entries", b.N)
 		}
 	}
-	b.Run("path=engine/fsync=on", engine(ledger.Options{}))
-	b.Run("path=engine/fsync=off", engine(ledger.Options{NoSync: true}))
+	b.Run("path=engine/fsync=on", viaEngine(ledger.Options{}))
+	b.Run("path=engine/fsync=off", viaEngine(ledger.Options{NoSync: true}))
 
 	raw := func(batch bool) func(b *testing.B) {
 		return func(b *testing.B) {

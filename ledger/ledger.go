@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/reaperd/reaperd/reaper"
@@ -18,7 +20,10 @@ import (
 )
 
 // SchemaVersion is the ledger layout this package reads and writes.
-const SchemaVersion = 1
+// Version 2 indexes an entry's deadline at reaper.DueAt (its session's end
+// included) and adds the closing, in_flight and quarantine buckets; a
+// version 1 ledger is migrated when it is opened.
+const SchemaVersion = 2
 
 var (
 	bucketMeta           = []byte("meta")
@@ -29,17 +34,23 @@ var (
 	bucketProcesses      = []byte("processes")
 	bucketRetire         = []byte("retire")
 	bucketAudit          = []byte("audit")
+	bucketClosing        = []byte("closing")
+	bucketInFlight       = []byte("in_flight")
+	bucketQuarantine     = []byte("quarantine")
 
 	keySchema = []byte("schema")
+	keyAlive  = []byte("alive")
 )
 
 var allBuckets = [][]byte{bucketMeta, bucketEntries, bucketSessions, bucketSessionEntries,
-	bucketDeadlines, bucketProcesses, bucketRetire, bucketAudit}
+	bucketDeadlines, bucketProcesses, bucketRetire, bucketAudit, bucketClosing, bucketInFlight,
+	bucketQuarantine}
 
 // ErrLocked is returned by Open when another process holds the ledger file.
 var ErrLocked = errors.New("ledger is locked by another process")
 
-// ErrClosed is returned when the ledger is used after Close.
+// ErrClosed is returned when the ledger is used after Close. It is wrapped
+// in a *reaper.Error with code EUNAVAILABLE.
 var ErrClosed = errors.New("ledger is closed")
 
 // Options configures Open.
@@ -66,6 +77,12 @@ type DB struct {
 
 	mu     sync.RWMutex // guards closed against concurrent Update/Close
 	closed bool
+
+	// writeErr holds the error of the last commit while commits fail; nil
+	// once one succeeds.
+	writeErr atomic.Pointer[error]
+	// calls counts update-function calls, for tests of the committer.
+	calls atomic.Int64
 }
 
 var _ reaper.Store = (*DB)(nil)
@@ -73,6 +90,7 @@ var _ reaper.Store = (*DB)(nil)
 type writeReq struct {
 	fn   func(reaper.Tx) error
 	done chan error
+	err  error // a refusal, answered once the batch is settled
 }
 
 // Open opens or creates the ledger at path, creating its directory (mode
@@ -109,21 +127,33 @@ func Open(path string, o Options) (*DB, error) {
 }
 
 func (db *DB) init() error {
-	return db.bolt.Update(func(tx *bolt.Tx) error {
+	return db.bolt.Update(func(btx *bolt.Tx) error {
 		for _, name := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			if _, err := btx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}
 		}
-		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keySchema); v == nil {
-			return meta.Put(keySchema, u64(SchemaVersion))
-		} else if len(v) != 8 {
+		meta := btx.Bucket(bucketMeta)
+		v := meta.Get(keySchema)
+		switch {
+		case v == nil && btx.Bucket(bucketEntries).Stats().KeyN == 0:
+			// A new ledger.
+		case v == nil:
+			return fmt.Errorf("open ledger %s: it holds entries but no schema version: is it a reaperd ledger?", db.path)
+		case len(v) != 8:
 			return fmt.Errorf("open ledger %s: schema version is corrupt", db.path)
-		} else if got := binary.BigEndian.Uint64(v); got > SchemaVersion {
-			return fmt.Errorf("open ledger %s: schema version %d is newer than this reaperd understands (%d): upgrade reaperd", db.path, got, SchemaVersion)
+		default:
+			got := binary.BigEndian.Uint64(v)
+			if got > SchemaVersion {
+				return fmt.Errorf("open ledger %s: schema version %d is newer than this reaperd understands (%d): upgrade reaperd", db.path, got, SchemaVersion)
+			}
+			if got < SchemaVersion {
+				if err := migrate(btx, got); err != nil {
+					return fmt.Errorf("open ledger %s: migrate schema %d to %d: %w", db.path, got, SchemaVersion, err)
+				}
+			}
 		}
-		return nil
+		return meta.Put(keySchema, u64(SchemaVersion))
 	})
 }
 
@@ -156,7 +186,7 @@ func (db *DB) View(ctx context.Context, fn func(reaper.Tx) error) error {
 	db.mu.RLock()
 	defer db.mu.RUnlock()
 	if db.closed {
-		return ErrClosed
+		return errClosed()
 	}
 	return db.bolt.View(func(btx *bolt.Tx) error { return fn(&tx{tx: btx}) })
 }
@@ -171,7 +201,7 @@ func (db *DB) Update(ctx context.Context, fn func(reaper.Tx) error) error {
 	db.mu.RLock()
 	if db.closed {
 		db.mu.RUnlock()
-		return ErrClosed
+		return errClosed()
 	}
 	db.reqs <- r
 	db.mu.RUnlock()
@@ -214,15 +244,25 @@ func (db *DB) commitLoop() {
 
 var errAbortBatch = errors.New("abort batch")
 
-// commit runs the batch in one transaction. A function that fails is
-// removed and answered with its error, and the rest are run again.
+// commit runs the batch in one transaction. A function that refuses (returns
+// an error) before writing anything is answered with its error and costs the
+// others nothing. A function that fails or panics after writing aborts the
+// transaction: it is answered with its error, removed, and the rest run
+// again. So reruns happen only for failures after a write, which are rare
+// (I/O errors and bugs), never for ordinary refusals.
 func (db *DB) commit(batch []*writeReq) {
 	for len(batch) > 0 {
 		failed, failErr := -1, error(nil)
 		err := db.bolt.Update(func(btx *bolt.Tx) error {
-			t := &tx{tx: btx}
 			for i, r := range batch {
+				r.err = nil
+				t := &tx{tx: btx}
+				db.calls.Add(1)
 				if err := safeCall(r.fn, t); err != nil {
+					if !t.wrote {
+						r.err = err
+						continue
+					}
 					failed, failErr = i, err
 					return errAbortBatch
 				}
@@ -235,13 +275,59 @@ func (db *DB) commit(batch []*writeReq) {
 			continue
 		}
 		if err != nil {
-			err = fmt.Errorf("commit ledger %s: %w", db.path, err)
+			err = db.unavailable(err)
+			db.writeErr.Store(&err)
+		} else {
+			db.writeErr.Store(nil)
 		}
 		for _, r := range batch {
-			r.done <- err
+			if r.err != nil {
+				r.done <- r.err
+			} else {
+				r.done <- err
+			}
 		}
 		return
 	}
+}
+
+// WriteError returns why the last commit failed, while commits fail, and
+// nil once one succeeds (or before any fails). /healthz reports it.
+func (db *DB) WriteError() error {
+	if p := db.writeErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// UpdateCalls returns how many times update functions have been called
+// since Open, reruns included.
+func (db *DB) UpdateCalls() int64 { return db.calls.Load() }
+
+// unavailable turns a failed commit into an EUNAVAILABLE domain error that
+// names the ledger and, where it is known, what an operator should do.
+func (db *DB) unavailable(err error) error {
+	var what string
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
+		what = "no space left on device: free space on its filesystem"
+	case errors.Is(err, syscall.EDQUOT):
+		what = "disk quota exceeded: raise the quota or free space"
+	case errors.Is(err, syscall.EROFS):
+		what = "the filesystem is read-only: remount it read-write"
+	case errors.Is(err, syscall.EIO):
+		what = "I/O error: check the disk (dmesg)"
+	case errors.Is(err, syscall.EFBIG):
+		what = "file too large: check the filesystem's limits"
+	default:
+		what = err.Error()
+	}
+	return &reaper.Error{Code: reaper.EUNAVAILABLE, Err: err,
+		Message: fmt.Sprintf("ledger %s cannot be written: %s; reaperd keeps retrying and recovers on its own", db.path, what)}
+}
+
+func errClosed() error {
+	return &reaper.Error{Code: reaper.EUNAVAILABLE, Err: ErrClosed, Message: "the ledger is closed: reaperd is stopping"}
 }
 
 func safeCall(fn func(reaper.Tx) error, t reaper.Tx) (err error) {
@@ -277,11 +363,12 @@ func indexKey(t time.Time, kind reaper.DueKind, key string) []byte {
 	return b
 }
 
-func parseIndexKey(k []byte) (time.Time, reaper.DueKind, string, error) {
+// parseIndexKey splits an index key; ok is false for a malformed one.
+func parseIndexKey(k []byte) (at time.Time, kind reaper.DueKind, key string, ok bool) {
 	if len(k) < 9 {
-		return time.Time{}, 0, "", fmt.Errorf("corrupt index key %x", k)
+		return time.Time{}, 0, "", false
 	}
-	return time.Unix(0, int64(binary.BigEndian.Uint64(k))).UTC(), reaper.DueKind(k[8]), string(k[9:]), nil
+	return time.Unix(0, int64(binary.BigEndian.Uint64(k))).UTC(), reaper.DueKind(k[8]), string(k[9:]), true
 }
 
 func encode(v any) ([]byte, error) { return json.Marshal(v) }

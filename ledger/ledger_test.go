@@ -169,7 +169,8 @@ func TestSessionIndex(t *testing.T) {
 	if fmt.Sprint(keys) != "[e2b/x e2b/y]" || procs != 1 {
 		t.Fatalf("SessionEntries = %v, process sessions = %d", keys, procs)
 	}
-	// A heartbeat moves the lease deadline; ending removes the pid index.
+	// A heartbeat moves the lease deadline; ending removes the session's
+	// deadline and pid index, and makes its entries due at the end.
 	s.LastHeartbeat = t0.Add(30 * time.Second)
 	s.EndedAt, s.EndReason = t0.Add(40*time.Second), reaper.ReasonSessionEnded
 	if err := db.Update(context.Background(), func(tx reaper.Tx) error { return tx.PutSession(s) }); err != nil {
@@ -179,8 +180,8 @@ func TestSessionIndex(t *testing.T) {
 	_ = db.View(context.Background(), func(tx reaper.Tx) error {
 		return tx.ProcessSessions(func(*reaper.Session) error { procs++; return nil })
 	})
-	if got := due(t, db, t0.Add(40*time.Second)); fmt.Sprint(got) != "[s:s1]" || procs != 0 {
-		t.Fatalf("after end: Due = %v, process sessions = %d", got, procs)
+	if got := due(t, db, t0.Add(40*time.Second)); fmt.Sprint(got) != "[e:e2b/x e:e2b/y]" || procs != 0 {
+		t.Fatalf("after end: Due = %v, process sessions = %d; want both entries due and no process session", got, procs)
 	}
 }
 
@@ -192,7 +193,7 @@ func TestPrune(t *testing.T) {
 	recent := active("recent", time.Time{})
 	recent.State, recent.ClosedAt = reaper.StateReleased, t0.Add(48*time.Hour)
 	live := active("live", t0.Add(-time.Hour)) // active, long expired: never pruned
-	s1 := &reaper.Session{ID: "s1", StartedAt: t0, LastHeartbeat: t0, EndedAt: t0, EndReason: reaper.ReasonSessionEnded, Settled: true}
+	s1 := &reaper.Session{ID: "s1", StartedAt: t0, LastHeartbeat: t0, EndedAt: t0, EndReason: reaper.ReasonSessionEnded}
 	err := db.Update(context.Background(), func(tx reaper.Tx) error {
 		for _, e := range []*reaper.Entry{old, recent, live} {
 			if err := tx.PutEntry(e); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -14,81 +15,148 @@ import (
 // tx implements reaper.Tx on a bbolt transaction.
 type tx struct {
 	tx *bolt.Tx
+	// wrote is set before the first write, so that the group committer can
+	// tell a function that refused before writing (no rerun needed) from
+	// one that failed after writing.
+	wrote bool
 }
 
 var _ reaper.Tx = (*tx)(nil)
 
+func (t *tx) write() { t.wrote = true }
+
+func (t *tx) bucket(name []byte) *bolt.Bucket { return t.tx.Bucket(name) }
+
+func decodeEntry(key, v []byte) (*reaper.Entry, error) {
+	var e reaper.Entry
+	if err := json.Unmarshal(v, &e); err != nil {
+		return nil, &reaper.CorruptError{Kind: reaper.DueEntry, Key: string(key), Err: err}
+	}
+	if e.Key() != string(key) {
+		return nil, &reaper.CorruptError{Kind: reaper.DueEntry, Key: string(key),
+			Err: fmt.Errorf("the record names %q", e.Key())}
+	}
+	return &e, nil
+}
+
+func decodeSession(id, v []byte) (*reaper.Session, error) {
+	var s reaper.Session
+	if err := json.Unmarshal(v, &s); err != nil {
+		return nil, &reaper.CorruptError{Kind: reaper.DueSession, Key: string(id), Err: err}
+	}
+	if s.ID != string(id) {
+		return nil, &reaper.CorruptError{Kind: reaper.DueSession, Key: string(id),
+			Err: fmt.Errorf("the record names %q", s.ID)}
+	}
+	return &s, nil
+}
+
 func (t *tx) Entry(key string) (*reaper.Entry, error) {
-	v := t.tx.Bucket(bucketEntries).Get([]byte(key))
+	v := t.bucket(bucketEntries).Get([]byte(key))
 	if v == nil {
 		return nil, nil
 	}
-	var e reaper.Entry
-	if err := json.Unmarshal(v, &e); err != nil {
-		return nil, fmt.Errorf("decode entry %s: %w", key, err)
+	return decodeEntry([]byte(key), v)
+}
+
+// sessionFor returns the session an entry's DueAt depends on: nil when the
+// entry names none, or names one that is missing or unreadable (which
+// DueAt treats alike), and nil without a lookup when DueAt does not depend
+// on it.
+func (t *tx) sessionFor(e *reaper.Entry) *reaper.Session {
+	if e.Session == "" || e.State != reaper.StateActive || e.Keep {
+		return nil
 	}
-	return &e, nil
+	s, err := t.Session(e.Session)
+	if err != nil {
+		return nil
+	}
+	return s
 }
 
 func (t *tx) PutEntry(e *reaper.Entry) error {
 	key := e.Key()
 	old, err := t.Entry(key)
-	if err != nil {
+	if err != nil && !errors.Is(err, reaper.ErrCorrupt) {
 		return err
 	}
-	dl, ret, se := t.tx.Bucket(bucketDeadlines), t.tx.Bucket(bucketRetire), t.tx.Bucket(bucketSessionEntries)
+	t.write()
 	if old != nil {
-		if d := old.Deadline(); !d.IsZero() {
-			if err := dl.Delete(indexKey(d, reaper.DueEntry, key)); err != nil {
-				return err
-			}
-		}
-		if old.State.Final() && !old.ClosedAt.IsZero() {
-			if err := ret.Delete(indexKey(old.ClosedAt, reaper.DueEntry, key)); err != nil {
-				return err
-			}
-		}
-		if old.Session != "" && old.Session != e.Session {
-			if err := se.Delete(sessionEntryKey(old.Session, key)); err != nil {
-				return err
-			}
-		}
-	}
-	if d := e.Deadline(); !d.IsZero() {
-		if err := dl.Put(indexKey(d, reaper.DueEntry, key), nil); err != nil {
+		if err := t.unindexEntry(old, t.sessionFor(old)); err != nil {
 			return err
 		}
 	}
-	if e.State.Final() && !e.ClosedAt.IsZero() {
-		if err := ret.Put(indexKey(e.ClosedAt, reaper.DueEntry, key), nil); err != nil {
-			return err
-		}
-	}
-	if e.Session != "" {
-		if err := se.Put(sessionEntryKey(e.Session, key), nil); err != nil {
-			return err
-		}
+	if err := t.indexEntry(e, t.sessionFor(e)); err != nil {
+		return err
 	}
 	v, err := encode(e)
 	if err != nil {
 		return fmt.Errorf("encode entry %s: %w", key, err)
 	}
-	return t.tx.Bucket(bucketEntries).Put([]byte(key), v)
+	return t.bucket(bucketEntries).Put([]byte(key), v)
 }
 
-func (t *tx) deleteEntry(e *reaper.Entry) error {
+// indexEntry adds the index keys of e, whose session is s.
+func (t *tx) indexEntry(e *reaper.Entry, s *reaper.Session) error {
 	key := e.Key()
-	if d := e.Deadline(); !d.IsZero() {
-		if err := t.tx.Bucket(bucketDeadlines).Delete(indexKey(d, reaper.DueEntry, key)); err != nil {
+	if d := reaper.DueAt(e, s); !d.IsZero() {
+		if err := t.bucket(bucketDeadlines).Put(indexKey(d, reaper.DueEntry, key), nil); err != nil {
+			return err
+		}
+	}
+	if e.State.Final() && !e.ClosedAt.IsZero() {
+		if err := t.bucket(bucketRetire).Put(indexKey(e.ClosedAt, reaper.DueEntry, key), nil); err != nil {
 			return err
 		}
 	}
 	if e.Session != "" {
-		if err := t.tx.Bucket(bucketSessionEntries).Delete(sessionEntryKey(e.Session, key)); err != nil {
+		if err := t.bucket(bucketSessionEntries).Put(sessionEntryKey(e.Session, key), nil); err != nil {
 			return err
 		}
 	}
-	return t.tx.Bucket(bucketEntries).Delete([]byte(key))
+	if err := setMember(t.bucket(bucketClosing), key, e.State == reaper.StateClosing); err != nil {
+		return err
+	}
+	return setMember(t.bucket(bucketInFlight), key, e.State == reaper.StateClosing && e.InFlight)
+}
+
+// unindexEntry removes the index keys of e, as indexed with session s.
+func (t *tx) unindexEntry(e *reaper.Entry, s *reaper.Session) error {
+	key := e.Key()
+	if d := reaper.DueAt(e, s); !d.IsZero() {
+		if err := t.bucket(bucketDeadlines).Delete(indexKey(d, reaper.DueEntry, key)); err != nil {
+			return err
+		}
+	}
+	if e.State.Final() && !e.ClosedAt.IsZero() {
+		if err := t.bucket(bucketRetire).Delete(indexKey(e.ClosedAt, reaper.DueEntry, key)); err != nil {
+			return err
+		}
+	}
+	if e.Session != "" {
+		if err := t.bucket(bucketSessionEntries).Delete(sessionEntryKey(e.Session, key)); err != nil {
+			return err
+		}
+	}
+	if err := t.bucket(bucketClosing).Delete([]byte(key)); err != nil {
+		return err
+	}
+	return t.bucket(bucketInFlight).Delete([]byte(key))
+}
+
+func setMember(b *bolt.Bucket, key string, in bool) error {
+	if in {
+		return b.Put([]byte(key), nil)
+	}
+	return b.Delete([]byte(key))
+}
+
+func (t *tx) deleteEntry(e *reaper.Entry) error {
+	t.write()
+	if err := t.unindexEntry(e, t.sessionFor(e)); err != nil {
+		return err
+	}
+	return t.bucket(bucketEntries).Delete([]byte(e.Key()))
 }
 
 func (t *tx) Entries(f reaper.EntryFilter, fn func(*reaper.Entry) error) error {
@@ -110,62 +178,78 @@ func (t *tx) Entries(f reaper.EntryFilter, fn func(*reaper.Entry) error) error {
 		}
 		return nil
 	}
-	c := t.tx.Bucket(bucketEntries).Cursor()
+	c := t.bucket(bucketEntries).Cursor()
 	var k, v []byte
 	if f.Provider != "" {
 		prefix := []byte(f.Provider + "/")
 		for k, v = c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if err := t.visit(k, v, f, fn); err != nil {
+			if err := visit(k, v, f, fn); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
 	for k, v = c.First(); k != nil; k, v = c.Next() {
-		if err := t.visit(k, v, f, fn); err != nil {
+		if err := visit(k, v, f, fn); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (t *tx) visit(k, v []byte, f reaper.EntryFilter, fn func(*reaper.Entry) error) error {
-	var e reaper.Entry
-	if err := json.Unmarshal(v, &e); err != nil {
-		return fmt.Errorf("decode entry %s: %w", k, err)
+func visit(k, v []byte, f reaper.EntryFilter, fn func(*reaper.Entry) error) error {
+	e, err := decodeEntry(k, v)
+	if err != nil {
+		return err
 	}
-	if !f.Match(&e) {
+	if !f.Match(e) {
 		return nil
 	}
-	return fn(&e)
+	return fn(e)
 }
 
 func (t *tx) Session(id string) (*reaper.Session, error) {
-	v := t.tx.Bucket(bucketSessions).Get([]byte(id))
+	v := t.bucket(bucketSessions).Get([]byte(id))
 	if v == nil {
 		return nil, nil
 	}
-	var s reaper.Session
-	if err := json.Unmarshal(v, &s); err != nil {
-		return nil, fmt.Errorf("decode session %s: %w", id, err)
+	return decodeSession([]byte(id), v)
+}
+
+// sessionRetireAt returns when a session becomes a candidate for pruning:
+// its end once ended; its last heartbeat while it lives with neither a
+// lease nor a pid (nothing else would ever end it); never otherwise.
+func sessionRetireAt(s *reaper.Session) time.Time {
+	switch {
+	case s.Ended():
+		return s.EndedAt
+	case s.Lease <= 0 && s.PID <= 0:
+		return s.LastHeartbeat
 	}
-	return &s, nil
+	return time.Time{}
+}
+
+// endChanged reports whether a session's effect on its entries' DueAt
+// differs between old (nil: no record) and s.
+func endChanged(old, s *reaper.Session) bool {
+	return old == nil || old.Ended() != s.Ended() || !old.EndedAt.Equal(s.EndedAt)
 }
 
 func (t *tx) PutSession(s *reaper.Session) error {
 	old, err := t.Session(s.ID)
-	if err != nil {
+	if err != nil && !errors.Is(err, reaper.ErrCorrupt) {
 		return err
 	}
-	dl, ret, procs := t.tx.Bucket(bucketDeadlines), t.tx.Bucket(bucketRetire), t.tx.Bucket(bucketProcesses)
+	t.write()
+	dl, ret, procs := t.bucket(bucketDeadlines), t.bucket(bucketRetire), t.bucket(bucketProcesses)
 	if old != nil {
 		if d := old.Deadline(); !d.IsZero() {
 			if err := dl.Delete(indexKey(d, reaper.DueSession, s.ID)); err != nil {
 				return err
 			}
 		}
-		if old.Settled {
-			if err := ret.Delete(indexKey(old.EndedAt, reaper.DueSession, s.ID)); err != nil {
+		if r := sessionRetireAt(old); !r.IsZero() {
+			if err := ret.Delete(indexKey(r, reaper.DueSession, s.ID)); err != nil {
 				return err
 			}
 		}
@@ -175,8 +259,8 @@ func (t *tx) PutSession(s *reaper.Session) error {
 			return err
 		}
 	}
-	if s.Ended() && s.Settled {
-		if err := ret.Put(indexKey(s.EndedAt, reaper.DueSession, s.ID), nil); err != nil {
+	if r := sessionRetireAt(s); !r.IsZero() {
+		if err := ret.Put(indexKey(r, reaper.DueSession, s.ID), nil); err != nil {
 			return err
 		}
 	}
@@ -188,17 +272,60 @@ func (t *tx) PutSession(s *reaper.Session) error {
 	if err != nil {
 		return err
 	}
+	if endChanged(old, s) {
+		if err := t.reindexSessionEntries(s.ID, old, s); err != nil {
+			return err
+		}
+	}
 	v, err := encode(s)
 	if err != nil {
 		return fmt.Errorf("encode session %s: %w", s.ID, err)
 	}
-	return t.tx.Bucket(bucketSessions).Put([]byte(s.ID), v)
+	return t.bucket(bucketSessions).Put([]byte(s.ID), v)
+}
+
+// reindexSessionEntries moves the deadline key of every active entry of the
+// session from DueAt(entry, old) to DueAt(entry, s), so that the index
+// reflects the session's end whichever side changed.
+func (t *tx) reindexSessionEntries(id string, old, s *reaper.Session) error {
+	keys, err := t.SessionEntries(id)
+	if err != nil {
+		return err
+	}
+	dl := t.bucket(bucketDeadlines)
+	for _, k := range keys {
+		e, err := t.Entry(k)
+		if err != nil {
+			if errors.Is(err, reaper.ErrCorrupt) {
+				continue // quarantined when the engine next reads it
+			}
+			return err
+		}
+		if e == nil || e.State != reaper.StateActive || e.Keep {
+			continue
+		}
+		from, to := reaper.DueAt(e, old), reaper.DueAt(e, s)
+		if from.Equal(to) {
+			continue
+		}
+		if !from.IsZero() {
+			if err := dl.Delete(indexKey(from, reaper.DueEntry, k)); err != nil {
+				return err
+			}
+		}
+		if !to.IsZero() {
+			if err := dl.Put(indexKey(to, reaper.DueEntry, k), nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (t *tx) SessionEntries(id string) ([]string, error) {
 	prefix := sessionEntryKey(id, "")
 	var keys []string
-	c := t.tx.Bucket(bucketSessionEntries).Cursor()
+	c := t.bucket(bucketSessionEntries).Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 		keys = append(keys, string(k[len(prefix):]))
 	}
@@ -206,22 +333,22 @@ func (t *tx) SessionEntries(id string) ([]string, error) {
 }
 
 func (t *tx) Sessions(fn func(*reaper.Session) error) error {
-	return t.tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
-		var s reaper.Session
-		if err := json.Unmarshal(v, &s); err != nil {
-			return fmt.Errorf("decode session %s: %w", k, err)
+	return t.bucket(bucketSessions).ForEach(func(k, v []byte) error {
+		s, err := decodeSession(k, v)
+		if err != nil {
+			return err
 		}
-		return fn(&s)
+		return fn(s)
 	})
 }
 
 func (t *tx) ProcessSessions(fn func(*reaper.Session) error) error {
-	return t.tx.Bucket(bucketProcesses).ForEach(func(k, _ []byte) error {
+	return t.bucket(bucketProcesses).ForEach(func(k, _ []byte) error {
 		s, err := t.Session(string(k))
 		if err != nil {
 			return err
 		}
-		if s == nil {
+		if s == nil || s.Ended() || s.PID <= 0 {
 			return nil
 		}
 		return fn(s)
@@ -231,14 +358,14 @@ func (t *tx) ProcessSessions(fn func(*reaper.Session) error) error {
 func (t *tx) Due(now time.Time, limit int) ([]reaper.DueItem, error) {
 	var items []reaper.DueItem
 	end := timeKey(now)
-	c := t.tx.Bucket(bucketDeadlines).Cursor()
+	c := t.bucket(bucketDeadlines).Cursor()
 	for k, _ := c.First(); k != nil && (limit <= 0 || len(items) < limit); k, _ = c.Next() {
-		if binary.BigEndian.Uint64(k) > end {
-			break
+		at, kind, key, ok := parseIndexKey(k)
+		if !ok {
+			continue // malformed: never written by this package
 		}
-		at, kind, key, err := parseIndexKey(k)
-		if err != nil {
-			return nil, err
+		if timeKey(at) > end {
+			break
 		}
 		items = append(items, reaper.DueItem{At: at, Kind: kind, Key: key})
 	}
@@ -246,16 +373,139 @@ func (t *tx) Due(now time.Time, limit int) ([]reaper.DueItem, error) {
 }
 
 func (t *tx) NextDeadline() (time.Time, error) {
-	k, _ := t.tx.Bucket(bucketDeadlines).Cursor().First()
-	if k == nil {
-		return time.Time{}, nil
+	c := t.bucket(bucketDeadlines).Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if at, _, _, ok := parseIndexKey(k); ok {
+			return at, nil
+		}
 	}
-	at, _, _, err := parseIndexKey(k)
-	return at, err
+	return time.Time{}, nil
+}
+
+func (t *tx) DropDue(it reaper.DueItem) error {
+	t.write()
+	return t.bucket(bucketDeadlines).Delete(indexKey(it.At, it.Kind, it.Key))
+}
+
+func (t *tx) InFlight(fn func(key string) error) error {
+	return t.bucket(bucketInFlight).ForEach(func(k, _ []byte) error { return fn(string(k)) })
+}
+
+func (t *tx) Closing(provider string, fn func(*reaper.Entry) error) error {
+	c := t.bucket(bucketClosing).Cursor()
+	var prefix []byte
+	if provider != "" {
+		prefix = []byte(provider + "/")
+	}
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		e, err := t.Entry(string(k))
+		if err != nil {
+			return err
+		}
+		if e == nil || e.State != reaper.StateClosing {
+			continue
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// quarantineValue is how a quarantined record is stored.
+type quarantineValue struct {
+	Reason string `json:"reason"`
+	Raw    []byte `json:"raw"`
+}
+
+func (t *tx) Quarantine(kind reaper.DueKind, key, reason string, at time.Time) error {
+	src := bucketEntries
+	if kind == reaper.DueSession {
+		src = bucketSessions
+	}
+	raw := t.bucket(src).Get([]byte(key))
+	if raw == nil {
+		return nil
+	}
+	t.write()
+	v, err := encode(quarantineValue{Reason: reason, Raw: bytes.Clone(raw)})
+	if err != nil {
+		return err
+	}
+	if err := t.bucket(bucketQuarantine).Put(indexKey(at, kind, key), v); err != nil {
+		return err
+	}
+	if err := t.bucket(src).Delete([]byte(key)); err != nil {
+		return err
+	}
+	if kind == reaper.DueEntry {
+		// Its deadline, session and retire keys cannot be computed without
+		// the record; the engine drops stale deadline keys as they come
+		// due, and readers skip keys whose entry is missing.
+		if err := t.bucket(bucketClosing).Delete([]byte(key)); err != nil {
+			return err
+		}
+		return t.bucket(bucketInFlight).Delete([]byte(key))
+	}
+	if err := t.bucket(bucketProcesses).Delete([]byte(key)); err != nil {
+		return err
+	}
+	// The session is now missing, which DueAt treats as ended: index its
+	// active entries accordingly.
+	keys, err := t.SessionEntries(key)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		e, err := t.Entry(k)
+		if err != nil || e == nil {
+			continue
+		}
+		if d := reaper.DueAt(e, nil); !d.IsZero() {
+			if err := t.bucket(bucketDeadlines).Put(indexKey(d, reaper.DueEntry, k), nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (t *tx) Quarantined(fn func(reaper.QuarantinedRecord) error) error {
+	return t.bucket(bucketQuarantine).ForEach(func(k, v []byte) error {
+		at, kind, key, ok := parseIndexKey(k)
+		if !ok {
+			return nil
+		}
+		var q quarantineValue
+		_ = json.Unmarshal(v, &q) // best effort: this bucket is for people
+		return fn(reaper.QuarantinedRecord{Kind: kind, Key: key, At: at, Reason: q.Reason, Raw: q.Raw})
+	})
+}
+
+func (t *tx) Alive() (reaper.AliveStamp, error) {
+	var a reaper.AliveStamp
+	v := t.bucket(bucketMeta).Get(keyAlive)
+	if v == nil {
+		return a, nil
+	}
+	if err := json.Unmarshal(v, &a); err != nil {
+		return reaper.AliveStamp{}, nil // unreadable: as if never stamped
+	}
+	return a, nil
+}
+
+func (t *tx) SetAlive(a reaper.AliveStamp) error {
+	t.write()
+	v, err := encode(a)
+	if err != nil {
+		return err
+	}
+	return t.bucket(bucketMeta).Put(keyAlive, v)
 }
 
 func (t *tx) Append(ev reaper.AuditEvent) error {
-	b := t.tx.Bucket(bucketAudit)
+	t.write()
+	b := t.bucket(bucketAudit)
 	seq, err := b.NextSequence()
 	if err != nil {
 		return err
@@ -271,11 +521,11 @@ func (t *tx) Append(ev reaper.AuditEvent) error {
 }
 
 func (t *tx) Audit(since time.Time, fn func(reaper.AuditEvent) error) error {
-	c := t.tx.Bucket(bucketAudit).Cursor()
+	c := t.bucket(bucketAudit).Cursor()
 	for k, v := c.Seek(u64(timeKey(since))); k != nil; k, v = c.Next() {
 		var ev reaper.AuditEvent
 		if err := json.Unmarshal(v, &ev); err != nil {
-			return fmt.Errorf("decode audit event %x: %w", k, err)
+			continue // an unreadable event is skipped, not fatal to the log
 		}
 		if err := fn(ev); err != nil {
 			return err
@@ -284,63 +534,145 @@ func (t *tx) Audit(since time.Time, fn func(reaper.AuditEvent) error) error {
 	return nil
 }
 
+// liveEntries returns the keys of the session's entries that still exist,
+// deleting membership keys whose entry is gone.
+func (t *tx) liveEntries(id string) ([]string, error) {
+	keys, err := t.SessionEntries(id)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, k := range keys {
+		if t.bucket(bucketEntries).Get([]byte(k)) != nil {
+			out = append(out, k)
+			continue
+		}
+		t.write()
+		if err := t.bucket(bucketSessionEntries).Delete(sessionEntryKey(id, k)); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
 func (t *tx) Prune(before time.Time, limit int) (reaper.PruneStats, error) {
 	var st reaper.PruneStats
 	end := timeKey(before)
-	budget := func() bool { return limit <= 0 || st.Entries+st.Sessions+st.Events < limit }
+	budget := func() bool { return limit <= 0 || st.Total() < limit }
 
-	ret := t.tx.Bucket(bucketRetire)
-	var retired [][]byte
+	// Collect first: the loop below deletes retire keys itself, and a bbolt
+	// cursor must not walk a bucket that is being changed.
+	ret := t.bucket(bucketRetire)
+	type candidate struct {
+		k    []byte
+		kind reaper.DueKind
+		key  string
+	}
+	var cands []candidate
+	var done [][]byte
 	c := ret.Cursor()
-	for k, _ := c.First(); k != nil && budget(); k, _ = c.Next() {
-		if binary.BigEndian.Uint64(k) >= end {
+	for k, _ := c.First(); k != nil && (limit <= 0 || len(cands) < limit); k, _ = c.Next() {
+		at, kind, key, ok := parseIndexKey(k)
+		if !ok {
+			done = append(done, bytes.Clone(k))
+			continue
+		}
+		if timeKey(at) >= end {
 			break
 		}
-		_, kind, key, err := parseIndexKey(k)
-		if err != nil {
-			return st, err
+		cands = append(cands, candidate{bytes.Clone(k), kind, key})
+	}
+	var touched []string // sessions that lost an entry
+	for _, cd := range cands {
+		if !budget() {
+			break
 		}
-		switch kind {
+		done = append(done, cd.k)
+		switch cd.kind {
 		case reaper.DueEntry:
-			e, err := t.Entry(key)
+			e, err := t.Entry(cd.key)
+			if errors.Is(err, reaper.ErrCorrupt) {
+				continue // left for the engine to quarantine
+			} else if err != nil {
+				return st, err
+			}
+			if e == nil || !e.State.Final() {
+				continue
+			}
+			if err := t.deleteEntry(e); err != nil {
+				return st, err
+			}
+			st.Entries++
+			if e.Session != "" {
+				touched = append(touched, e.Session)
+			}
+		case reaper.DueSession:
+			// A session goes once none of its entries remain; until then
+			// its key is dropped, and deleting its last entry re-adds it.
+			keys, err := t.liveEntries(cd.key)
 			if err != nil {
 				return st, err
 			}
-			if e != nil {
-				if err := t.deleteEntry(e); err != nil {
-					return st, err
-				}
-				st.Entries++
-			}
-		case reaper.DueSession:
-			// A session goes once none of its entries remain.
-			if keys, err := t.SessionEntries(key); err != nil {
-				return st, err
-			} else if len(keys) > 0 {
+			if len(keys) > 0 {
 				continue
 			}
-			if err := t.tx.Bucket(bucketSessions).Delete([]byte(key)); err != nil {
+			s, err := t.Session(cd.key)
+			if errors.Is(err, reaper.ErrCorrupt) {
+				continue
+			} else if err != nil {
+				return st, err
+			}
+			if s == nil {
+				continue
+			}
+			if r := sessionRetireAt(s); r.IsZero() || timeKey(r) >= end {
+				continue // revived meanwhile: its current key stands
+			}
+			if err := t.deleteSession(s); err != nil {
 				return st, err
 			}
 			st.Sessions++
 		}
-		retired = append(retired, bytes.Clone(k))
 	}
-	for _, k := range retired {
+	if len(done) > 0 {
+		t.write()
+	}
+	for _, k := range done {
 		if err := ret.Delete(k); err != nil {
 			return st, err
 		}
 	}
+	// Re-arm the retire key of sessions whose last entry just went, so
+	// that a later prune takes them (this one's cursor has passed them).
+	for _, id := range touched {
+		s, err := t.Session(id)
+		if err != nil || s == nil {
+			continue
+		}
+		if keys, err := t.liveEntries(id); err != nil {
+			return st, err
+		} else if len(keys) > 0 {
+			continue
+		}
+		if r := sessionRetireAt(s); !r.IsZero() {
+			if err := ret.Put(indexKey(r, reaper.DueSession, id), nil); err != nil {
+				return st, err
+			}
+		}
+	}
 
-	audit := t.tx.Bucket(bucketAudit)
+	audit := t.bucket(bucketAudit)
 	var old [][]byte
 	ac := audit.Cursor()
 	for k, _ := ac.First(); k != nil && budget(); k, _ = ac.Next() {
-		if binary.BigEndian.Uint64(k) >= end {
+		if len(k) < 8 || binary.BigEndian.Uint64(k) >= end {
 			break
 		}
 		old = append(old, bytes.Clone(k))
 		st.Events++
+	}
+	if len(old) > 0 {
+		t.write()
 	}
 	for _, k := range old {
 		if err := audit.Delete(k); err != nil {
@@ -348,6 +680,19 @@ func (t *tx) Prune(before time.Time, limit int) (reaper.PruneStats, error) {
 		}
 	}
 	return st, nil
+}
+
+func (t *tx) deleteSession(s *reaper.Session) error {
+	t.write()
+	if d := s.Deadline(); !d.IsZero() {
+		if err := t.bucket(bucketDeadlines).Delete(indexKey(d, reaper.DueSession, s.ID)); err != nil {
+			return err
+		}
+	}
+	if err := t.bucket(bucketProcesses).Delete([]byte(s.ID)); err != nil {
+		return err
+	}
+	return t.bucket(bucketSessions).Delete([]byte(s.ID))
 }
 
 func sessionEntryKey(session, key string) []byte {

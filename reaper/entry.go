@@ -69,22 +69,28 @@ type Entry struct {
 
 	State       State  `json:"state"`
 	CloseReason Reason `json:"close_reason,omitempty"`
-	// Attempts counts calls to Provider.Close made for this entry.
-	Attempts   int    `json:"attempts,omitempty"`
-	LastError  string `json:"last_error,omitempty"`
-	ErrorClass string `json:"error_class,omitempty"`
-	// NextAttemptAt is when a closing entry is retried. Zero means at once.
+	// Attempts counts the Provider.Close calls made for this entry. An
+	// attempt is counted, durably, just before the call is sent: time spent
+	// waiting in a queue, or a restart, is not an attempt.
+	Attempts int `json:"attempts,omitempty"`
+	// LastAttemptAt is when the last close call was sent.
+	LastAttemptAt time.Time `json:"last_attempt_at,omitzero"`
+	LastError     string    `json:"last_error,omitempty"`
+	ErrorClass    string    `json:"error_class,omitempty"`
+	// NextAttemptAt is when a closing entry may be tried again. Zero means
+	// at once.
 	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
-	// InFlight is set while a close call is outstanding; NextAttemptAt then
-	// bounds it. A closing entry found in flight at start-up was interrupted
-	// by a crash and is resumed at once.
+	// InFlight is set while a running daemon holds the entry in its close
+	// queue or has its close call outstanding. Such an entry is not due: the
+	// daemon owns it. A daemon clears every InFlight flag when it starts, so
+	// that a close interrupted by a crash is resumed.
 	InFlight bool `json:"in_flight,omitempty"`
 	// ClosingSince is when the entry moved to closing.
 	ClosingSince time.Time `json:"closing_since,omitzero"`
 	// ClosedAt is when the entry became closed or released.
 	ClosedAt time.Time `json:"closed_at,omitzero"`
 	// Owner is the uid that registered the entry, from the socket's peer
-	// credentials; nil when unknown.
+	// credentials; nil when unknown (then anyone may change it).
 	Owner *uint32 `json:"owner,omitempty"`
 }
 
@@ -102,26 +108,6 @@ func (e *Entry) Clone() *Entry {
 	return &c
 }
 
-// Deadline returns the time at which the entry next needs the engine's
-// attention on its own account, or the zero time if it has none: the expiry
-// of an active entry that is not keep, the next retry of a closing entry.
-// Deadlines that come from the entry's session are the session's.
-func (e *Entry) Deadline() time.Time {
-	switch e.State {
-	case StateActive:
-		if e.Keep {
-			return time.Time{}
-		}
-		return e.ExpiresAt
-	case StateClosing:
-		if e.NextAttemptAt.IsZero() {
-			return e.ClosingSince
-		}
-		return e.NextAttemptAt
-	}
-	return time.Time{}
-}
-
 // Session is one agent run.
 type Session struct {
 	ID string `json:"id"`
@@ -131,6 +117,10 @@ type Session struct {
 	Lease         Duration  `json:"lease,omitempty"`
 	StartedAt     time.Time `json:"started_at"`
 	LastHeartbeat time.Time `json:"last_heartbeat"`
+	// LeaseGrace extends the lease by the time the daemon was down since
+	// the last heartbeat, during which the session could not renew it. A
+	// heartbeat resets it to zero; LastHeartbeat is never rewritten for it.
+	LeaseGrace Duration `json:"lease_grace,omitempty"`
 	// PID is the session's process on this host, zero when not given;
 	// PIDStart is that process's start time (clock ticks since boot, from
 	// /proc/PID/stat) so that a reused pid is not mistaken for the session.
@@ -140,10 +130,9 @@ type Session struct {
 	// exited); zero while it lives.
 	EndedAt   time.Time `json:"ended_at,omitzero"`
 	EndReason Reason    `json:"end_reason,omitempty"`
-	// Settled is set once the engine has acted on every entry of an ended
-	// session.
-	Settled bool    `json:"settled,omitempty"`
-	Owner   *uint32 `json:"owner,omitempty"`
+	// Owner is the uid that created the session, by its first
+	// registration; nil when unknown (then anyone may use it).
+	Owner *uint32 `json:"owner,omitempty"`
 }
 
 // Ended reports whether the session has ended.
@@ -155,18 +144,15 @@ func (s *Session) LeaseEnd() time.Time {
 	if s.Lease <= 0 {
 		return time.Time{}
 	}
-	return s.LastHeartbeat.Add(time.Duration(s.Lease))
+	return s.LastHeartbeat.Add(time.Duration(s.Lease) + time.Duration(s.LeaseGrace))
 }
 
-// Deadline returns when the session next needs the engine's attention: at
-// once for an ended session not yet settled, at its lease end for a live
-// session with a lease, never otherwise.
+// Deadline returns when the session itself next needs the engine: its lease
+// end while it lives with a lease, never otherwise. (Once a session has
+// ended, its entries carry the deadline; see DueAt.)
 func (s *Session) Deadline() time.Time {
 	if s.Ended() {
-		if s.Settled {
-			return time.Time{}
-		}
-		return s.EndedAt
+		return time.Time{}
 	}
 	return s.LeaseEnd()
 }
@@ -195,6 +181,9 @@ const (
 	EventDiscovered   EventKind = "discovered-untracked"
 	EventSkipped      EventKind = "skipped"
 	EventSessionEnded EventKind = "session-ended"
+	// EventQuarantined records a ledger record that could not be decoded
+	// and was moved aside; the sandbox it named is left alone.
+	EventQuarantined EventKind = "quarantined"
 )
 
 // AuditEvent is one append-only record of a transition.

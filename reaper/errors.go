@@ -38,6 +38,30 @@ var (
 	ErrTransient = errors.New("transient provider error")
 )
 
+// ErrCorrupt is returned when a ledger record cannot be decoded. The engine
+// quarantines such a record (moves it aside and reports it) instead of
+// letting it stop the rest of the ledger from being reaped.
+var ErrCorrupt = errors.New("corrupt ledger record")
+
+// CorruptError describes one ledger record that cannot be decoded. It
+// matches ErrCorrupt with errors.Is.
+type CorruptError struct {
+	Kind DueKind // DueEntry or DueSession
+	Key  string  // entry key or session id
+	Err  error   // the decoding error
+}
+
+func (e *CorruptError) Error() string {
+	what := "entry"
+	if e.Kind == DueSession {
+		what = "session"
+	}
+	return fmt.Sprintf("decode %s %s: %v", what, e.Key, e.Err)
+}
+
+// Unwrap returns ErrCorrupt and the decoding error.
+func (e *CorruptError) Unwrap() []error { return []error{ErrCorrupt, e.Err} }
+
 // ProviderError describes one failed provider call. Providers build it with
 // the class sentinel in Kind; errors.Is matches both Kind and Err.
 type ProviderError struct {
@@ -140,7 +164,7 @@ const (
 	EUNKNOWN      = "unknown_provider"  // the provider name is not one reaperd knows
 	EDISABLED     = "provider_disabled" // the provider is known but has no credentials
 	ETOOLARGE     = "too_large"         // the request body is too large
-	EUNAVAILABLE  = "unavailable"       // the daemon is shutting down or the ledger is unusable
+	EUNAVAILABLE  = "unavailable"       // the daemon is shutting down, or the ledger cannot be written (disk full, I/O error)
 	EINTERNAL     = "internal"          // a bug or an I/O failure
 	EUNAUTHORIZED = "unauthorized"      // reserved for callers the daemon cannot identify
 )
@@ -149,9 +173,15 @@ const (
 type Error struct {
 	Code    string
 	Message string
+	// Err is the underlying cause, if any; it is not shown to clients
+	// beyond what Message says.
+	Err error
 }
 
 func (e *Error) Error() string { return e.Message }
+
+// Unwrap returns the underlying cause.
+func (e *Error) Unwrap() error { return e.Err }
 
 // Errorf returns an *Error with the given code and a formatted message.
 func Errorf(code, format string, args ...any) *Error {

@@ -61,7 +61,7 @@ type Decision struct {
 //   - otherwise ActionWait until the earlier of expires_at and the lease end.
 //
 // An entry whose session id is set but whose session is missing counts as
-// orphaned by an ended session.
+// orphaned by an ended session. See DueAt for when the decision changes.
 func Decide(e *Entry, s *Session, now time.Time) Decision {
 	if e.State != StateActive {
 		return Decision{Action: ActionNone}
@@ -111,6 +111,66 @@ func sessionState(e *Entry, s *Session, now time.Time) (Reason, time.Time) {
 		return ReasonOrphanedLease, time.Time{}
 	}
 	return "", end
+}
+
+// DueAt returns the instant at which an entry next needs the engine on its
+// own account, given its session (nil when the entry names none, or names
+// one the ledger does not have), or the zero time when nothing will make it
+// due by itself. It is the single definition of due-ness that the ledger's
+// deadline index stores, so every change to an entry or to its session's
+// end must re-index the entry at DueAt.
+//
+//   - active, keep: never.
+//   - active otherwise: the earliest of its expiry and the instant its
+//     session stopped vouching for it (the session ended, or is missing).
+//   - closing and not held by a running daemon (InFlight false): its next
+//     attempt (at once when none is set).
+//   - closing and InFlight, closed, released: never.
+//
+// A session's lease end is not folded in: it is the session's own deadline
+// (Session.Deadline), so that a heartbeat rewrites one record, not one per
+// entry. When a lease lapses the engine ends the session, and from then on
+// DueAt carries the end to every entry.
+//
+// For an active entry, Decide closes or releases it at now exactly when
+// DueAt(e, s) is set and not after now, or its session's lease has ended
+// by now.
+func DueAt(e *Entry, s *Session) time.Time {
+	switch e.State {
+	case StateActive:
+		if e.Keep {
+			return time.Time{}
+		}
+		at := e.ExpiresAt
+		if e.Session != "" {
+			switch {
+			case s == nil:
+				at = earliest(at, registeredOrEpoch(e))
+			case s.Ended():
+				at = earliest(at, s.EndedAt)
+			}
+		}
+		return at
+	case StateClosing:
+		if e.InFlight {
+			return time.Time{}
+		}
+		switch {
+		case !e.NextAttemptAt.IsZero():
+			return e.NextAttemptAt
+		case !e.ClosingSince.IsZero():
+			return e.ClosingSince
+		}
+		return registeredOrEpoch(e)
+	}
+	return time.Time{}
+}
+
+func registeredOrEpoch(e *Entry) time.Time {
+	if e.RegisteredAt.IsZero() {
+		return time.Unix(1, 0).UTC()
+	}
+	return e.RegisteredAt
 }
 
 // earliest returns the earlier of two times, ignoring zero ones.

@@ -119,37 +119,3 @@ func TestDecideNeverClosesProtected(t *testing.T) {
 		}
 	}
 }
-
-func TestBackoff(t *testing.T) {
-	min, max := 5*time.Second, 15*time.Minute
-	rl := &reaper.ProviderError{Provider: "e2b", Op: "close", Kind: reaper.ErrRateLimited, RetryAfter: 42 * time.Second}
-	rlShort := &reaper.ProviderError{Provider: "e2b", Op: "close", Kind: reaper.ErrRateLimited, RetryAfter: time.Second}
-	unauth := &reaper.ProviderError{Provider: "e2b", Op: "close", Kind: reaper.ErrUnauthorized}
-	transient := &reaper.ProviderError{Provider: "e2b", Op: "close", Kind: reaper.ErrTransient}
-	tests := []struct {
-		name   string
-		n      int
-		err    error
-		jitter float64
-		want   time.Duration
-	}{
-		{"first attempt, no jitter: half of min", 1, transient, 0, 2500 * time.Millisecond},
-		{"first attempt, max jitter: just under min", 1, transient, 0.999999, 5 * time.Second},
-		{"doubles per attempt", 3, transient, 0, 10 * time.Second},
-		{"capped at max", 30, transient, 0, max / 2},
-		{"capped at max, full jitter", 30, transient, 1, max},
-		{"retry-after honoured when longer", 1, rl, 0, 42 * time.Second},
-		{"retry-after jitter adds at most 10%", 1, rl, 0.5, 42*time.Second + 2100*time.Millisecond},
-		{"short retry-after does not shorten the backoff", 4, rlShort, 0, 20 * time.Second},
-		{"unauthorized waits at least a minute", 1, unauth, 0, time.Minute},
-		{"attempt 0 treated as 1", 0, transient, 0, 2500 * time.Millisecond},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got := reaper.Backoff(tt.n, min, max, tt.err, tt.jitter)
-			if d := got - tt.want; d < -time.Millisecond || d > time.Millisecond {
-				t.Errorf("Backoff(%d) = %v, want %v", tt.n, got, tt.want)
-			}
-		})
-	}
-}

@@ -12,22 +12,34 @@ type Store interface {
 	View(ctx context.Context, fn func(Tx) error) error
 
 	// Update runs fn in a read-write transaction and returns once the
-	// transaction is durably committed (fsync'd). Concurrent updates may be
-	// committed together in one transaction (group commit), so fn may be
-	// called more than once and must have no effect outside tx except on the
-	// caller's own result variables, which it sets afresh on each call. If
-	// fn returns an error, none of its writes are committed and Update
-	// returns that error. Updates that were committed with it are unaffected.
+	// transaction is durably committed (fsync'd).
+	//
+	// Concurrent updates may be committed together in one transaction
+	// (group commit), so fn may be called more than once. It must have no
+	// effect outside tx (no logs, no metrics, no channel sends) except on the
+	// caller's own result variables, which it sets afresh on each call; the
+	// caller acts on them once Update has returned nil.
+	//
+	// If fn returns an error, none of its writes are committed and Update
+	// returns that error; updates committed with it are unaffected. An fn
+	// that refuses (returns an error) before it writes anything costs the
+	// rest of its batch nothing, so domain checks belong before the first
+	// write.
+	//
+	// An error that prevents the commit itself (a full disk, an I/O error)
+	// is returned as an *Error with code EUNAVAILABLE that names the cause.
 	Update(ctx context.Context, fn func(Tx) error) error
 }
 
 // Tx is one ledger transaction. Methods returning entries and sessions
-// return copies the caller may modify and put back.
+// return copies the caller may modify and put back. A record that cannot be
+// decoded is reported as a *CorruptError (matching ErrCorrupt).
 type Tx interface {
 	// Entry returns the entry with the given key, or nil if there is none.
 	Entry(key string) (*Entry, error)
 	// PutEntry creates or replaces an entry and maintains every index that
-	// depends on it (deadline, session membership, retention).
+	// depends on it: its deadline at DueAt(entry, its session), session
+	// membership, the closing and in-flight sets, retention.
 	PutEntry(e *Entry) error
 	// Entries calls fn for each entry matching f, in key order, until fn
 	// returns an error.
@@ -36,6 +48,8 @@ type Tx interface {
 	// Session returns the session with the given id, or nil if there is none.
 	Session(id string) (*Session, error)
 	// PutSession creates or replaces a session and maintains its indexes.
+	// When the session ends, every one of its entries is re-indexed at its
+	// new DueAt in the same transaction.
 	PutSession(s *Session) error
 	// SessionEntries returns the keys of the entries registered under the
 	// session, in key order.
@@ -52,15 +66,40 @@ type Tx interface {
 	// NextDeadline returns the earliest deadline in the ledger, or the zero
 	// time when there is none.
 	NextDeadline() (time.Time, error)
+	// DropDue deletes one deadline key, for an item whose record is gone or
+	// has been quarantined.
+	DropDue(it DueItem) error
+
+	// InFlight calls fn with the key of every entry marked InFlight, in key
+	// order.
+	InFlight(fn func(key string) error) error
+	// Closing calls fn for each closing entry of the provider (all providers
+	// when provider is empty), in key order. The cost is proportional to
+	// the closing entries visited.
+	Closing(provider string, fn func(*Entry) error) error
+
+	// Quarantine moves the record of the given kind and key aside, with the
+	// reason it could not be used, and deletes the indexes that name it. It
+	// is a no-op when there is no such record.
+	Quarantine(kind DueKind, key, reason string, at time.Time) error
+	// Quarantined calls fn for each quarantined record, oldest first.
+	Quarantined(fn func(QuarantinedRecord) error) error
+
+	// Alive returns the daemon's last liveness stamp (zero when none).
+	Alive() (AliveStamp, error)
+	// SetAlive records the daemon's liveness stamp.
+	SetAlive(a AliveStamp) error
 
 	// Append adds an event to the audit log.
 	Append(ev AuditEvent) error
 	// Audit calls fn for each event at or after since, oldest first.
 	Audit(since time.Time, fn func(AuditEvent) error) error
 
-	// Prune deletes closed and released entries, settled sessions without
-	// entries, and audit events, that became final before the given time;
-	// at most limit items in all.
+	// Prune deletes, at most limit items in all: closed and released
+	// entries that became final before the given time; ended sessions left
+	// with no entries that ended before it; live sessions with neither a
+	// lease nor a pid that have had no entries and no heartbeat since
+	// before it; and audit events older than it.
 	Prune(before time.Time, limit int) (PruneStats, error)
 }
 
@@ -110,4 +149,25 @@ type PruneStats struct {
 	Entries  int `json:"entries"`
 	Sessions int `json:"sessions"`
 	Events   int `json:"events"`
+}
+
+// Total returns the number of items deleted.
+func (s PruneStats) Total() int { return s.Entries + s.Sessions + s.Events }
+
+// QuarantinedRecord is a ledger record that could not be decoded, kept
+// aside for an operator.
+type QuarantinedRecord struct {
+	Kind   DueKind   `json:"kind"`
+	Key    string    `json:"key"`
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason"`
+	Raw    []byte    `json:"raw"`
+}
+
+// AliveStamp is the daemon's record that it was running at At. Clean is
+// set by a graceful stop: the daemon was running until exactly At. After a
+// crash the daemon stopped somewhere in the interval after At.
+type AliveStamp struct {
+	At    time.Time `json:"at"`
+	Clean bool      `json:"clean,omitempty"`
 }

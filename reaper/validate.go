@@ -45,11 +45,15 @@ func ValidateProviderName(name string) error {
 }
 
 // ValidateID checks a sandbox or session id: 1 to 256 characters of
-// letters, digits and . _ : - (no slashes, spaces or control characters).
-// what names the value in the error ("sandbox id", "session").
+// letters, digits and . _ : - (no slashes, spaces or control characters),
+// and neither "." nor "..", which URL paths would rewrite. what names the
+// value in the error ("sandbox id", "session").
 func ValidateID(what, id string) error {
 	if id == "" {
 		return Errorf(EINVALID, "%s is empty", what)
+	}
+	if id == "." || id == ".." {
+		return Errorf(EINVALID, "%s %q is invalid: \".\" and \"..\" are path names, not ids", what, id)
 	}
 	if len(id) > MaxIDLen {
 		return Errorf(EINVALID, "%s is %d bytes long; the limit is %d", what, len(id), MaxIDLen)

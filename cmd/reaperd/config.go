@@ -6,19 +6,21 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+	"github.com/reaperd/reaperd/engine"
 	"github.com/reaperd/reaperd/providers/daytona"
 	"github.com/reaperd/reaperd/providers/e2b"
 	"github.com/reaperd/reaperd/providers/modal"
 	"github.com/reaperd/reaperd/providers/runloop"
 	"github.com/reaperd/reaperd/reaper"
 	"github.com/robfig/cron/v3"
-	"golang.org/x/time/rate"
 )
 
 // Default paths and settings.
@@ -50,6 +52,10 @@ type Config struct {
 	// SocketGroup, when set, is the group given the socket (mode 0660), so
 	// that its members may use the CLI.
 	SocketGroup string `toml:"socket_group"`
+	// AdminGroup, when set (a group name or a numeric gid), is the group
+	// whose members may change any user's entries and sessions. Empty
+	// means only their owners, root and the daemon's own user may.
+	AdminGroup string `toml:"admin_group"`
 	// Schedule is the cron spec of full sweeps. Empty means "@every 1m".
 	Schedule string `toml:"schedule"`
 	// Retention is how long closed and released entries and audit events
@@ -73,7 +79,9 @@ type Config struct {
 // EngineConfig tunes the engine. Zero values take the engine's defaults.
 type EngineConfig struct {
 	Concurrency   int      `toml:"concurrency"`
+	QueueLimit    int      `toml:"queue_limit"`
 	CloseTimeout  Duration `toml:"close_timeout"`
+	ListTimeout   Duration `toml:"list_timeout"`
 	MinBackoff    Duration `toml:"min_backoff"`
 	MaxBackoff    Duration `toml:"max_backoff"`
 	ShutdownGrace Duration `toml:"shutdown_grace"`
@@ -181,6 +189,17 @@ func (c *Config) validate() error {
 	if c.Engine.Concurrency < 0 {
 		return fmt.Errorf("engine.concurrency %d: must be zero (default) or more", c.Engine.Concurrency)
 	}
+	if c.Engine.QueueLimit < 0 {
+		return fmt.Errorf("engine.queue_limit %d: must be zero (default) or more", c.Engine.QueueLimit)
+	}
+	if c.Engine.MinBackoff > 0 && c.Engine.MaxBackoff > 0 && c.Engine.MinBackoff > c.Engine.MaxBackoff {
+		return fmt.Errorf("engine.min_backoff %s is longer than engine.max_backoff %s", time.Duration(c.Engine.MinBackoff), time.Duration(c.Engine.MaxBackoff))
+	}
+	if c.AdminGroup != "" {
+		if _, err := lookupGroup(c.AdminGroup); err != nil {
+			return fmt.Errorf("admin_group: %w", err)
+		}
+	}
 	for name, p := range c.Providers {
 		if !slices.Contains(providerNames, name) {
 			return fmt.Errorf("[providers.%s]: unknown provider: use one of %s", name, strings.Join(providerNames, ", "))
@@ -202,6 +221,22 @@ func (c *Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// lookupGroup resolves a group name, or a numeric gid, to a gid.
+func lookupGroup(name string) (uint32, error) {
+	if gid, err := strconv.ParseUint(name, 10, 32); err == nil {
+		return uint32(gid), nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, fmt.Errorf("group %q: %w: create it, or give a numeric gid", name, err)
+	}
+	gid, err := strconv.ParseUint(g.Gid, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("group %q has gid %q, which is not a number", name, g.Gid)
+	}
+	return uint32(gid), nil
 }
 
 func parseSchedule(spec string) (cron.Schedule, error) {
@@ -255,20 +290,12 @@ func readSecretFile(provider, field, path string) (string, error) {
 	return v, nil
 }
 
-// ProviderSet is the outcome of building providers from the environment
-// and the config.
-type ProviderSet struct {
-	Enabled  map[string]reaper.Provider
-	Disabled map[string]string // name → how to enable it
-	Limiters map[string]*rate.Limiter
-}
-
 // BuildProviders builds every provider from its environment variables,
 // overridden by the config file. A provider without credentials is
 // disabled; one with credentials that fail validation is an error.
-func BuildProviders(c *Config, getenv func(string) string) (*ProviderSet, error) {
+func BuildProviders(c *Config, getenv func(string) string) (*engine.ProviderSet, error) {
 	env := getenvFunc(getenv)
-	set := &ProviderSet{Enabled: map[string]reaper.Provider{}, Disabled: map[string]string{}, Limiters: map[string]*rate.Limiter{}}
+	set := &engine.ProviderSet{Enabled: map[string]reaper.Provider{}, Disabled: map[string]string{}, Rates: map[string]float64{}}
 	for _, name := range providerNames {
 		pc := c.Providers[name]
 		if pc.Enabled != nil && !*pc.Enabled {
@@ -349,11 +376,7 @@ func BuildProviders(c *Config, getenv func(string) string) (*ProviderSet, error)
 			r = defaultRatePerSec
 		}
 		if r > 0 {
-			burst := int(r)
-			if burst < 1 {
-				burst = 1
-			}
-			set.Limiters[name] = rate.NewLimiter(rate.Limit(r), burst)
+			set.Rates[name] = r
 		}
 	}
 	return set, nil

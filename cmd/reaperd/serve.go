@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/reaperd/reaperd/api"
+	"github.com/reaperd/reaperd/engine"
 	"github.com/reaperd/reaperd/ledger"
 	"github.com/reaperd/reaperd/reaper"
 	"github.com/robfig/cron/v3"
@@ -82,10 +83,6 @@ type daemonState struct {
 	cron     *cron.Cron
 	enabled  []string
 	disabled map[string]string
-	// built holds every provider created, including those a reload
-	// replaced (their in-flight closes may still use them), so that all
-	// are shut down at exit.
-	built []reaper.Provider
 }
 
 func (m *Main) loadConfig(o serveOptions) (*Config, string, error) {
@@ -138,17 +135,26 @@ func (m *Main) serve(ctx context.Context, o serveOptions) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := reaper.NewMetrics(reg)
+	metrics := engine.NewMetrics(reg)
 
-	eng := &reaper.Engine{
+	access := reaper.Access{Self: uint32(os.Getuid())}
+	if cfg.AdminGroup != "" {
+		gid, err := lookupGroup(cfg.AdminGroup)
+		if err != nil {
+			return usageError{fmt.Errorf("admin_group: %w", err)}
+		}
+		access.AdminGroups = []uint32{gid}
+	}
+	eng := &engine.Engine{
 		Store:           db,
-		Providers:       provs.Enabled,
-		Disabled:        provs.Disabled,
-		Limiters:        provs.Limiters,
+		Providers:       *provs,
 		Logger:          logger,
 		Metrics:         metrics,
+		Access:          access,
 		Concurrency:     cfg.Engine.Concurrency,
+		QueueLimit:      cfg.Engine.QueueLimit,
 		CloseTimeout:    time.Duration(cfg.Engine.CloseTimeout),
+		ListTimeout:     time.Duration(cfg.Engine.ListTimeout),
 		MinBackoff:      time.Duration(cfg.Engine.MinBackoff),
 		MaxBackoff:      time.Duration(cfg.Engine.MaxBackoff),
 		ShutdownGrace:   time.Duration(cfg.Engine.ShutdownGrace),
@@ -167,7 +173,7 @@ func (m *Main) serve(ctx context.Context, o serveOptions) error {
 	st := &daemonState{cfg: cfg}
 	startedAt := time.Now().UTC()
 	srv := &api.Server{
-		Engine:  eng,
+		Service: eng,
 		Logger:  logger,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		Status: func() api.Status {
@@ -179,7 +185,10 @@ func (m *Main) serve(ctx context.Context, o serveOptions) error {
 		Ready: func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			return db.View(ctx, func(reaper.Tx) error { return nil })
+			if err := db.View(ctx, func(reaper.Tx) error { return nil }); err != nil {
+				return err
+			}
+			return eng.Health()
 		},
 	}
 	httpSrv := &http.Server{
@@ -242,13 +251,6 @@ loop:
 	if err := <-engDone; err != nil && runErr == nil {
 		runErr = err
 	}
-	st.mu.Lock()
-	for _, p := range st.built {
-		if s, ok := p.(interface{ Shutdown() }); ok {
-			s.Shutdown() // release connections (Modal's gRPC channel)
-		}
-	}
-	st.mu.Unlock()
 	if err := db.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("close ledger: %w", err)
 	}
@@ -274,14 +276,12 @@ func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// applyProviders installs a provider set and logs which are enabled.
-func (m *Main) applyProviders(st *daemonState, eng *reaper.Engine, provs *ProviderSet, logger *slog.Logger) {
-	eng.SetProviders(provs.Enabled, provs.Disabled, provs.Limiters)
+// applyProviders installs a provider set and logs which are enabled. The
+// engine shuts the providers it replaces down once their calls end.
+func (m *Main) applyProviders(st *daemonState, eng *engine.Engine, provs *engine.ProviderSet, logger *slog.Logger) {
+	eng.SetProviders(*provs)
 	enabled := eng.EnabledProviders()
 	st.mu.Lock()
-	for _, p := range provs.Enabled {
-		st.built = append(st.built, p)
-	}
 	st.enabled, st.disabled = enabled, provs.Disabled
 	st.mu.Unlock()
 	if len(enabled) == 0 {
@@ -299,7 +299,7 @@ func (m *Main) applyProviders(st *daemonState, eng *reaper.Engine, provs *Provid
 // overlap, and a panic in one is recovered there. cron.Recover guards the
 // job itself; SkipIfStillRunning is not used (it leaks its token when a job
 // panics in cron v3.0.1), TriggerSweep's own flag skips instead.
-func (m *Main) applySchedule(st *daemonState, eng *reaper.Engine, spec string, logger *slog.Logger) error {
+func (m *Main) applySchedule(st *daemonState, eng *engine.Engine, spec string, logger *slog.Logger) error {
 	if spec == "" {
 		spec = DefaultSchedule
 	}
@@ -337,7 +337,7 @@ func (c cronLogger) Error(err error, msg string, kv ...any) {
 // reload re-reads the config file and applies what can change without a
 // restart. A config with errors is rejected whole, and the daemon keeps
 // running on the previous one.
-func (m *Main) reload(st *daemonState, eng *reaper.Engine, o serveOptions, logger *slog.Logger, level *slog.LevelVar) {
+func (m *Main) reload(st *daemonState, eng *engine.Engine, o serveOptions, logger *slog.Logger, level *slog.LevelVar) {
 	_, _ = daemon.SdNotify(false, reloadingNotice())
 	defer daemon.SdNotify(false, daemon.SdNotifyReady)
 	cfg, path, err := m.loadConfig(o)
@@ -350,7 +350,7 @@ func (m *Main) reload(st *daemonState, eng *reaper.Engine, o serveOptions, logge
 		}
 		err = cfg.validate()
 	}
-	var provs *ProviderSet
+	var provs *engine.ProviderSet
 	if err == nil {
 		provs, err = BuildProviders(cfg, m.Getenv)
 	}
@@ -463,6 +463,7 @@ func restartOnly(old, cfg *Config) []string {
 	add("ledger", old.Ledger != cfg.Ledger)
 	add("socket", old.Socket != cfg.Socket)
 	add("socket_group", old.SocketGroup != cfg.SocketGroup)
+	add("admin_group", old.AdminGroup != cfg.AdminGroup)
 	add("log_format", old.LogFormat != cfg.LogFormat)
 	add("retention", retentionOf(old) != retentionOf(cfg))
 	add("default_ttl", old.DefaultTTL != cfg.DefaultTTL)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/reaperd/reaperd/reaper"
 	"github.com/spf13/cobra"
 )
 
@@ -31,9 +32,42 @@ func (m *Main) statusCommand() *cobra.Command {
 			for _, p := range slices.Sorted(maps.Keys(st.Disabled)) {
 				fmt.Fprintf(m.Stdout, "disabled:  %s (%s)\n", p, st.Disabled[p])
 			}
+			if es := st.Engine; es != nil {
+				writeEngineStatus(m, es)
+			}
 			return nil
 		},
 	}
 	c.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return c
+}
+
+// writeEngineStatus prints the engine's part of `reaperd status`.
+func writeEngineStatus(m *Main, es *reaper.EngineStatus) {
+	if es.LedgerError != "" {
+		fmt.Fprintf(m.Stdout, "ledger:    UNHEALTHY: %s\n", es.LedgerError)
+	}
+	next := "-"
+	if !es.NextDeadline.IsZero() {
+		next = fmtTime(es.NextDeadline)
+	}
+	fmt.Fprintf(m.Stdout, "next:      %s\n", next)
+	for _, name := range slices.Sorted(maps.Keys(es.Providers)) {
+		p := es.Providers[name]
+		if !p.Enabled {
+			continue
+		}
+		line := fmt.Sprintf("queue:     %s: %d queued, %d running", name, p.Queued, p.Running)
+		if !p.PausedUntil.IsZero() {
+			line += ", paused until " + fmtTime(p.PausedUntil)
+		}
+		if p.LastError != "" {
+			line += "; failing: " + p.LastError
+		}
+		fmt.Fprintln(m.Stdout, line)
+	}
+	if es.Quarantined > 0 {
+		fmt.Fprintf(m.Stdout, "quarantined: %d undecodable ledger records, left alone (latest: %s); see `reaperd audit` for quarantined events\n",
+			es.Quarantined, strings.Join(es.QuarantinedKeys, ", "))
+	}
 }

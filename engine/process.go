@@ -1,4 +1,4 @@
-package reaper
+package engine
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+
+	"github.com/reaperd/reaperd/reaper"
 )
 
 // ProcessStart returns the start time of process pid, in clock ticks since
@@ -13,11 +15,11 @@ import (
 // process, even after the pid is reused.
 func ProcessStart(pid int) (uint64, error) {
 	if pid <= 0 {
-		return 0, Errorf(EINVALID, "pid %d is invalid", pid)
+		return 0, reaper.Errorf(reaper.EINVALID, "pid %d is invalid", pid)
 	}
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, Errorf(EINVALID, "process %d is not running on the daemon's host (or not visible in its pid namespace)", pid)
+		return 0, reaper.Errorf(reaper.EINVALID, "process %d is not running on the daemon's host (or not visible in its pid namespace)", pid)
 	} else if err != nil {
 		return 0, fmt.Errorf("read process %d: %w", pid, err)
 	}
@@ -26,7 +28,7 @@ func ProcessStart(pid int) (uint64, error) {
 		return 0, fmt.Errorf("read process %d: %w", pid, err)
 	}
 	if state == 'Z' || state == 'X' {
-		return 0, Errorf(EINVALID, "process %d has exited", pid)
+		return 0, reaper.Errorf(reaper.EINVALID, "process %d has exited", pid)
 	}
 	return start, nil
 }

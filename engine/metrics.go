@@ -1,11 +1,11 @@
-package reaper
+package engine
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Metrics are the engine's Prometheus metrics. A nil *Metrics records
-// nothing.
+// nothing. Queue lengths and pauses are read when scraped (see Collect).
 type Metrics struct {
 	Registrations  prometheus.Counter
 	CloseAttempts  *prometheus.CounterVec // provider, result (ok or error class)
@@ -22,6 +22,11 @@ type Metrics struct {
 	ProcessExits   prometheus.Counter
 	LeaseLapses    prometheus.Counter
 	ProviderActive *prometheus.GaugeVec // provider
+	PassErrors     prometheus.Counter
+	Quarantined    prometheus.Counter
+	Recoveries     *prometheus.CounterVec // provider
+	QueueLength    *prometheus.GaugeVec   // provider
+	ProviderPaused *prometheus.GaugeVec   // provider
 }
 
 // NewMetrics creates the engine's metrics and registers them with reg.
@@ -57,11 +62,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Sessions ended because their lease lapsed."}),
 		ProviderActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "reaperd_provider_enabled",
 			Help: "1 for each provider that has credentials, 0 for known providers without."}, []string{"provider"}),
+		PassErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "reaperd_pass_errors_total",
+			Help: "Engine passes that failed (the ledger could not be read or written); each is retried with backoff."}),
+		Quarantined: prometheus.NewCounter(prometheus.CounterOpts{Name: "reaperd_quarantined_records_total",
+			Help: "Ledger records moved aside because they could not be decoded; their sandboxes are left alone."}),
+		Recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reaperd_provider_recoveries_total",
+			Help: "Times a failing provider answered again and its backed-off closes were retried at once."}, []string{"provider"}),
+		QueueLength: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "reaperd_close_queue_length",
+			Help: "Closes waiting in a provider's close queue, running ones included."}, []string{"provider"}),
+		ProviderPaused: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "reaperd_provider_paused_until_timestamp_seconds",
+			Help: "Unix time until which a provider asked reaperd to wait (Retry-After); 0 when it did not."}, []string{"provider"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Registrations, m.CloseAttempts, m.Closed, m.Released, m.InFlight, m.Passes,
 			m.PassDuration, m.Panics, m.CloseDuration, m.NextDeadline, m.Pruned, m.Untracked,
-			m.ProcessExits, m.LeaseLapses, m.ProviderActive)
+			m.ProcessExits, m.LeaseLapses, m.ProviderActive, m.PassErrors, m.Quarantined, m.Recoveries,
+			m.QueueLength, m.ProviderPaused)
 	}
 	return m
 }

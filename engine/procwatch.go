@@ -1,0 +1,120 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/reaperd/reaperd/reaper"
+)
+
+// watchProcesses checks the pid of every live session that has one, every
+// ProcessCheck, and ends the sessions whose process exited; the loop then
+// closes their sandboxes at once. With no such session it sleeps until a
+// registration names a pid (notifyPID), so the first crashed agent is
+// caught as fast as any other.
+func (e *Engine) watchProcesses() {
+	defer e.background.Done()
+	t := e.clock.NewTimer(0)
+	defer t.Stop()
+	failures := 0
+	for {
+		select {
+		case <-e.workCtx.Done():
+			return
+		case <-t.Chan():
+		case <-e.pidWatch:
+		}
+		var live int
+		var err error
+		e.safely("process watcher", func() { live, err = e.checkProcesses(e.workCtx) })
+		wait := e.processCheck()
+		switch {
+		case err != nil && e.workCtx.Err() != nil:
+			return
+		case err != nil:
+			failures++
+			wait = max(wait, ledgerBackoff(failures))
+			if isPowerOfTwo(failures) {
+				e.logger().Error("check session processes", LogErr, err, LogRetryIn, wait)
+			}
+		case live == 0:
+			failures = 0
+			wait = maxIdle // notifyPID wakes the watcher sooner
+		default:
+			failures = 0
+		}
+		if !t.Stop() {
+			select {
+			case <-t.Chan():
+			default:
+			}
+		}
+		t.Reset(wait)
+	}
+}
+
+// notifyPID tells the process watcher that a session with a pid exists.
+func (e *Engine) notifyPID() {
+	select {
+	case e.pidWatch <- struct{}{}:
+	default:
+	}
+}
+
+// checkProcesses ends live sessions whose process has exited. It returns
+// the number of sessions with a live process.
+func (e *Engine) checkProcesses(ctx context.Context) (int, error) {
+	var dead []*reaper.Session
+	live := 0
+	err := e.view(ctx, func(tx reaper.Tx) error {
+		dead, live = dead[:0], 0
+		return tx.ProcessSessions(func(s *reaper.Session) error {
+			if e.processAlive(s.PID, s.PIDStart) {
+				live++
+			} else {
+				dead = append(dead, s)
+			}
+			return nil
+		})
+	})
+	if err != nil || len(dead) == 0 {
+		return live, err
+	}
+	var ended []*reaper.Session
+	err = e.update(ctx, func(tx reaper.Tx) error {
+		ended = ended[:0]
+		now := e.now()
+		for _, d := range dead {
+			s, err := tx.Session(d.ID)
+			if err != nil {
+				return err
+			}
+			if s == nil || s.Ended() || s.PID != d.PID || s.PIDStart != d.PIDStart {
+				continue
+			}
+			s.EndedAt, s.EndReason = now, reaper.ReasonOrphanedProcess
+			if err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventSessionEnded, Session: s.ID,
+				Reason: reaper.ReasonOrphanedProcess, Detail: fmt.Sprintf("process %d exited", s.PID)}); err != nil {
+				return err
+			}
+			if err := tx.PutSession(s); err != nil { // makes its entries due now
+				return err
+			}
+			ended = append(ended, s)
+		}
+		return nil
+	})
+	if err != nil {
+		return live, err
+	}
+	for _, s := range ended {
+		e.logger().Warn("session process exited", LogSession, s.ID, "pid", s.PID)
+	}
+	if m := e.Metrics; m != nil {
+		m.ProcessExits.Add(float64(len(ended)))
+	}
+	if len(ended) > 0 {
+		e.Wake()
+	}
+	return live, nil
+}

@@ -1,0 +1,280 @@
+package engine
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/reaperd/reaperd/reaper"
+	"golang.org/x/time/rate"
+)
+
+// ProviderSet is the providers a daemon runs with.
+type ProviderSet struct {
+	// Enabled are the providers with credentials, by name.
+	Enabled map[string]reaper.Provider
+	// Disabled names the providers reaperd knows but that are not enabled,
+	// each with a one-line hint on how to enable it. Registering for one is
+	// an EDISABLED error; any other unknown name is EUNKNOWN.
+	Disabled map[string]string
+	// Rates caps close calls per second per provider, with a burst of the
+	// same (at least 1). A provider without a positive rate is not limited.
+	Rates map[string]float64
+}
+
+// shutdowner is implemented by providers that hold connections to release
+// (Modal's gRPC channel).
+type shutdowner interface{ Shutdown() }
+
+// provider is an enabled provider with its rate limiter. calls counts the
+// calls outstanding, so that a provider replaced by a reload is shut down
+// once the calls that still use it have ended.
+type provider struct {
+	reaper.Provider
+	limiter *rate.Limiter // nil: not limited
+	calls   sync.WaitGroup
+}
+
+// providerRegistry holds the current providers and one close queue per
+// provider name ever enabled.
+type providerRegistry struct {
+	e        *Engine
+	mu       sync.RWMutex
+	enabled  map[string]*provider
+	disabled map[string]string
+	queues   map[string]*closeQueue
+}
+
+func (r *providerRegistry) init(e *Engine) {
+	r.e = e
+	r.enabled = map[string]*provider{}
+	r.disabled = map[string]string{}
+	r.queues = map[string]*closeQueue{}
+}
+
+// set installs a provider set. It returns the providers it replaced and the
+// names that became enabled.
+func (r *providerRegistry) set(ps ProviderSet) (replaced []*provider, added []string) {
+	next := map[string]*provider{}
+	for name, p := range ps.Enabled {
+		np := &provider{Provider: p}
+		if rps := ps.Rates[name]; rps > 0 {
+			np.limiter = rate.NewLimiter(rate.Limit(rps), max(1, int(rps)))
+		}
+		next[name] = np
+	}
+	r.mu.Lock()
+	old := r.enabled
+	r.enabled = next
+	r.disabled = maps.Clone(ps.Disabled)
+	if r.disabled == nil {
+		r.disabled = map[string]string{}
+	}
+	for name := range next {
+		if _, ok := r.queues[name]; !ok {
+			r.queues[name] = newCloseQueue(name, r.e.queueLimit())
+		}
+		if _, was := old[name]; !was {
+			added = append(added, name)
+		}
+	}
+	r.mu.Unlock()
+	for _, p := range old {
+		if !kept(p.Provider, ps.Enabled) {
+			replaced = append(replaced, p)
+		}
+	}
+	sort.Strings(added)
+	return replaced, added
+}
+
+// kept reports whether the provider instance p is one of next (a reload
+// that hands the same instance back must not shut it down).
+func kept(p reaper.Provider, next map[string]reaper.Provider) bool {
+	for _, q := range next {
+		if same(p, q) {
+			return true
+		}
+	}
+	return false
+}
+
+func same(a, b reaper.Provider) (eq bool) {
+	defer func() {
+		if recover() != nil {
+			eq = false // values of an incomparable type
+		}
+	}()
+	return a == b
+}
+
+// acquire returns the enabled provider with the given name, counting a
+// call on it, and the function that ends the call; nil when the provider
+// is not enabled.
+func (r *providerRegistry) acquire(name string) (*provider, func()) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	p := r.enabled[name]
+	if p == nil {
+		return nil, func() {}
+	}
+	p.calls.Add(1)
+	return p, p.calls.Done
+}
+
+// current returns the enabled providers.
+func (r *providerRegistry) current() []*provider {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*provider, 0, len(r.enabled))
+	for _, p := range r.enabled {
+		out = append(out, p)
+	}
+	return out
+}
+
+func (r *providerRegistry) isEnabled(name string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	_, ok := r.enabled[name]
+	return ok
+}
+
+func (r *providerRegistry) limiter(name string) *rate.Limiter {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if p := r.enabled[name]; p != nil {
+		return p.limiter
+	}
+	return nil
+}
+
+func (r *providerRegistry) queue(name string) *closeQueue {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.queues[name]
+}
+
+func (r *providerRegistry) allQueues() []*closeQueue {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	names := slices.Sorted(maps.Keys(r.queues))
+	out := make([]*closeQueue, 0, len(names))
+	for _, n := range names {
+		out = append(out, r.queues[n])
+	}
+	return out
+}
+
+func (r *providerRegistry) enabledNames() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return slices.Sorted(maps.Keys(r.enabled))
+}
+
+func (r *providerRegistry) disabledHints() map[string]string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return maps.Clone(r.disabled)
+}
+
+// check returns EUNKNOWN or EDISABLED unless the provider is enabled.
+func (r *providerRegistry) check(name string) error {
+	if err := reaper.ValidateProviderName(name); err != nil {
+		return err
+	}
+	r.mu.RLock()
+	_, enabled := r.enabled[name]
+	hint, disabled := r.disabled[name]
+	known := slices.Collect(maps.Keys(r.enabled))
+	known = append(known, slices.Collect(maps.Keys(r.disabled))...)
+	r.mu.RUnlock()
+	if enabled {
+		return nil
+	}
+	if disabled {
+		return reaper.Errorf(reaper.EDISABLED, "provider %s is not enabled on this daemon: %s", name, hint)
+	}
+	sort.Strings(known)
+	if len(known) == 0 {
+		return reaper.Errorf(reaper.EUNKNOWN, "unknown provider %q: this daemon has no providers", name)
+	}
+	return reaper.Errorf(reaper.EUNKNOWN, "unknown provider %q: reaperd knows %s", name, strings.Join(known, ", "))
+}
+
+func (r *providerRegistry) enableHint(name string) string {
+	r.mu.RLock()
+	h, ok := r.disabled[name]
+	r.mu.RUnlock()
+	if ok && h != "" {
+		return h
+	}
+	return "configure its credentials and restart reaperd"
+}
+
+// SetProviders replaces the providers, for a configuration reload. Close
+// calls in flight finish with the provider they started with, which is
+// then shut down (releasing its connections). Closes that waited because
+// their provider was disabled are retried at once when it is enabled.
+func (e *Engine) SetProviders(ps ProviderSet) {
+	e.init()
+	replaced, added := e.providers.set(ps)
+	for _, p := range replaced {
+		e.retire(p)
+	}
+	e.updateProviderMetrics()
+	if e.state.Load() == stateRunning {
+		e.startWorkers()
+		for _, name := range added {
+			go e.recoverProvider(name, "enabled by a reload")
+		}
+	}
+}
+
+// retire shuts a replaced provider down once its calls have ended.
+func (e *Engine) retire(p *provider) {
+	s, ok := p.Provider.(shutdowner)
+	if !ok {
+		return
+	}
+	e.background.Add(1)
+	go func() {
+		defer e.background.Done()
+		p.calls.Wait()
+		s.Shutdown()
+	}()
+}
+
+func (e *Engine) updateProviderMetrics() {
+	m := e.Metrics
+	if m == nil {
+		return
+	}
+	m.ProviderActive.Reset()
+	for _, name := range e.providers.enabledNames() {
+		m.ProviderActive.WithLabelValues(name).Set(1)
+	}
+	for name := range e.providers.disabledHints() {
+		m.ProviderActive.WithLabelValues(name).Set(0)
+	}
+}
+
+// EnabledProviders returns the names of the enabled providers, sorted.
+func (e *Engine) EnabledProviders() []string {
+	e.init()
+	return e.providers.enabledNames()
+}
+
+// DisabledProviders returns the known providers that are not enabled, with
+// how to enable each.
+func (e *Engine) DisabledProviders() map[string]string {
+	e.init()
+	return e.providers.disabledHints()
+}
+
+func disabledError(name, hint string) string {
+	return fmt.Sprintf("provider %s is not enabled on this daemon; %s", name, hint)
+}

@@ -1,0 +1,362 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/reaperd/reaperd/reaper"
+)
+
+func unavailable(format string, args ...any) error {
+	return reaper.Errorf(reaper.EUNAVAILABLE, format, args...)
+}
+
+// Sweep runs a full sweep: every due entry, a probe of each failing
+// provider, pruning, and discovery when enabled. The pass runs on the
+// loop's goroutine; pruning and discovery run on the caller's, each
+// provider's listing bounded by ListTimeout, so that they never delay a
+// deadline. Sweep waits for the closes it started (each bounded by
+// CloseTimeout) or for ctx, and reports their outcome. It needs a running
+// engine.
+func (e *Engine) Sweep(ctx context.Context, o reaper.SweepOptions) (*reaper.SweepReport, error) {
+	e.init()
+	if o.DryRun {
+		return e.dryRun(ctx)
+	}
+	if e.state.Load() != stateRunning {
+		return nil, unavailable("the engine is not running: sweeps need `reaperd serve`")
+	}
+	req := &sweepRequest{reply: make(chan sweepReply, 1)}
+	select {
+	case e.requests <- req:
+	case <-e.loopDone:
+		return nil, unavailable("the engine is stopping: no sweep now")
+	case <-ctx.Done():
+		return nil, unavailable("sweep not started: %v", ctx.Err())
+	}
+	var reply sweepReply
+	select {
+	case reply = <-req.reply:
+	case <-e.loopDone:
+		select {
+		case reply = <-req.reply: // answered just before the loop stopped
+		default:
+			return nil, unavailable("the engine stopped during the sweep")
+		}
+	case <-ctx.Done():
+		return nil, unavailable("sweep interrupted: %v", ctx.Err())
+	}
+	if reply.err != nil {
+		return nil, reply.err
+	}
+	rep := &reaper.SweepReport{Time: e.now(), Items: reply.res.items}
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		e.safely("sweep maintenance", func() { e.maintain(ctx, rep) })
+	}()
+	byKey := make(map[string]int, len(rep.Items))
+	for i, it := range rep.Items {
+		byKey[it.Key] = i
+	}
+	for _, j := range reply.res.jobs {
+		for _, w := range j.waiters {
+			select {
+			case res := <-w:
+				if i, ok := byKey[res.Key]; ok {
+					rep.Items[i].Result, rep.Items[i].Error = res.Result, res.Error
+				}
+			case <-ctx.Done():
+			}
+		}
+	}
+	wg.Wait()
+	return rep, nil
+}
+
+// maintain prunes the ledger and, when enabled, discovers untracked
+// sandboxes, one sweep at a time, filling rep.
+func (e *Engine) maintain(ctx context.Context, rep *reaper.SweepReport) {
+	e.maintenance.Lock()
+	defer e.maintenance.Unlock()
+	now := e.now()
+	if r := e.retention(); r > 0 {
+		st, err := e.Prune(ctx, now.Add(-r))
+		if err != nil {
+			e.logger().Error("prune ledger", LogErr, err)
+		}
+		rep.Pruned = st
+	}
+	if e.DiscoverOnSweep {
+		rep.Untracked, rep.DiscoveryErrors = e.discover(ctx, now)
+	}
+}
+
+// TriggerSweep asks a running engine for a full sweep without waiting for
+// it. A cron schedule calls it. It returns false, and does nothing, while a
+// sweep it triggered is still running, so that sweeps never pile up. (The
+// flag is released by a deferred call, so a panic cannot leak it.)
+func (e *Engine) TriggerSweep() bool {
+	e.init()
+	if !e.triggered.CompareAndSwap(false, true) {
+		return false
+	}
+	go func() {
+		defer e.triggered.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), e.closeTimeout()+e.listTimeout()+time.Minute)
+		defer cancel()
+		if _, err := e.Sweep(ctx, reaper.SweepOptions{}); err != nil && e.state.Load() == stateRunning {
+			e.logger().Error("scheduled sweep", LogErr, err)
+		}
+	}()
+	return true
+}
+
+// Prune deletes entries, sessions and audit events that became final
+// before the given time, in transactions of bounded size.
+func (e *Engine) Prune(ctx context.Context, before time.Time) (reaper.PruneStats, error) {
+	e.init()
+	var total reaper.PruneStats
+	for {
+		var st reaper.PruneStats
+		err := e.update(ctx, func(tx reaper.Tx) error {
+			var err error
+			st, err = tx.Prune(before, pruneChunk)
+			return err
+		})
+		if err != nil {
+			return total, err
+		}
+		total.Entries += st.Entries
+		total.Sessions += st.Sessions
+		total.Events += st.Events
+		if st.Total() < pruneChunk {
+			break
+		}
+	}
+	if n := total.Total(); n > 0 {
+		if m := e.Metrics; m != nil {
+			m.Pruned.Add(float64(n))
+		}
+		e.logger().Info("pruned ledger", "entries", total.Entries, "sessions", total.Sessions, "events", total.Events)
+	}
+	return total, nil
+}
+
+// Discover lists every enabled provider's live sandboxes and returns those
+// the ledger does not track, recording each newly seen one in the audit
+// log.
+func (e *Engine) Discover(ctx context.Context) ([]reaper.Untracked, map[string]string) {
+	e.init()
+	return e.discover(ctx, e.now())
+}
+
+// discover lists every enabled provider at once, each bounded by
+// ListTimeout. Sandboxes created after the sweep started are left for the
+// next one, since their registration may be on its way. A sandbox is
+// recorded in the audit log the first time a listing shows it untracked;
+// what is remembered is only the last listing's untracked set, so memory
+// follows the fleet, not its history.
+func (e *Engine) discover(ctx context.Context, now time.Time) ([]reaper.Untracked, map[string]string) {
+	names := e.providers.enabledNames()
+	type result struct {
+		sbs []reaper.Sandbox
+		err error
+	}
+	results := make([]result, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, release := e.providers.acquire(name)
+			defer release()
+			if p == nil {
+				results[i].err = fmt.Errorf("provider %s was disabled", name)
+				return
+			}
+			lctx, cancel := clockwork.WithTimeout(ctx, e.clock, e.listTimeout())
+			defer cancel()
+			results[i].sbs, results[i].err = safeList(lctx, p, name)
+		}()
+	}
+	wg.Wait()
+
+	var out []reaper.Untracked
+	errs := map[string]string{}
+	var fresh []reaper.Untracked
+	for i, name := range names {
+		r := results[i]
+		if r.err != nil {
+			errs[name] = r.err.Error()
+			e.logger().Warn("discovery: list sandboxes", LogProvider, name, LogErr, r.err)
+			continue
+		}
+		var found []reaper.Untracked
+		err := e.view(ctx, func(tx reaper.Tx) error {
+			found = found[:0]
+			for _, sb := range r.sbs {
+				if !sb.CreatedAt.IsZero() && sb.CreatedAt.After(now) {
+					continue
+				}
+				ent, err := tx.Entry(name + "/" + sb.ID)
+				if err != nil {
+					return err
+				}
+				if ent == nil || ent.State == reaper.StateClosed {
+					found = append(found, reaper.Untracked{Provider: name, Sandbox: sb})
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			errs[name] = err.Error()
+			continue
+		}
+		if m := e.Metrics; m != nil {
+			m.Untracked.WithLabelValues(name).Set(float64(len(found)))
+		}
+		out = append(out, found...)
+		fresh = append(fresh, e.remember(name, found)...)
+	}
+	e.recordDiscovered(ctx, fresh, now)
+	if len(errs) == 0 {
+		errs = nil
+	}
+	return out, errs
+}
+
+func safeList(ctx context.Context, p reaper.Provider, name string) (sbs []reaper.Sandbox, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &reaper.ProviderError{Provider: name, Op: "list", Kind: reaper.ErrTransient, Err: fmt.Errorf("provider panicked: %v", r)}
+		}
+	}()
+	return p.List(ctx, reaper.ListFilter{})
+}
+
+// remember replaces a provider's set of untracked sandboxes with found and
+// returns the ones that were not in it.
+func (e *Engine) remember(provider string, found []reaper.Untracked) []reaper.Untracked {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	prev := e.seen[provider]
+	next := make(map[string]struct{}, len(found))
+	var fresh []reaper.Untracked
+	for _, u := range found {
+		next[u.Sandbox.ID] = struct{}{}
+		if _, ok := prev[u.Sandbox.ID]; !ok {
+			fresh = append(fresh, u)
+		}
+	}
+	e.seen[provider] = next
+	return fresh
+}
+
+// remembered returns how many untracked sandboxes the engine remembers.
+func (e *Engine) remembered() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, s := range e.seen {
+		n += len(s)
+	}
+	return n
+}
+
+func (e *Engine) recordDiscovered(ctx context.Context, fresh []reaper.Untracked, now time.Time) {
+	if len(fresh) == 0 {
+		return
+	}
+	err := e.update(ctx, func(tx reaper.Tx) error {
+		for _, u := range fresh {
+			detail := "state " + u.Sandbox.State
+			if !u.Sandbox.CreatedAt.IsZero() {
+				detail += ", created " + fmtTime(u.Sandbox.CreatedAt)
+			}
+			if err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventDiscovered, Key: u.Provider + "/" + u.Sandbox.ID, Detail: detail}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		e.logger().Error("record discovered sandboxes", LogErr, err)
+	}
+	e.logger().Warn("found sandboxes nobody registered", LogCount, len(fresh))
+}
+
+// dryRun applies the policy to every active and closing entry on a read-
+// only snapshot.
+func (e *Engine) dryRun(ctx context.Context) (*reaper.SweepReport, error) {
+	now := e.now()
+	var rep *reaper.SweepReport
+	err := e.view(ctx, func(tx reaper.Tx) error {
+		rep = &reaper.SweepReport{Time: now, DryRun: true}
+		sessions := map[string]*reaper.Session{}
+		return tx.Entries(reaper.EntryFilter{States: []reaper.State{reaper.StateActive, reaper.StateClosing}}, func(ent *reaper.Entry) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			key := ent.Key()
+			if ent.State == reaper.StateClosing {
+				if due := reaper.DueAt(ent, nil); !due.IsZero() && !now.Before(due) {
+					rep.Items = append(rep.Items, reaper.SweepItem{Key: key, Session: ent.Session, Action: "retry", Reason: ent.CloseReason,
+						Detail: fmt.Sprintf("%d attempts so far; last error: %s", ent.Attempts, ent.LastError)})
+				}
+				return nil
+			}
+			var s *reaper.Session
+			if ent.Session != "" {
+				var ok bool
+				if s, ok = sessions[ent.Session]; !ok {
+					var err error
+					if s, err = tx.Session(ent.Session); err != nil {
+						return err
+					}
+					sessions[ent.Session] = s
+				}
+			}
+			d := reaper.Decide(ent, s, now)
+			switch d.Action {
+			case reaper.ActionClose:
+				rep.Items = append(rep.Items, reaper.SweepItem{Key: key, Session: ent.Session, Action: "close", Reason: d.Reason,
+					Detail: dueDetail(ent, s, d.Reason, now)})
+			case reaper.ActionRelease:
+				rep.Items = append(rep.Items, reaper.SweepItem{Key: key, Session: ent.Session, Action: "release", Reason: d.Reason,
+					Detail: "attached: the sandbox is left running"})
+			case reaper.ActionSkip:
+				probe := ent.Clone()
+				probe.Keep, probe.Attached = false, false
+				if dd := reaper.Decide(probe, s, now); dd.Action == reaper.ActionClose {
+					rep.Items = append(rep.Items, reaper.SweepItem{Key: key, Session: ent.Session, Action: "skip", Reason: d.Reason,
+						Detail: "would be closed: " + string(dd.Reason)})
+				} else {
+					rep.Waiting++
+				}
+			default:
+				rep.Waiting++
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dry run: %w", err)
+	}
+	return rep, nil
+}
+
+// providerNames returns the names of every known provider, sorted.
+func (e *Engine) providerNames() []string {
+	names := e.providers.enabledNames()
+	names = append(names, slices.Collect(maps.Keys(e.providers.disabledHints()))...)
+	slices.Sort(names)
+	return names
+}
