@@ -8,7 +8,6 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/jonboulle/clockwork"
 	"github.com/reaperd/reaperd/reaper"
 )
 
@@ -130,7 +129,7 @@ func (e *Engine) runJob(q *closeQueue, j *job) reaper.SweepItem {
 	}
 	item.Session, item.Reason = att.Session, att.CloseReason
 
-	ctx, cancel := clockwork.WithTimeout(reaper.WithCloseAttempt(e.callCtx, att.Attempts), e.clock, e.closeTimeout())
+	ctx, cancel := withTimeout(reaper.WithCloseAttempt(e.callCtx, att.Attempts), e.clock, e.closeTimeout())
 	if m := e.Metrics; m != nil {
 		m.InFlight.Inc()
 	}

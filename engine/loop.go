@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/reaperd/reaperd/reaper"
 )
 
@@ -38,11 +39,15 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	e.updateProviderMetrics()
 	e.startWorkers()
+	// The timers exist before Started returns, so that a clock moved right
+	// after it is seen by every goroutine.
+	procTimer, aliveTicker := e.clock.NewTimer(0), e.clock.NewTicker(e.aliveInterval())
 	e.background.Add(2)
-	go e.watchProcesses()
-	go e.stampAlive()
+	go e.watchProcesses(procTimer)
+	go e.stampAlive(aliveTicker)
+	loopTimer := e.clock.NewTimer(0)
 	close(e.started)
-	e.loop(ctx)
+	e.loop(ctx, loopTimer)
 	closeOnce(e.loopDone) // sweeps asked for from now on are refused at once
 	e.shutdown()
 	return nil
@@ -98,8 +103,7 @@ type sweepReply struct {
 // overlap. A pass that fails (the ledger cannot be written, say) is retried
 // after a backoff that doubles up to 30 s, and its cause is logged once
 // per step: never a busy loop.
-func (e *Engine) loop(ctx context.Context) {
-	timer := e.clock.NewTimer(0)
+func (e *Engine) loop(ctx context.Context, timer clockwork.Timer) {
 	defer timer.Stop()
 	failures, idle := 0, 0
 	for {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/reaperd/reaperd/reaper"
 )
 
@@ -12,9 +13,8 @@ import (
 // closes their sandboxes at once. With no such session it sleeps until a
 // registration names a pid (notifyPID), so the first crashed agent is
 // caught as fast as any other.
-func (e *Engine) watchProcesses() {
+func (e *Engine) watchProcesses(t clockwork.Timer) {
 	defer e.background.Done()
-	t := e.clock.NewTimer(0)
 	defer t.Stop()
 	failures := 0
 	for {

@@ -56,18 +56,29 @@ func (r *providerRegistry) init(e *Engine) {
 }
 
 // set installs a provider set. It returns the providers it replaced and the
-// names that became enabled.
+// names that became enabled. A provider instance that stays (a reload that
+// hands the same instance back) keeps its wrapper, so that its calls in
+// flight are still counted.
 func (r *providerRegistry) set(ps ProviderSet) (replaced []*provider, added []string) {
-	next := map[string]*provider{}
-	for name, p := range ps.Enabled {
-		np := &provider{Provider: p}
-		if rps := ps.Rates[name]; rps > 0 {
-			np.limiter = rate.NewLimiter(rate.Limit(rps), max(1, int(rps)))
-		}
-		next[name] = np
-	}
 	r.mu.Lock()
 	old := r.enabled
+	next := map[string]*provider{}
+	reused := map[*provider]bool{}
+	for name, p := range ps.Enabled {
+		var lim *rate.Limiter
+		if rps := ps.Rates[name]; rps > 0 {
+			lim = rate.NewLimiter(rate.Limit(rps), max(1, int(rps)))
+		}
+		if cur := old[name]; cur != nil && same(cur.Provider, p) {
+			if !sameRate(cur.limiter, lim) {
+				cur.limiter = lim
+			}
+			next[name] = cur
+			reused[cur] = true
+			continue
+		}
+		next[name] = &provider{Provider: p, limiter: lim}
+	}
 	r.enabled = next
 	r.disabled = maps.Clone(ps.Disabled)
 	if r.disabled == nil {
@@ -83,7 +94,7 @@ func (r *providerRegistry) set(ps ProviderSet) (replaced []*provider, added []st
 	}
 	r.mu.Unlock()
 	for _, p := range old {
-		if !kept(p.Provider, ps.Enabled) {
+		if !reused[p] {
 			replaced = append(replaced, p)
 		}
 	}
@@ -91,15 +102,11 @@ func (r *providerRegistry) set(ps ProviderSet) (replaced []*provider, added []st
 	return replaced, added
 }
 
-// kept reports whether the provider instance p is one of next (a reload
-// that hands the same instance back must not shut it down).
-func kept(p reaper.Provider, next map[string]reaper.Provider) bool {
-	for _, q := range next {
-		if same(p, q) {
-			return true
-		}
+func sameRate(a, b *rate.Limiter) bool {
+	if a == nil || b == nil {
+		return a == b
 	}
-	return false
+	return a.Limit() == b.Limit() && a.Burst() == b.Burst()
 }
 
 func same(a, b reaper.Provider) (eq bool) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/reaperd/reaperd/reaper"
 )
 
@@ -94,9 +95,8 @@ func (e *Engine) downtime(stamp reaper.AliveStamp, now time.Time) time.Duration 
 
 // stampAlive records in the ledger, every AliveInterval, that the daemon
 // runs; a failure is logged when it starts and when it ends.
-func (e *Engine) stampAlive() {
+func (e *Engine) stampAlive(t clockwork.Ticker) {
 	defer e.background.Done()
-	t := e.clock.NewTicker(e.aliveInterval())
 	defer t.Stop()
 	for {
 		select {
@@ -115,6 +115,14 @@ func (e *Engine) stampAlive() {
 			e.logger().Error("stamp the ledger as alive", LogErr, err)
 		case err == nil && e.lastAliveErr.Swap(false):
 			e.logger().Info("the ledger can be written again")
+			e.Wake() // the loop may be waiting out a long backoff
+		case err == nil:
+			e.mu.Lock()
+			failing := e.lastPassErr != nil
+			e.mu.Unlock()
+			if failing {
+				e.Wake()
+			}
 		}
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jonboulle/clockwork"
 	"github.com/reaperd/reaperd/reaper"
 )
 
@@ -110,7 +109,7 @@ func (e *Engine) TriggerSweep() bool {
 	}
 	go func() {
 		defer e.triggered.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), e.closeTimeout()+e.listTimeout()+time.Minute)
+		ctx, cancel := withTimeout(context.Background(), e.clock, e.closeTimeout()+e.listTimeout()+time.Minute)
 		defer cancel()
 		if _, err := e.Sweep(ctx, reaper.SweepOptions{}); err != nil && e.state.Load() == stateRunning {
 			e.logger().Error("scheduled sweep", LogErr, err)
@@ -165,6 +164,12 @@ func (e *Engine) Discover(ctx context.Context) ([]reaper.Untracked, map[string]s
 // what is remembered is only the last listing's untracked set, so memory
 // follows the fleet, not its history.
 func (e *Engine) discover(ctx context.Context, now time.Time) ([]reaper.Untracked, map[string]string) {
+	// A stop ends the listings too: their calls hold the providers that a
+	// stop shuts down.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopListing := context.AfterFunc(e.workCtx, cancel)
+	defer stopListing()
 	names := e.providers.enabledNames()
 	type result struct {
 		sbs []reaper.Sandbox
@@ -182,7 +187,7 @@ func (e *Engine) discover(ctx context.Context, now time.Time) ([]reaper.Untracke
 				results[i].err = fmt.Errorf("provider %s was disabled", name)
 				return
 			}
-			lctx, cancel := clockwork.WithTimeout(ctx, e.clock, e.listTimeout())
+			lctx, cancel := withTimeout(ctx, e.clock, e.listTimeout())
 			defer cancel()
 			results[i].sbs, results[i].err = safeList(lctx, p, name)
 		}()
