@@ -119,3 +119,96 @@ func TestDecideNeverClosesProtected(t *testing.T) {
 		}
 	}
 }
+
+// TestDueAtAgreesWithDecide checks, over a grid of entries, sessions and
+// instants (none before its records were written), that DueAt is exactly
+// when Decide starts to act: an active
+// entry is closed or released at now iff DueAt is set and not after now, or
+// its live session's lease ended by now (the session's own deadline).
+func TestDueAtAgreesWithDecide(t *testing.T) {
+	base := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	lease := reaper.Duration(10 * time.Minute)
+	sessions := []*reaper.Session{
+		nil,
+		{ID: "s", LastHeartbeat: base},
+		{ID: "s", Lease: lease, LastHeartbeat: base},
+		{ID: "s", Lease: lease, LastHeartbeat: base, LeaseGrace: reaper.Duration(5 * time.Minute)},
+		{ID: "s", LastHeartbeat: base, EndedAt: base.Add(3 * time.Minute), EndReason: reaper.ReasonSessionEnded},
+		{ID: "s", LastHeartbeat: base, EndedAt: base.Add(7 * time.Minute), EndReason: reaper.ReasonOrphanedProcess},
+		{ID: "s", Lease: lease, LastHeartbeat: base, EndedAt: base.Add(10 * time.Minute), EndReason: reaper.ReasonOrphanedLease},
+	}
+	expiries := []time.Time{{}, base.Add(-time.Minute), base.Add(5 * time.Minute), base.Add(20 * time.Minute)}
+	n := 0
+	for _, s := range sessions {
+		for _, sess := range []string{"", "s"} {
+			if s != nil && sess == "" {
+				continue
+			}
+			for _, exp := range expiries {
+				for _, keep := range []bool{false, true} {
+					for _, attached := range []bool{false, true} {
+						e := &reaper.Entry{Provider: "e2b", ID: "x", State: reaper.StateActive, Session: sess,
+							RegisteredAt: base.Add(-3 * time.Hour), ExpiresAt: exp, Keep: keep, Attached: attached}
+						due := reaper.DueAt(e, s)
+						for off := -2 * time.Hour; off <= 2*time.Hour; off += time.Minute {
+							now := base.Add(off)
+							if s != nil && (now.Before(s.LastHeartbeat) || s.Ended() && now.Before(s.EndedAt)) {
+								continue // a session record is never from the future
+							}
+							d := reaper.Decide(e, s, now)
+							acts := d.Action == reaper.ActionClose || d.Action == reaper.ActionRelease
+							leaseEnded := s != nil && !s.Ended() && !s.Deadline().IsZero() && !now.Before(s.Deadline())
+							want := !keep && (!due.IsZero() && !now.Before(due) || leaseEnded)
+							if acts != want {
+								t.Fatalf("entry %+v, session %+v, at %v: Decide = %v, but DueAt = %v (lease ended %v)",
+									e, s, off, d.Action, due, leaseEnded)
+							}
+							n++
+						}
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d cases", n)
+}
+
+func TestDueAtOfClosingEntries(t *testing.T) {
+	base := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		e    reaper.Entry
+		want time.Time
+	}{
+		{"next attempt set", reaper.Entry{State: reaper.StateClosing, ClosingSince: base, NextAttemptAt: base.Add(time.Minute)}, base.Add(time.Minute)},
+		{"no next attempt: at once", reaper.Entry{State: reaper.StateClosing, ClosingSince: base}, base},
+		{"held by a daemon: not due", reaper.Entry{State: reaper.StateClosing, ClosingSince: base, InFlight: true}, time.Time{}},
+		{"closed", reaper.Entry{State: reaper.StateClosed, ExpiresAt: base}, time.Time{}},
+		{"released", reaper.Entry{State: reaper.StateReleased, ExpiresAt: base}, time.Time{}},
+	}
+	for _, tt := range tests {
+		if got := reaper.DueAt(&tt.e, nil); !got.Equal(tt.want) {
+			t.Errorf("%s: DueAt = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestValidateID(t *testing.T) {
+	tests := []struct {
+		id string
+		ok bool
+	}{
+		{"7f3c2a", true}, {"sbx_1.a:b-c", true}, {"a.b", true}, {"...", true},
+		{"", false}, {".", false}, {"..", false}, {"a/b", false}, {"a b", false}, {"a\tb", false},
+		{"a\x00b", false}, {"a\nb", false}, {"é", false},
+	}
+	for _, tt := range tests {
+		err := reaper.ValidateID("sandbox id", tt.id)
+		if (err == nil) != tt.ok {
+			t.Errorf("ValidateID(%q) = %v, want ok=%v", tt.id, err, tt.ok)
+		}
+		if err != nil && reaper.ErrorCode(err) != reaper.EINVALID {
+			t.Errorf("ValidateID(%q) code = %s, want invalid", tt.id, reaper.ErrorCode(err))
+		}
+	}
+}
