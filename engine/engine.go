@@ -36,9 +36,13 @@ const (
 	// full, before the loop looks at it again.
 	parkDelay = 5 * time.Second
 	// ledgerRetryMin and ledgerRetryMax bound the backoff of the loop and
-	// the workers while the ledger cannot be written.
+	// the workers while the ledger cannot be written: a failed attempt
+	// costs little, and a freed disk is used within seconds.
 	ledgerRetryMin = 100 * time.Millisecond
-	ledgerRetryMax = 30 * time.Second
+	ledgerRetryMax = 10 * time.Second
+	// failureLogEvery is how often a failure that persists at the longest
+	// backoff is logged again.
+	failureLogEvery = time.Minute
 	// stuckWait is the least the loop waits when due items make no
 	// progress (a bug), so that it never spins.
 	stuckWait = time.Second
@@ -165,6 +169,7 @@ type Engine struct {
 	mu                   sync.Mutex // guards seen and lastPassErr
 	seen                 map[string]map[string]struct{}
 	lastPassErr          error
+	lastPassLog          time.Time
 	lastAliveErr         atomic.Bool
 	quarantinedSinceOpen atomic.Int64
 }

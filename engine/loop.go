@@ -190,8 +190,15 @@ func (e *Engine) passFailed(err error, n int, wait time.Duration) {
 		m.PassErrors.Inc()
 	}
 	// The backoff doubles at each failure until it reaches its cap: log
-	// at each step, then once per minute or so.
-	if wait < ledgerRetryMax || n%2 == 0 {
+	// at each step, then once per failureLogEvery.
+	now := e.clock.Now()
+	e.mu.Lock()
+	log := n == 1 || wait < ledgerRetryMax || now.Sub(e.lastPassLog) >= failureLogEvery
+	if log {
+		e.lastPassLog = now
+	}
+	e.mu.Unlock()
+	if log {
 		e.logger().Error("engine pass failed; nothing is reaped until it succeeds", LogErr, err, LogRetryIn, wait,
 			"failed_passes", n)
 	}

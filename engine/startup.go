@@ -115,14 +115,7 @@ func (e *Engine) stampAlive(t clockwork.Ticker) {
 			e.logger().Error("stamp the ledger as alive", LogErr, err)
 		case err == nil && e.lastAliveErr.Swap(false):
 			e.logger().Info("the ledger can be written again")
-			e.Wake() // the loop may be waiting out a long backoff
-		case err == nil:
-			e.mu.Lock()
-			failing := e.lastPassErr != nil
-			e.mu.Unlock()
-			if failing {
-				e.Wake()
-			}
+			e.Wake() // the loop may be waiting out its backoff
 		}
 	}
 }

@@ -170,6 +170,14 @@ func (m *Main) serve(ctx context.Context, o serveOptions) error {
 	}
 	defer os.Remove(socketPath)
 
+	// alive reports whether the ledger answers reads: the watchdog's check.
+	// A ledger that cannot be written (a full disk) is alive: the daemon
+	// backs off and recovers in place, and a restart would not help.
+	alive := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return db.View(ctx, func(reaper.Tx) error { return nil })
+	}
 	st := &daemonState{cfg: cfg}
 	startedAt := time.Now().UTC()
 	srv := &api.Server{
@@ -183,9 +191,7 @@ func (m *Main) serve(ctx context.Context, o serveOptions) error {
 				Enabled: st.enabled, Disabled: st.disabled, StartedAt: startedAt}
 		},
 		Ready: func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			if err := db.View(ctx, func(reaper.Tx) error { return nil }); err != nil {
+			if err := alive(); err != nil {
 				return err
 			}
 			return eng.Health()
@@ -213,8 +219,15 @@ func (m *Main) serve(ctx context.Context, o serveOptions) error {
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- httpSrv.Serve(ln) }()
 
-	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
-	stopWatchdog := startWatchdog(logger, srv.Ready)
+	// Ready once the engine has prepared the ledger (lease grace, resumed
+	// closes): until then nothing would be reaped. The API answers already.
+	select {
+	case <-eng.Started():
+		_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+	case <-ctx.Done():
+	case <-eng.Stopped():
+	}
+	stopWatchdog := startWatchdog(logger, alive)
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
