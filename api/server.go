@@ -9,8 +9,13 @@
 //	{"error": {"code": "invalid", "message": "ttl: invalid duration \"5x\": use a value such as \"30m\""}}
 //
 // with a stable code (see the E* constants in package reaper) and a status
-// from a single table (StatusCode). The caller's uid comes from the socket's
-// peer credentials and is recorded as the owner of what it registers.
+// from a single table (StatusCode). The caller's uid and groups come from the
+// socket's peer credentials (ConnContext); the uid is recorded as the owner
+// of what it registers. The server depends on reaper.Service only.
+//
+// The files follow the concerns: server.go (routing, the error table),
+// decode.go (strict request decoding), sandboxes.go, sessions.go, ops.go
+// (sweep, discovery, audit, status, health), peercred.go.
 //
 // # Caveats
 //

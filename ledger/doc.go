@@ -13,20 +13,28 @@
 // once, and each caller returns only after that commit. Durability is never
 // traded for throughput; throughput comes from sharing the fsync.
 //
-// The file holds these buckets:
+// The file holds these buckets (schema version 2):
 //
-//	meta             schema version
+//	meta             schema version; the daemon's alive stamp
 //	entries          PROVIDER/ID → entry (JSON)
 //	sessions         session id → session (JSON)
 //	session_entries  session id NUL PROVIDER/ID → ∅
-//	deadlines        be64(unix ns) kind key → ∅   (entry expiry or retry; session lease end or end)
+//	deadlines        be64(unix ns) kind key → ∅   (entry at reaper.DueAt; live session at its lease end)
 //	processes        session id → ∅               (live sessions with a pid)
-//	retire           be64(unix ns) kind key → ∅   (final entries and settled sessions, for pruning)
+//	closing          PROVIDER/ID → ∅              (entries in state closing)
+//	in_flight        PROVIDER/ID → ∅              (closing entries a running daemon holds)
+//	retire           be64(unix ns) kind key → ∅   (final entries; sessions that may be pruned)
+//	quarantine       be64(unix ns) kind key → {reason, raw}  (undecodable records moved aside)
 //	audit            be64(unix ns) be64(seq) → event (JSON)
 //
 // The deadlines index makes selecting due entries cost O(due) rather than
 // O(ledger): a cursor seeks to the start and stops at the first deadline in
-// the future.
+// the future. An entry is indexed at reaper.DueAt(entry, its session), so
+// that its session's end is reflected in it: PutEntry reads the session, and
+// PutSession re-indexes the session's entries when the session ends.
+//
+// A version 1 ledger is migrated when it is opened: the indexes are rebuilt
+// from the entries and sessions in one transaction.
 //
 // # Caveats
 //
@@ -34,8 +42,14 @@
 // etcd runs it): commits write fewer pages, and opening the ledger rebuilds
 // the free list by scanning the file, which takes longer the larger it is.
 //
-// An Update function may run more than once when a transaction it was
-// batched with fails, so it must not have side effects outside the
-// transaction. A function that returns an error or panics is removed from
-// the batch and the rest are committed without it.
+// An Update function may run more than once when another function of its
+// batch fails after writing, so it must not have side effects outside the
+// transaction. A function that returns an error before its first write
+// costs the others nothing; one that fails or panics after writing is
+// removed from the batch and the rest are run again without it.
+//
+// A commit that fails (a full disk, an I/O error) is returned as a
+// reaper.Error with code EUNAVAILABLE naming the cause, and WriteError
+// reports it until a commit succeeds. bbolt rolls the transaction back; the
+// same DB works again once the cause is gone.
 package ledger
