@@ -36,3 +36,33 @@ func (c timeoutCtx) Err() error {
 	}
 	return err
 }
+
+// resetAt sets t to fire at the instant at on clock. A timer takes a
+// duration, so on a fake clock an Advance between reading the time and the
+// Reset would make it fire later than at; the reset is repeated until the
+// clock did not move across it. (On the real clock, one Reset: the gap is
+// microseconds.)
+func resetAt(clock clockwork.Clock, t clockwork.Timer, at time.Time) {
+	stopTimer(t)
+	if _, fake := clock.(*clockwork.FakeClock); !fake {
+		t.Reset(at.Sub(clock.Now()))
+		return
+	}
+	for {
+		now := clock.Now()
+		t.Reset(at.Sub(now))
+		if clock.Now().Equal(now) {
+			return
+		}
+	}
+}
+
+// stopTimer stops t and drains a value it may already have sent.
+func stopTimer(t clockwork.Timer) {
+	if !t.Stop() {
+		select {
+		case <-t.Chan():
+		default:
+		}
+	}
+}

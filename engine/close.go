@@ -143,6 +143,9 @@ func (e *Engine) runJob(q *closeQueue, j *job) reaper.SweepItem {
 
 	recovered := q.observe(callErr, e.now(), e.minBackoff(), e.maxBackoff())
 	item = e.finish(q, att, callErr, took)
+	if callErr != nil {
+		e.wakeBy(q.probeAt()) // the loop probes a failing provider
+	}
 	if callErr == nil && (recovered || j.probe) {
 		go e.recoverProvider(q.name, "a close succeeded")
 	}
@@ -156,7 +159,7 @@ func (e *Engine) waitTurn(q *closeQueue) bool {
 	for {
 		now := e.clock.Now()
 		if until := q.pause(); now.Before(until) {
-			if !e.sleep(e.workCtx, until.Sub(now)) {
+			if !e.sleepUntil(e.workCtx, until) {
 				return false
 			}
 			continue
@@ -169,7 +172,7 @@ func (e *Engine) waitTurn(q *closeQueue) bool {
 		if !r.OK() {
 			return e.workCtx.Err() == nil
 		}
-		if d := r.DelayFrom(now); d > 0 && !e.sleep(e.workCtx, d) {
+		if d := r.DelayFrom(now); d > 0 && !e.sleepUntil(e.workCtx, now.Add(d)) {
 			r.CancelAt(e.clock.Now())
 			return false
 		}
@@ -231,7 +234,7 @@ func (e *Engine) retryLedger(ctx context.Context, what string, op func() error) 
 		if isPowerOfTwo(n) {
 			e.logger().Error(what+": the ledger cannot be written; retrying", LogErr, err, LogRetryIn, wait)
 		}
-		if !e.sleep(ctx, wait) {
+		if !e.sleepUntil(ctx, e.clock.Now().Add(wait)) {
 			return err
 		}
 	}

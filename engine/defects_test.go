@@ -97,6 +97,10 @@ func TestFailingPassBacksOffAndRecovers(t *testing.T) {
 	// Each backoff step is one more attempt and one more log line: 100ms,
 	// 200ms, 400ms, 800ms.
 	for step := 100 * time.Millisecond; step <= 800*time.Millisecond; step *= 2 {
+		// The loop is asleep on its backoff timer, set to the step.
+		wake := h.clock.Now().Add(step)
+		eventually(t, 5*time.Second, func() bool { return engine.NextWake(h.eng).Equal(wake) },
+			func() string { return fmt.Sprintf("the loop to sleep until %v; it sleeps until %v", wake, engine.NextWake(h.eng)) })
 		before := store.updates.Load()
 		h.clock.Advance(step)
 		eventually(t, 5*time.Second, func() bool { return store.updates.Load() > before }, func() string { return "the next attempt" })

@@ -46,6 +46,9 @@ const (
 	// stuckWait is the least the loop waits when due items make no
 	// progress (a bug), so that it never spins.
 	stuckWait = time.Second
+	// probeEvery is how often the loop probes a provider whose calls fail
+	// for a provider-wide reason, with one of its backed-off closes.
+	probeEvery = 15 * time.Second
 	// pruneChunk is how many items one prune transaction deletes.
 	pruneChunk = 1000
 	// recoverChunk is how many backed-off closes one recovery transaction
@@ -258,14 +261,15 @@ func (e *Engine) jitter() float64 {
 	return rand.Float64()
 }
 
-// sleep waits d on the engine's clock, or until ctx ends; it reports
-// whether the whole wait passed.
-func (e *Engine) sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
+// sleepUntil waits until the instant at on the engine's clock, or until
+// ctx ends; it reports whether the whole wait passed.
+func (e *Engine) sleepUntil(ctx context.Context, at time.Time) bool {
+	if !at.After(e.clock.Now()) {
 		return ctx.Err() == nil
 	}
-	t := e.clock.NewTimer(d)
+	t := e.clock.NewTimer(time.Hour)
 	defer t.Stop()
+	resetAt(e.clock, t, at)
 	select {
 	case <-t.Chan():
 		return true

@@ -558,8 +558,8 @@ func TestPassPanicRecovered(t *testing.T) {
 		t.Fatalf("Sweep with a panicking store = %v, want an internal error", err)
 	}
 	ps.armed.Store(false)
-	h.clock.Advance(30 * time.Second) // past the pass backoff
-	h.waitState("fake/a", reaper.StateClosed)
+	h.advanceUntil(time.Second, func() bool { return h.entry("fake/a").State == reaper.StateClosed },
+		"the entry to be closed once the store works again")
 }
 
 // TestTriggerSweepNeverPilesUp checks the guard that replaces cron's
@@ -588,4 +588,76 @@ func TestTriggerSweepNeverPilesUp(t *testing.T) {
 	}
 	close(block)
 	eventually(t, 5*time.Second, func() bool { return h.eng.TriggerSweep() }, func() string { return "TriggerSweep accepted again" })
+}
+
+// A provider that fails for a provider-wide reason is probed by the loop
+// every 15s with one of its backed-off closes; when the probe succeeds, the
+// rest are retried at once rather than after their own backoff.
+func TestFailingProviderIsProbedAndRecovers(t *testing.T) {
+	h := newHarness(t, func(e *engine.Engine) { e.MinBackoff = 10 * time.Minute })
+	var down atomic.Bool
+	down.Store(true)
+	h.prov.setClose(func(context.Context, string) error {
+		if down.Load() {
+			return &reaper.ProviderError{Provider: "fake", Op: "close", Kind: reaper.ErrTransient, StatusCode: 503}
+		}
+		return nil
+	})
+	h.start()
+	for _, id := range []string{"a", "b", "c"} {
+		h.register(reaper.RegisterRequest{ID: id, TTL: reaper.Duration(time.Minute)})
+	}
+	h.clock.Advance(time.Minute)
+	eventually(t, 5*time.Second, func() bool {
+		for _, k := range []string{"fake/a", "fake/b", "fake/c"} {
+			if e := h.entry(k); e.Attempts != 1 || e.InFlight {
+				return false
+			}
+		}
+		return true
+	}, func() string { return "three failed attempts" })
+	if st, _ := h.eng.Status(context.Background()); !strings.Contains(st.Providers["fake"].LastError, "503") {
+		t.Fatalf("status last error = %q, want the failure", st.Providers["fake"].LastError)
+	}
+	down.Store(false)
+	// Once the queue is idle, one probe interval later the loop probes.
+	eventually(t, 5*time.Second, func() bool {
+		st, _ := h.eng.Status(context.Background())
+		return st.Providers["fake"].Queued == 0 && st.Providers["fake"].Running == 0
+	}, func() string { return "the close queue to be idle" })
+	h.clock.Advance(15 * time.Second) // each close's own backoff is 5m
+	// The probe succeeded: the other two are retried without waiting.
+	for _, k := range []string{"fake/a", "fake/b", "fake/c"} {
+		if e := h.waitState(k, reaper.StateClosed); e.Attempts != 2 {
+			t.Errorf("%s closed after %d attempts, want 2", k, e.Attempts)
+		}
+	}
+	if st, _ := h.eng.Status(context.Background()); st.Providers["fake"].LastError != "" {
+		t.Fatalf("status last error = %q after recovery, want none", st.Providers["fake"].LastError)
+	}
+}
+
+// After a restart the engine knows nothing of a provider's health: its
+// first pass probes, so closes that backed off before the stop are not left
+// waiting when the provider answers.
+func TestFirstPassAfterStartProbes(t *testing.T) {
+	h := newHarness(t, func(e *engine.Engine) { e.MinBackoff = 10 * time.Minute })
+	h.prov.setClose(func(context.Context, string) error {
+		return &reaper.ProviderError{Provider: "fake", Op: "close", Kind: reaper.ErrTransient}
+	})
+	h.start()
+	h.register(reaper.RegisterRequest{ID: "a", TTL: reaper.Duration(time.Minute)})
+	h.register(reaper.RegisterRequest{ID: "b", TTL: reaper.Duration(time.Minute)})
+	h.clock.Advance(time.Minute)
+	eventually(t, 5*time.Second, func() bool {
+		return h.entry("fake/a").Attempts == 1 && !h.entry("fake/a").InFlight && h.entry("fake/b").Attempts == 1 && !h.entry("fake/b").InFlight
+	}, func() string { return "both closes to fail once" })
+	h.shutdown()
+	h2 := newHarnessOn(t, h.db, h.clock) // the provider answers again
+	h2.start()
+	h2.waitState("fake/a", reaper.StateClosed)
+	h2.waitState("fake/b", reaper.StateClosed)
+	if h2.clock.Since(t0.Add(time.Minute)) > 0 {
+		t.Fatal("the clock moved: the closes waited for something")
+	}
 }

@@ -228,6 +228,20 @@ func (h *harness) waitState(key string, want reaper.State) *reaper.Entry {
 	return e
 }
 
+// advanceUntil moves the fake clock on by step, again and again, until cond
+// holds: for waits whose length the engine picks (its backoffs).
+func (h *harness) advanceUntil(step time.Duration, cond func() bool, what string) {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting for %s", what)
+		}
+		h.clock.Advance(step)
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 func kinds(evs []reaper.AuditEvent, key string) []reaper.EventKind {
 	var out []reaper.EventKind
 	for _, ev := range evs {

@@ -106,6 +106,7 @@ type sweepReply struct {
 func (e *Engine) loop(ctx context.Context, timer clockwork.Timer) {
 	defer timer.Stop()
 	failures, idle := 0, 0
+	first := true
 	for {
 		var req *sweepRequest
 		select {
@@ -118,7 +119,11 @@ func (e *Engine) loop(ctx context.Context, timer clockwork.Timer) {
 		// Unknown while the pass reads the next deadline, so that a
 		// deadline committed meanwhile always wakes the loop (wakeBy).
 		e.scheduled.Store(0)
-		res, err := e.safePass(ctx, req != nil)
+		// The first pass after a start probes every provider: this process
+		// knows nothing yet of their health, and closes may wait out a
+		// backoff from before the stop.
+		res, err := e.safePass(ctx, req != nil || first, req != nil)
+		first = first && err != nil
 		if req != nil {
 			req.reply <- sweepReply{res: res, err: err}
 		}
@@ -136,13 +141,7 @@ func (e *Engine) loop(ctx context.Context, timer clockwork.Timer) {
 			failures = 0
 			wait, idle = e.nextWait(res, now, idle)
 		}
-		if !timer.Stop() {
-			select {
-			case <-timer.Chan():
-			default:
-			}
-		}
-		timer.Reset(wait)
+		resetAt(e.clock, timer, now.Add(wait))
 		e.scheduled.Store(now.Add(wait).UnixNano())
 	}
 }
@@ -163,10 +162,16 @@ func (e *Engine) nextWait(res *passResult, now time.Time, idle int) (time.Durati
 	switch {
 	case res.more && progress:
 		return 0, 0
-	case res.next.IsZero():
-		return maxIdle, 0
 	}
-	wait := min(res.next.Sub(now), maxIdle)
+	wait := maxIdle
+	if !res.next.IsZero() {
+		wait = min(res.next.Sub(now), maxIdle)
+	}
+	for _, q := range e.providers.allQueues() {
+		if at := q.probeAt(); !at.IsZero() {
+			wait = min(wait, max(at.Sub(now), time.Millisecond))
+		}
+	}
 	if wait > 0 {
 		return wait, 0
 	}
@@ -211,14 +216,14 @@ func (e *Engine) setPassErr(err error) {
 }
 
 // safePass runs one pass, recovering a panic so that the loop survives it.
-func (e *Engine) safePass(ctx context.Context, sweep bool) (res *passResult, err error) {
+func (e *Engine) safePass(ctx context.Context, full, sweep bool) (res *passResult, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			e.panicked("engine pass", p)
 			res, err = nil, reaper.Errorf(reaper.EINTERNAL, "sweep failed: internal error (see the daemon's log)")
 		}
 	}()
-	return e.pass(ctx, sweep, sweep)
+	return e.pass(ctx, full, sweep)
 }
 
 // shutdown stops the workers, letting calls in flight finish within
@@ -234,7 +239,8 @@ func (e *Engine) shutdown() {
 	}
 	done := make(chan struct{})
 	go func() { e.workers.Wait(); close(done) }()
-	t := e.clock.NewTimer(e.shutdownGrace())
+	t := e.clock.NewTimer(time.Hour)
+	resetAt(e.clock, t, e.clock.Now().Add(e.shutdownGrace()))
 	select {
 	case <-done:
 	case <-t.Chan():

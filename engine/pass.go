@@ -28,9 +28,11 @@ type passResult struct {
 
 // pass selects the due items, commits their transitions in one transaction
 // (re-reading each entry, so keep and attached are checked at that instant)
-// and hands the closes it claimed to their providers' queues. A full pass
-// first makes one backed-off close due per idle failing provider (a probe).
-// With sweep set, the claimed jobs carry a channel for their outcome.
+// and hands the closes it claimed to their providers' queues. A pass first
+// probes: for each idle provider due for a probe (every probeEvery while its
+// calls fail; every provider in a full pass), it makes the backed-off close
+// that is next in line due now. With sweep set, the claimed jobs carry a
+// channel for their outcome.
 func (e *Engine) pass(ctx context.Context, full, sweep bool) (*passResult, error) {
 	start := time.Now()
 	now := e.now()
@@ -42,19 +44,16 @@ func (e *Engine) pass(ctx context.Context, full, sweep bool) (*passResult, error
 		m.Passes.WithLabelValues(kind).Inc()
 		defer func() { m.PassDuration.Observe(time.Since(start).Seconds()) }()
 	}
-	var probes map[string]bool
-	if full {
-		var err error
-		if probes, err = e.probe(ctx, now); err != nil {
-			return nil, fmt.Errorf("probe failing providers: %w", err)
-		}
+	probes, err := e.probe(ctx, now, full)
+	if err != nil {
+		return nil, fmt.Errorf("probe failing providers: %w", err)
 	}
 
 	// Most wake-ups find nothing due: look on a read transaction first, so
 	// that they cost no write and no fsync.
 	var anyDue bool
 	var next time.Time
-	err := e.view(ctx, func(tx reaper.Tx) error {
+	err = e.view(ctx, func(tx reaper.Tx) error {
 		due, err := tx.Due(now, 1)
 		if err != nil {
 			return err
@@ -337,16 +336,36 @@ func activeEntries(tx reaper.Tx, session string) ([]*reaper.Entry, error) {
 	return out, nil
 }
 
-// probe makes, for each idle provider that is not paused, the backed-off
-// close that is next in line due now, when it waits because of a
-// provider-wide failure. Its outcome tells whether the provider answers
-// again; a success makes the rest due at once. It returns the keys probed.
-func (e *Engine) probe(ctx context.Context, now time.Time) (map[string]bool, error) {
+// probe makes, for each idle provider that is not paused and is due for a
+// probe (all of them when full), the backed-off close that is next in line
+// due now, when it waits because of a provider-wide failure. Its outcome
+// tells whether the provider answers again; a success makes the rest due at
+// once. It returns the keys probed.
+func (e *Engine) probe(ctx context.Context, now time.Time, full bool) (map[string]bool, error) {
 	var names []string
+	queues := map[string]*closeQueue{}
 	for _, q := range e.providers.allQueues() {
-		if e.providers.isEnabled(q.name) && q.idle() && !now.Before(q.pause()) {
-			names = append(names, q.name)
+		if !e.providers.isEnabled(q.name) {
+			continue
 		}
+		at := q.probeAt()
+		if !full && (at.IsZero() || now.Before(at)) {
+			continue
+		}
+		if until := q.pause(); now.Before(until) {
+			if !at.IsZero() {
+				q.postponeProbe(until) // probe when the pause ends
+			}
+			continue
+		}
+		if !q.idle() {
+			if !at.IsZero() {
+				q.postponeProbe(now.Add(time.Second)) // its own calls may tell first
+			}
+			continue
+		}
+		names = append(names, q.name)
+		queues[q.name] = q
 	}
 	if len(names) == 0 {
 		return nil, nil
@@ -371,8 +390,15 @@ func (e *Engine) probe(ctx context.Context, now time.Time) (map[string]bool, err
 		}
 		return nil
 	})
-	if err != nil || len(cands) == 0 {
+	if err != nil {
 		return nil, err
+	}
+	for name, q := range queues {
+		_, found := cands[name]
+		q.probed(now, found)
+	}
+	if len(cands) == 0 {
+		return nil, nil
 	}
 	probes := map[string]bool{}
 	err = e.update(ctx, func(tx reaper.Tx) error {

@@ -24,6 +24,7 @@ func (e *Engine) watchProcesses(t clockwork.Timer) {
 		case <-t.Chan():
 		case <-e.pidWatch:
 		}
+		checked := e.clock.Now()
 		var live int
 		var err error
 		e.safely("process watcher", func() { live, err = e.checkProcesses(e.workCtx) })
@@ -43,13 +44,7 @@ func (e *Engine) watchProcesses(t clockwork.Timer) {
 		default:
 			failures = 0
 		}
-		if !t.Stop() {
-			select {
-			case <-t.Chan():
-			default:
-			}
-		}
-		t.Reset(wait)
+		resetAt(e.clock, t, checked.Add(wait))
 	}
 }
 

@@ -43,6 +43,13 @@ type closeQueue struct {
 	// one succeeds; lastErr is that failure.
 	failing bool
 	lastErr string
+	// probeWanted is set by a provider-wide failure and cleared by a
+	// probe that finds nothing to probe; nextProbe is when the loop probes.
+	probeWanted bool
+	nextProbe   time.Time
+	// unauthorized is set when the last failure refused the credentials:
+	// only an operator fixes that, so probes come less often.
+	unauthorized bool
 }
 
 func newCloseQueue(name string, limit int) *closeQueue {
@@ -170,7 +177,11 @@ func (q *closeQueue) observe(err error, now time.Time, minPause, maxPause time.D
 		return recovered
 	}
 	if providerWide(reaper.ErrorClass(err)) {
-		q.failing, q.lastErr = true, err.Error()
+		q.unauthorized = errors.Is(err, reaper.ErrUnauthorized)
+		if !q.probeWanted {
+			q.nextProbe = now.Add(q.probeInterval())
+		}
+		q.failing, q.lastErr, q.probeWanted = true, err.Error(), true
 	}
 	if errors.Is(err, reaper.ErrRateLimited) {
 		d, ok := reaper.RetryAfter(err)
@@ -182,6 +193,45 @@ func (q *closeQueue) observe(err error, now time.Time, minPause, maxPause time.D
 		}
 	}
 	return false
+}
+
+// probeInterval is how often a failing provider is probed: probeEvery, or
+// every minute while its credentials are refused (only an operator fixes
+// that). Callers hold q.mu.
+func (q *closeQueue) probeInterval() time.Duration {
+	if q.unauthorized {
+		return max(probeEvery, time.Minute)
+	}
+	return probeEvery
+}
+
+// probeAt returns when the loop should next probe the provider (zero: no
+// probe is wanted).
+func (q *closeQueue) probeAt() time.Time {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.probeWanted {
+		return time.Time{}
+	}
+	return q.nextProbe
+}
+
+// probed records a probe at now; found says whether there was a close to
+// probe with (without one, none is wanted until the next failure).
+func (q *closeQueue) probed(now time.Time, found bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.nextProbe = now.Add(q.probeInterval())
+	if !found {
+		q.probeWanted = false
+	}
+}
+
+// postponeProbe moves a wanted probe to at.
+func (q *closeQueue) postponeProbe(at time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.nextProbe = at
 }
 
 func (q *closeQueue) status() reaper.ProviderStatus {

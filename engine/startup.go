@@ -67,7 +67,7 @@ func (e *Engine) startup(ctx context.Context) bool {
 		if isPowerOfTwo(n) {
 			e.logger().Error("prepare the ledger at start; nothing is reaped until this succeeds", LogErr, err, LogRetryIn, wait)
 		}
-		if !e.sleep(ctx, wait) {
+		if !e.sleepUntil(ctx, e.clock.Now().Add(wait)) {
 			return false
 		}
 	}

@@ -81,6 +81,8 @@ type Request struct {
 	NextToken string
 	// Status is the status code the fake answered with; 0 while hung.
 	Status int
+	// Time is when the fake received the request.
+	Time time.Time
 }
 
 // Server is a running fake. It is safe for concurrent use.
@@ -254,10 +256,11 @@ func (w *statusRecorder) Write(b []byte) (int, error) {
 
 func (s *Server) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now()
 		s.mu.Lock()
 		idx := len(s.requests)
 		s.requests = append(s.requests, Request{
-			Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), RawQuery: r.URL.RawQuery,
+			Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), RawQuery: r.URL.RawQuery, Time: now,
 		})
 		f := s.failure
 		s.mu.Unlock()
