@@ -100,7 +100,9 @@ func TestFailingPassBacksOffAndRecovers(t *testing.T) {
 		// The loop is asleep on its backoff timer, set to the step.
 		wake := h.clock.Now().Add(step)
 		eventually(t, 5*time.Second, func() bool { return engine.NextWake(h.eng).Equal(wake) },
-			func() string { return fmt.Sprintf("the loop to sleep until %v; it sleeps until %v", wake, engine.NextWake(h.eng)) })
+			func() string {
+				return fmt.Sprintf("the loop to sleep until %v; it sleeps until %v", wake, engine.NextWake(h.eng))
+			})
 		before := store.updates.Load()
 		h.clock.Advance(step)
 		eventually(t, 5*time.Second, func() bool { return store.updates.Load() > before }, func() string { return "the next attempt" })
