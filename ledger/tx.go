@@ -360,13 +360,13 @@ func (t *tx) Due(now time.Time, limit int) ([]reaper.DueItem, error) {
 	end := timeKey(now)
 	c := t.bucket(bucketDeadlines).Cursor()
 	for k, _ := c.First(); k != nil && (limit <= 0 || len(items) < limit); k, _ = c.Next() {
-		at, kind, key, ok := parseIndexKey(k)
-		if !ok {
+		if len(k) < 9 {
 			continue // malformed: never written by this package
 		}
-		if timeKey(at) > end {
+		if binary.BigEndian.Uint64(k) > end {
 			break
 		}
+		at, kind, key, _ := parseIndexKey(k)
 		items = append(items, reaper.DueItem{At: at, Kind: kind, Key: key})
 	}
 	return items, nil
