@@ -260,9 +260,11 @@ func TestGracefulStopAndCrashResume(t *testing.T) {
 	id := fake.Create(nil, time.Now())
 	fake.Fail(providertest.Failure{Kind: providertest.FailHang})
 	d.mustCLI("register", "e2b/"+id, "--ttl", "1s")
-	eventually(t, 10*time.Second, "the close to be in flight", func() bool {
+	// In flight is not enough: the close may still wait in its queue. The
+	// first attempt is committed just before the call is sent.
+	eventually(t, 10*time.Second, "the first close attempt to be in flight", func() bool {
 		e := listJSON(t, d)["e2b/"+id]
-		return e.State == reaper.StateClosing && e.InFlight
+		return e.State == reaper.StateClosing && e.InFlight && e.Attempts == 1
 	})
 
 	// (1) crash mid-close
