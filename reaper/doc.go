@@ -51,5 +51,8 @@
 // results. Logs, metrics and notifications happen after Update returns.
 //
 // A ledger record that cannot be decoded (ErrCorrupt) is quarantined, not
-// acted on: its sandbox is left alone, since its tags cannot be read.
+// acted on: an entry's sandbox is left alone, since its tags cannot be
+// read. A quarantined session counts as missing, which the policy treats
+// as ended: its entries, whose own keep and attached tags are intact, are
+// closed or released as for any ended session.
 package reaper
