@@ -23,6 +23,14 @@ func (e *Engine) startWorkers() {
 			e.workers.Add(1)
 			go e.worker(q)
 		}
+		q.mu.Lock()
+		start := !q.observing
+		q.observing = true
+		q.mu.Unlock()
+		if start {
+			e.workers.Add(1)
+			go e.observer(q)
+		}
 	}
 }
 
@@ -211,7 +219,7 @@ func (e *Engine) beginAttempt(key string) (*reaper.Entry, error) {
 				return nil
 			}
 			ent.Attempts++
-			ent.LastAttemptAt = e.now()
+			ent.LastAttemptAt, ent.NotFoundAt = e.now(), time.Time{}
 			if err := tx.PutEntry(ent); err != nil {
 				return err
 			}
@@ -288,10 +296,10 @@ func (e *Engine) finish(q *closeQueue, att *reaper.Entry, callErr error, took ti
 	item := reaper.SweepItem{Key: key, Session: att.Session, Reason: att.CloseReason, Action: "close"}
 	var retryIn time.Duration
 	var retryAt time.Time
-	var stale bool
+	var stale, notFound bool
 	err := e.retryLedger(e.callCtx, "record a close outcome", func() error {
 		return e.update(context.Background(), func(tx reaper.Tx) error {
-			stale, retryAt = false, time.Time{}
+			stale, retryAt, notFound = false, time.Time{}, false
 			now := e.now()
 			ent, err := tx.Entry(key)
 			if err != nil {
@@ -302,6 +310,21 @@ func (e *Engine) finish(q *closeQueue, att *reaper.Entry, callErr error, took ti
 				return nil
 			}
 			ent.InFlight = false
+			if errors.Is(callErr, reaper.ErrNotFound) {
+				// A claim, not proof: the listing decides (observe.go).
+				// Meanwhile the close waits out its backoff, and is
+				// retried if no listing decides first.
+				retryIn = Backoff(ent.Attempts, e.minBackoff(), e.maxBackoff(), callErr, e.jitter())
+				ent.NotFoundAt, ent.NextAttemptAt = now, now.Add(retryIn)
+				ent.LastError, ent.ErrorClass = callErr.Error()+"; confirming with the provider's listing", class
+				retryAt, notFound = ent.NextAttemptAt, true
+				if err := tx.PutEntry(ent); err != nil {
+					return err
+				}
+				return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventCloseFailed, Key: key, Session: ent.Session,
+					Reason: ent.CloseReason, ErrorClass: class, Error: callErr.Error(),
+					Detail: fmt.Sprintf("attempt %d answered not found; confirming with the provider's listing", ent.Attempts)})
+			}
 			if callErr == nil {
 				ent.State, ent.ClosedAt, ent.NextAttemptAt = reaper.StateClosed, now, time.Time{}
 				ent.LastError, ent.ErrorClass = "", ""
@@ -337,6 +360,11 @@ func (e *Engine) finish(q *closeQueue, att *reaper.Entry, callErr error, took ti
 	case stale:
 		log.Info("close outcome ignored: the entry changed meanwhile", LogErr, callErr)
 		item.Result = "ignored"
+	case notFound:
+		log.Info("the provider answered not found; confirming with its listing", LogRetryIn, retryIn)
+		item.Result, item.Error = string(reaper.StateClosing), callErr.Error()
+		e.wantListing(att.Provider, e.clock.Now().Add(confirmDelay), confirmDelay)
+		e.wakeBy(retryAt)
 	case callErr == nil:
 		log.Info("sandbox closed", LogReason, att.CloseReason, LogDuration, took)
 		if m := e.Metrics; m != nil {

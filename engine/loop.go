@@ -39,6 +39,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	e.updateProviderMetrics()
 	e.startWorkers()
+	// One listing per provider soon after the start: it verifies what was
+	// registered while no daemon ran and decides pending not-founds.
+	for _, name := range e.providers.enabledNames() {
+		e.wantListing(name, e.clock.Now().Add(verifyDelay), 0)
+	}
 	// The timers exist before Started returns, so that a clock moved right
 	// after it is seen by every goroutine.
 	procTimer, aliveTicker := e.clock.NewTimer(0), e.clock.NewTicker(e.aliveInterval())

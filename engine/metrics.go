@@ -27,6 +27,8 @@ type Metrics struct {
 	Recoveries     *prometheus.CounterVec // provider
 	QueueLength    *prometheus.GaugeVec   // provider
 	ProviderPaused *prometheus.GaugeVec   // provider
+	Contradictions *prometheus.CounterVec // provider
+	Unverified     *prometheus.GaugeVec   // provider
 }
 
 // NewMetrics creates the engine's metrics and registers them with reg.
@@ -72,12 +74,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Closes waiting in a provider's close queue, running ones included."}, []string{"provider"}),
 		ProviderPaused: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "reaperd_provider_paused_until_timestamp_seconds",
 			Help: "Unix time until which a provider asked reaperd to wait (Retry-After); 0 when it did not."}, []string{"provider"}),
+		Contradictions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reaperd_provider_contradictions_total",
+			Help: "Closes a provider answered not-found while its listing still showed the sandbox; the closes are retried."}, []string{"provider"}),
+		Unverified: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "reaperd_unverified_entries",
+			Help: "Registered sandboxes that the provider's listing does not show to reaperd's credentials, at the last listing."}, []string{"provider"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Registrations, m.CloseAttempts, m.Closed, m.Released, m.InFlight, m.Passes,
 			m.PassDuration, m.Panics, m.CloseDuration, m.NextDeadline, m.Pruned, m.Untracked,
 			m.ProcessExits, m.LeaseLapses, m.ProviderActive, m.PassErrors, m.Quarantined, m.Recoveries,
-			m.QueueLength, m.ProviderPaused)
+			m.QueueLength, m.ProviderPaused, m.Contradictions, m.Unverified)
 	}
 	return m
 }

@@ -155,11 +155,32 @@ func (e *Engine) Status(ctx context.Context) (*reaper.EngineStatus, error) {
 		}
 		e.mu.Unlock()
 	}
-	err := e.Store.View(ctx, func(tx reaper.Tx) error {
+	err := e.view(ctx, func(tx reaper.Tx) error {
 		st.Quarantined, st.QuarantinedKeys = 0, nil
 		var err error
 		if st.NextDeadline, err = tx.NextDeadline(); err != nil {
 			return err
+		}
+		confirming, unverified := map[string]int{}, map[string]int{}
+		if err := tx.Closing("", func(ent *reaper.Entry) error {
+			if !ent.NotFoundAt.IsZero() {
+				confirming[ent.Provider]++
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := tx.Unseen("", func(ent *reaper.Entry) error {
+			if ent.Unverified {
+				unverified[ent.Provider]++
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for name, ps := range st.Providers {
+			ps.Confirming, ps.Unverified = confirming[name], unverified[name]
+			st.Providers[name] = ps
 		}
 		return tx.Quarantined(func(q reaper.QuarantinedRecord) error {
 			st.Quarantined++

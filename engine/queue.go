@@ -50,10 +50,17 @@ type closeQueue struct {
 	// unauthorized is set when the last failure refused the credentials:
 	// only an operator fixes that, so probes come less often.
 	unauthorized bool
+
+	// listAt is when the provider's observer takes its next listing (zero:
+	// none wanted); lastList is when it took the last one.
+	listAt, lastList time.Time
+	listSignal       chan struct{}
+	observing        bool
 }
 
 func newCloseQueue(name string, limit int) *closeQueue {
-	return &closeQueue{name: name, limit: limit, ready: make(chan struct{}, 1), jobs: map[string]*job{}}
+	return &closeQueue{name: name, limit: limit, ready: make(chan struct{}, 1), jobs: map[string]*job{},
+		listSignal: make(chan struct{}, 1)}
 }
 
 // free returns how many more jobs the queue takes.

@@ -171,6 +171,8 @@ func (e *Engine) Register(ctx context.Context, r reaper.RegisterRequest) (*reape
 			m.Registrations.Inc()
 		}
 		e.wakeBy(deadline)
+		// Verify, soon and batched, that reaperd's credentials see it.
+		e.wantListing(r.Provider, e.clock.Now().Add(verifyDelay), verifyGap)
 	}
 	if r.PID > 0 {
 		e.notifyPID()

@@ -172,8 +172,9 @@ func (e *Engine) discover(ctx context.Context, now time.Time) ([]reaper.Untracke
 	defer stopListing()
 	names := e.providers.enabledNames()
 	type result struct {
-		sbs []reaper.Sandbox
-		err error
+		sbs     []reaper.Sandbox
+		err     error
+		started time.Time
 	}
 	results := make([]result, len(names))
 	var wg sync.WaitGroup
@@ -189,6 +190,7 @@ func (e *Engine) discover(ctx context.Context, now time.Time) ([]reaper.Untracke
 			}
 			lctx, cancel := withTimeout(ctx, e.clock, e.listTimeout())
 			defer cancel()
+			results[i].started = e.clock.Now()
 			results[i].sbs, results[i].err = safeList(lctx, p, name)
 		}()
 	}
@@ -203,6 +205,10 @@ func (e *Engine) discover(ctx context.Context, now time.Time) ([]reaper.Untracke
 			errs[name] = r.err.Error()
 			e.logger().Warn("discovery: list sandboxes", LogProvider, name, LogErr, r.err)
 			continue
+		}
+		// The listing also verifies registrations and decides not-founds.
+		if err := e.observe(ctx, name, r.sbs, r.started); err != nil {
+			e.logger().Error("apply a discovery listing", LogProvider, name, LogErr, err)
 		}
 		var found []reaper.Untracked
 		err := e.view(ctx, func(tx reaper.Tx) error {

@@ -37,6 +37,7 @@ var (
 	bucketClosing        = []byte("closing")
 	bucketInFlight       = []byte("in_flight")
 	bucketQuarantine     = []byte("quarantine")
+	bucketUnseen         = []byte("unseen")
 
 	keySchema = []byte("schema")
 	keyAlive  = []byte("alive")
@@ -44,7 +45,7 @@ var (
 
 var allBuckets = [][]byte{bucketMeta, bucketEntries, bucketSessions, bucketSessionEntries,
 	bucketDeadlines, bucketProcesses, bucketRetire, bucketAudit, bucketClosing, bucketInFlight,
-	bucketQuarantine}
+	bucketQuarantine, bucketUnseen}
 
 // ErrLocked is returned by Open when another process holds the ledger file.
 var ErrLocked = errors.New("ledger is locked by another process")

@@ -20,7 +20,7 @@ func migrate(btx *bolt.Tx, from uint64) error {
 	if from != 1 {
 		return fmt.Errorf("no migration from schema version %d", from)
 	}
-	for _, name := range [][]byte{bucketDeadlines, bucketRetire, bucketClosing, bucketInFlight} {
+	for _, name := range [][]byte{bucketDeadlines, bucketRetire, bucketClosing, bucketInFlight, bucketUnseen} {
 		if err := btx.DeleteBucket(name); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
 			return fmt.Errorf("reset bucket %s: %w", name, err)
 		}

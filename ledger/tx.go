@@ -117,6 +117,9 @@ func (t *tx) indexEntry(e *reaper.Entry, s *reaper.Session) error {
 	if err := setMember(t.bucket(bucketClosing), key, e.State == reaper.StateClosing); err != nil {
 		return err
 	}
+	if err := setMember(t.bucket(bucketUnseen), key, !e.State.Final() && e.SeenAt.IsZero()); err != nil {
+		return err
+	}
 	return setMember(t.bucket(bucketInFlight), key, e.State == reaper.StateClosing && e.InFlight)
 }
 
@@ -139,6 +142,9 @@ func (t *tx) unindexEntry(e *reaper.Entry, s *reaper.Session) error {
 		}
 	}
 	if err := t.bucket(bucketClosing).Delete([]byte(key)); err != nil {
+		return err
+	}
+	if err := t.bucket(bucketUnseen).Delete([]byte(key)); err != nil {
 		return err
 	}
 	return t.bucket(bucketInFlight).Delete([]byte(key))
@@ -392,7 +398,17 @@ func (t *tx) InFlight(fn func(key string) error) error {
 }
 
 func (t *tx) Closing(provider string, fn func(*reaper.Entry) error) error {
-	c := t.bucket(bucketClosing).Cursor()
+	return t.members(bucketClosing, provider, func(e *reaper.Entry) bool { return e.State == reaper.StateClosing }, fn)
+}
+
+func (t *tx) Unseen(provider string, fn func(*reaper.Entry) error) error {
+	return t.members(bucketUnseen, provider, func(e *reaper.Entry) bool { return !e.State.Final() && e.SeenAt.IsZero() }, fn)
+}
+
+// members calls fn for the entries named in an index bucket, under a
+// provider's prefix, that still match want.
+func (t *tx) members(bucket []byte, provider string, want func(*reaper.Entry) bool, fn func(*reaper.Entry) error) error {
+	c := t.bucket(bucket).Cursor()
 	var prefix []byte
 	if provider != "" {
 		prefix = []byte(provider + "/")
@@ -402,7 +418,7 @@ func (t *tx) Closing(provider string, fn func(*reaper.Entry) error) error {
 		if err != nil {
 			return err
 		}
-		if e == nil || e.State != reaper.StateClosing {
+		if e == nil || !want(e) {
 			continue
 		}
 		if err := fn(e); err != nil {
@@ -442,10 +458,12 @@ func (t *tx) Quarantine(kind reaper.DueKind, key, reason string, at time.Time) e
 		// Its deadline, session and retire keys cannot be computed without
 		// the record; the engine drops stale deadline keys as they come
 		// due, and readers skip keys whose entry is missing.
-		if err := t.bucket(bucketClosing).Delete([]byte(key)); err != nil {
-			return err
+		for _, b := range [][]byte{bucketClosing, bucketInFlight, bucketUnseen} {
+			if err := t.bucket(b).Delete([]byte(key)); err != nil {
+				return err
+			}
 		}
-		return t.bucket(bucketInFlight).Delete([]byte(key))
+		return nil
 	}
 	if err := t.bucket(bucketProcesses).Delete([]byte(key)); err != nil {
 		return err

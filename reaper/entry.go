@@ -87,6 +87,18 @@ type Entry struct {
 	InFlight bool `json:"in_flight,omitempty"`
 	// ClosingSince is when the entry moved to closing.
 	ClosingSince time.Time `json:"closing_since,omitzero"`
+	// NotFoundAt is set when the provider answered not-found to the last
+	// close: a claim the engine confirms with the provider's listing. Zero
+	// otherwise.
+	NotFoundAt time.Time `json:"not_found_at,omitzero"`
+	// SeenAt is when the provider's listing first showed the sandbox to
+	// reaperd's credentials. Only a sandbox once seen can be proven gone by
+	// its absence from a later listing.
+	SeenAt time.Time `json:"seen_at,omitzero"`
+	// Unverified is set while listings taken after the registration do not
+	// show the sandbox: reaperd's credentials may not reach it (a key of
+	// another organisation). A not-found for it is never taken as gone.
+	Unverified bool `json:"unverified,omitempty"`
 	// ClosedAt is when the entry became closed or released.
 	ClosedAt time.Time `json:"closed_at,omitzero"`
 	// Owner is the uid that registered the entry, from the socket's peer
@@ -181,6 +193,9 @@ const (
 	EventDiscovered   EventKind = "discovered-untracked"
 	EventSkipped      EventKind = "skipped"
 	EventSessionEnded EventKind = "session-ended"
+	// EventContradicted records a provider that answered not-found to a
+	// close while its listing still showed the sandbox.
+	EventContradicted EventKind = "not-found-contradicted"
 	// EventQuarantined records a ledger record that could not be decoded
 	// and was moved aside; the sandbox it named is left alone.
 	EventQuarantined EventKind = "quarantined"

@@ -10,12 +10,14 @@ import (
 
 // Provider error classes. A provider wraps exactly one of these in every
 // error it returns from Close or List, so that the engine, not the provider,
-// decides whether to retry, back off or give up. None of them ever leads to
-// an entry being recorded as closed.
+// decides whether to retry, back off or give up. None of them alone ever
+// leads to an entry being recorded as closed: a not-found does only once
+// the provider's listing confirms it.
 var (
 	// ErrNotFound is returned when the provider says the sandbox does not
-	// exist. Provider.Close never returns it (a missing sandbox is closed);
-	// it is exported for lookups that are not closes.
+	// exist. From Provider.Close it is a claim to be confirmed, not proof:
+	// the engine records the sandbox closed only once the provider's listing
+	// agrees.
 	ErrNotFound = errors.New("sandbox not found")
 
 	// ErrRateLimited is returned when the provider throttled the request

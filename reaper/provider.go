@@ -12,8 +12,8 @@ import (
 //
 // Providers report failures; the engine decides what they mean. Every error
 // returned by Close or List should therefore wrap one of the classification
-// sentinels (ErrUnauthorized, ErrRateLimited, ErrConflict, ErrTransient),
-// normally through a *ProviderError. An error that wraps none of them is
+// sentinels (ErrNotFound, ErrUnauthorized, ErrRateLimited, ErrConflict,
+// ErrTransient), normally through a *ProviderError. An error that wraps none of them is
 // treated as transient: the close is retried and the entry is never recorded
 // as closed.
 type Provider interface {
@@ -23,9 +23,18 @@ type Provider interface {
 
 	// Close destroys the sandbox with the given provider-side id, releasing
 	// everything it holds at the provider (a stopped, paused or suspended
-	// sandbox included), and returns nil only once the provider has confirmed
-	// the delete. It returns nil, not an error, when the sandbox does not
-	// exist: a sandbox already gone is closed. Close must be idempotent.
+	// sandbox included). It returns nil only when the provider has accepted
+	// the delete and, where the delete is asynchronous, shown by its own
+	// means that the sandbox is gone (Daytona: destroying, then destroyed);
+	// or when the provider reports the sandbox in a final state (shut down,
+	// terminated). Close must be idempotent.
+	//
+	// When the provider answers that the sandbox does not exist (HTTP 404,
+	// gRPC NOT_FOUND), Close returns an error wrapping ErrNotFound and makes
+	// no further lookup. A not-found alone is not proof of gone: a provider
+	// answers it for a sandbox that exists when its access check fails, and
+	// to a key of another organisation. The engine confirms it with the
+	// provider's listing (List) before recording the sandbox closed.
 	//
 	// A timeout, a 5xx, a "state change in progress" conflict or a rate limit
 	// must surface as an error (never nil), classified with the sentinels
@@ -39,6 +48,9 @@ type Provider interface {
 	// stopped, paused or suspended but still allocated count as live. When
 	// f.Labels is non-empty, only sandboxes carrying every one of those
 	// labels are returned (filtered server-side where the provider can).
+	// The listing is the engine's second signal of "gone": it must come
+	// from the provider's list or search endpoint, never from per-sandbox
+	// lookups, which answer not-found as Close does.
 	List(ctx context.Context, f ListFilter) ([]Sandbox, error)
 }
 

@@ -160,4 +160,10 @@ type ProviderStatus struct {
 	// LastError is the last failed call's error while the provider keeps
 	// failing; empty once a call succeeds.
 	LastError string `json:"last_error,omitempty"`
+	// Confirming counts closes answered not-found that wait for the
+	// provider's listing to confirm them.
+	Confirming int `json:"confirming"`
+	// Unverified counts live entries that the provider's listing does not
+	// show to reaperd's credentials.
+	Unverified int `json:"unverified"`
 }

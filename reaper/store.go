@@ -78,6 +78,12 @@ type Tx interface {
 	// the closing entries visited.
 	Closing(provider string, fn func(*Entry) error) error
 
+	// Unseen calls fn for each entry of the provider (all providers when
+	// provider is empty) that is active or closing and has not been seen in
+	// a listing yet (SeenAt zero), in key order. The cost is proportional
+	// to the entries visited.
+	Unseen(provider string, fn func(*Entry) error) error
+
 	// Quarantine moves the record of the given kind and key aside, with the
 	// reason it could not be used, and deletes the indexes that name it. It
 	// is a no-op when there is no such record.

@@ -66,11 +66,16 @@ func (m *Main) listCommand() *cobra.Command {
 				switch e.State {
 				case reaper.StateClosing:
 					note = string(e.CloseReason)
-					if e.LastError != "" {
+					if !e.NotFoundAt.IsZero() {
+						note += "; not found, confirming with the provider's listing"
+					} else if e.LastError != "" {
 						note += "; attempt " + strconv.Itoa(e.Attempts) + ": " + e.LastError
 					}
 				case reaper.StateClosed, reaper.StateReleased:
 					note = string(e.CloseReason) + " " + fmtTime(e.ClosedAt)
+				}
+				if e.Unverified && !e.State.Final() {
+					note = strings.TrimPrefix(note+"; unverified: the provider's listing does not show it to reaperd's credentials", "; ")
 				}
 				rows = append(rows, []string{e.Key, string(e.State), orDash(e.Session), orDash(strings.Join(tags, ",")),
 					expires, fmtLabels(e.Labels), orDash(note)})

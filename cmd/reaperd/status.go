@@ -61,6 +61,12 @@ func writeEngineStatus(m *Main, es *reaper.EngineStatus) {
 		if !p.PausedUntil.IsZero() {
 			line += ", paused until " + fmtTime(p.PausedUntil)
 		}
+		if p.Confirming > 0 {
+			line += fmt.Sprintf(", %d not-founds being confirmed", p.Confirming)
+		}
+		if p.Unverified > 0 {
+			line += fmt.Sprintf(", %d UNVERIFIED (not visible to its credentials)", p.Unverified)
+		}
 		if p.LastError != "" {
 			line += "; failing: " + p.LastError
 		}

@@ -190,8 +190,10 @@ func (p *Provider) requestContext(ctx context.Context) (context.Context, context
 }
 
 // Close deletes the sandbox and returns nil once Daytona reports it gone
-// (GET answers 404 or state "destroyed"). See the package documentation for
-// why an accepted delete is not yet a confirmed one.
+// (GET answers 404 or state "destroyed" after the DELETE was accepted). See
+// the package documentation for why an accepted delete is not yet a
+// confirmed one. A DELETE answered 404 is reaper.ErrNotFound, with no
+// further lookup: Daytona answers 404 for sandboxes that exist too.
 func (p *Provider) Close(ctx context.Context, id string) error {
 	if strings.TrimSpace(id) == "" || strings.ContainsAny(id, "/?#") {
 		return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrTransient,
@@ -218,18 +220,16 @@ func (p *Provider) Close(ctx context.Context, id string) error {
 			return nil
 		}
 		return p.awaitDestroyed(ctx, id)
-	case status == http.StatusNotFound:
-		return nil
 	case status == http.StatusConflict:
 		// "Sandbox state change in progress": some transition is pending,
-		// possibly a delete already under way. Closed only if GET says the
-		// sandbox is gone.
+		// possibly a delete already under way. Closed only if GET shows the
+		// sandbox destroyed; a 404 there is a not-found like any other.
 		conflict := p.classify(ctx, "close", id, "delete sandbox", resp, err)
-		gone, state, gerr := p.lookup(ctx, id)
+		state, gerr := p.lookup(ctx, id)
 		if gerr != nil {
 			return gerr
 		}
-		if gone {
+		if state == string(apiclient.SANDBOXSTATE_DESTROYED) {
 			return nil
 		}
 		var pe *reaper.ProviderError
@@ -238,21 +238,30 @@ func (p *Provider) Close(ctx context.Context, id string) error {
 		}
 		return conflict
 	default:
+		// 404 among them: reaper.ErrNotFound, for the engine to confirm
+		// with the listing. Daytona's access guard answers 404 for any
+		// failure to look the sandbox up, so it is no proof of a delete.
 		return p.classify(ctx, "close", id, "delete sandbox", resp, err)
 	}
 }
 
-// awaitDestroyed polls GET /sandbox/{id} until the sandbox is gone, the
-// delete wait runs out (ErrConflict) or ctx ends.
+// awaitDestroyed polls GET /sandbox/{id} after an accepted delete until the
+// sandbox is gone (404, or state "destroyed"), the delete wait runs out
+// (ErrConflict) or ctx ends.
 func (p *Provider) awaitDestroyed(ctx context.Context, id string) error {
 	deadline := p.now().Add(p.deleteWait)
 	interval := p.pollMin
 	for {
-		gone, state, err := p.lookup(ctx, id)
+		state, err := p.lookup(ctx, id)
+		if errors.Is(err, reaper.ErrNotFound) {
+			// Daytona accepted the delete: a 404 now means the destroy
+			// finished (or failed at the runner, which hides the sandbox).
+			return nil
+		}
 		if err != nil {
 			return err
 		}
-		if gone {
+		if state == string(apiclient.SANDBOXSTATE_DESTROYED) {
 			return nil
 		}
 		left := deadline.Sub(p.now())
@@ -271,9 +280,9 @@ func (p *Provider) awaitDestroyed(ctx context.Context, id string) error {
 	}
 }
 
-// lookup reports whether the sandbox is gone (404, or state "destroyed")
-// and otherwise its state.
-func (p *Provider) lookup(ctx context.Context, id string) (gone bool, state string, err error) {
+// lookup returns the state GET /sandbox/{id} reports. A 404 is an error
+// wrapping reaper.ErrNotFound; what it means is the caller's to decide.
+func (p *Provider) lookup(ctx context.Context, id string) (state string, err error) {
 	rctx, cancel := p.requestContext(ctx)
 	defer cancel()
 	req := p.api.SandboxAPI.GetSandbox(rctx, id)
@@ -282,28 +291,24 @@ func (p *Provider) lookup(ctx context.Context, id string) (gone bool, state stri
 	}
 	sb, resp, err := req.Execute()
 	status := statusOf(resp)
-	switch {
-	case status == http.StatusNotFound:
-		return true, "", nil
-	case status >= 200 && status < 300:
-		if sb != nil && sb.State != nil && *sb.State != apiclient.SANDBOXSTATE_UNKNOWN_DEFAULT_OPEN_API {
-			state = string(*sb.State)
-		} else {
-			// Undecodable body or a state this client version does not
-			// know: read the raw field.
-			state = rawState(bodyOf(resp, err))
-		}
-		if state == "" {
-			if cerr := ctx.Err(); cerr != nil {
-				return false, "", p.classify(ctx, "close", id, "get sandbox", nil, cerr)
-			}
-			return false, "", &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrTransient,
-				StatusCode: status, Err: fmt.Errorf("get sandbox: no state in response: %v", err)}
-		}
-		return state == string(apiclient.SANDBOXSTATE_DESTROYED), state, nil
-	default:
-		return false, "", p.classify(ctx, "close", id, "get sandbox", resp, err)
+	if status < 200 || status >= 300 {
+		return "", p.classify(ctx, "close", id, "get sandbox", resp, err)
 	}
+	if sb != nil && sb.State != nil && *sb.State != apiclient.SANDBOXSTATE_UNKNOWN_DEFAULT_OPEN_API {
+		state = string(*sb.State)
+	} else {
+		// Undecodable body or a state this client version does not know:
+		// read the raw field.
+		state = rawState(bodyOf(resp, err))
+	}
+	if state == "" {
+		if cerr := ctx.Err(); cerr != nil {
+			return "", p.classify(ctx, "close", id, "get sandbox", nil, cerr)
+		}
+		return "", &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrTransient,
+			StatusCode: status, Err: fmt.Errorf("get sandbox: no state in response: %v", err)}
+	}
+	return state, nil
 }
 
 // List returns the sandboxes visible to the API key, all pages, destroyed

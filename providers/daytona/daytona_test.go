@@ -225,7 +225,9 @@ func answer(status int, code, msg string, header map[string]string) func(http.Re
 var conflict409 = answer(409, "SANDBOX_STATE_CHANGE_IN_PROGRESS", "Sandbox state change in progress", nil)
 
 // TestCloseConflictConfirmsWithGet covers the 409 "state change in
-// progress" answer to DELETE: closed only when GET shows the sandbox gone.
+// progress" answer to DELETE: closed only when GET shows the sandbox
+// destroyed. A 404 to that GET is a not-found like any other, not a close:
+// the delete was never accepted.
 func TestCloseConflictConfirmsWithGet(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -233,7 +235,7 @@ func TestCloseConflictConfirmsWithGet(t *testing.T) {
 		wantKind error // nil: Close returns nil
 		wantIn   string
 	}{
-		{"get 404", answer(404, "NOT_FOUND", "Sandbox with ID or name sb-1 not found", nil), nil, ""},
+		{"get 404", answer(404, "NOT_FOUND", "Sandbox with ID or name sb-1 not found", nil), reaper.ErrNotFound, "Sandbox with ID or name sb-1 not found"},
 		{"get destroyed", sandboxBody("destroyed", "destroyed"), nil, ""},
 		{"get destroying", sandboxBody("destroying", "destroyed"), reaper.ErrConflict, "sandbox is destroying"},
 		{"get stopping", sandboxBody("stopping", "stopped"), reaper.ErrConflict, "sandbox is stopping"},
@@ -257,6 +259,9 @@ func TestCloseConflictConfirmsWithGet(t *testing.T) {
 				if errors.Is(err, reaper.ErrConflict) && tt.wantKind != reaper.ErrConflict {
 					t.Fatalf("Close = %v, classified as conflict too", err)
 				}
+				if errors.Is(err, reaper.ErrNotFound) && tt.wantKind != reaper.ErrNotFound {
+					t.Fatalf("Close = %v, classified as not found too", err)
+				}
 				if !strings.Contains(err.Error(), tt.wantIn) {
 					t.Fatalf("Close = %q, want it to mention %q", err, tt.wantIn)
 				}
@@ -266,6 +271,67 @@ func TestCloseConflictConfirmsWithGet(t *testing.T) {
 				t.Fatalf("requests = %v, want %v", got, want)
 			}
 		})
+	}
+}
+
+// TestCloseNotFound: a 404 to the DELETE is reaper.ErrNotFound, carrying
+// the status and Daytona's message, and Close looks no further: neither a
+// GET nor anything else may turn it into a close.
+func TestCloseNotFound(t *testing.T) {
+	tests := []struct {
+		name   string
+		del    func(http.ResponseWriter, *http.Request)
+		wantIn string
+	}{
+		{"unknown sandbox", answer(404, "NOT_FOUND", "Sandbox with ID or name sb-1 not found", nil), "NOT_FOUND: Sandbox with ID or name sb-1 not found"},
+		// A wrong DAYTONA_API_URL path: NestJS answers an unknown route
+		// 404 as well. Still a claim for the listing to confirm (which
+		// fails the same way), never a close.
+		{"unknown route", nil, "NOT_FOUND: Cannot DELETE /api/sandbox/sb-1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, log := script{del: tt.del, get: sandboxBody("destroyed", "destroyed")}.start(t, Config{})
+			err := p.Close(context.Background(), "sb-1")
+			if !errors.Is(err, reaper.ErrNotFound) {
+				t.Fatalf("Close = %v, want ErrNotFound", err)
+			}
+			var pe *reaper.ProviderError
+			if !errors.As(err, &pe) || pe.Op != "close" || pe.ID != "sb-1" || pe.StatusCode != http.StatusNotFound || pe.Kind != reaper.ErrNotFound {
+				t.Fatalf("Close = %#v, want a *reaper.ProviderError for close sb-1, HTTP 404, ErrNotFound", err)
+			}
+			if !strings.Contains(err.Error(), tt.wantIn) {
+				t.Fatalf("Close = %q, want it to carry %q", err, tt.wantIn)
+			}
+			if got, want := log(), []string{"DELETE /api/sandbox/sb-1"}; !slices.Equal(got, want) {
+				t.Fatalf("requests = %v, want %v (no lookup after a not-found)", got, want)
+			}
+		})
+	}
+}
+
+// TestCloseSpuriousNotFoundAtFake: while the fake's access guard answers
+// 404 for a live sandbox, Close reports ErrNotFound after the one DELETE,
+// the sandbox lives on, and the list still shows it.
+func TestCloseSpuriousNotFoundAtFake(t *testing.T) {
+	srv := newFake(t)
+	p := newTestProvider(t, Config{APIURL: srv.URL})
+	id := srv.Create(nil, time.Time{})
+	srv.Fail(providertest.Failure{Kind: providertest.FailSpuriousNotFound})
+	err := p.Close(context.Background(), id)
+	var pe *reaper.ProviderError
+	if !errors.As(err, &pe) || pe.Kind != reaper.ErrNotFound || pe.StatusCode != http.StatusNotFound {
+		t.Fatalf("Close = %v, want ErrNotFound with HTTP 404", err)
+	}
+	if got, want := srv.Requests(), []string{"DELETE /api/sandbox/" + id}; !slices.Equal(got, want) {
+		t.Fatalf("requests = %v, want %v", got, want)
+	}
+	got, err := p.List(context.Background(), reaper.ListFilter{})
+	if err != nil || !slices.Equal(sandboxIDs(got), []string{id}) {
+		t.Fatalf("List = %v, %v; want [%s]", sandboxIDs(got), err, id)
+	}
+	if !srv.Alive(id) {
+		t.Fatalf("sandbox gone after a spurious 404")
 	}
 }
 
@@ -287,8 +353,10 @@ func TestCloseConflictAtFake(t *testing.T) {
 		t.Fatalf("sandbox %s gone although its destroy is still running", a)
 	}
 	srv.CompleteDestroy(a)
-	if err := p.Close(ctx, a); err != nil || srv.Alive(a) {
-		t.Fatalf("Close after the destroy finished = %v (alive %v), want nil", err, srv.Alive(a))
+	// The destroy was someone else's: Daytona now answers the DELETE 404,
+	// which the engine confirms with the listing.
+	if err := p.Close(ctx, a); !errors.Is(err, reaper.ErrNotFound) || srv.Alive(a) {
+		t.Fatalf("Close after the destroy finished = %v (alive %v), want ErrNotFound", err, srv.Alive(a))
 	}
 
 	// A pending stop refuses the delete until it settles.
@@ -303,13 +371,21 @@ func TestCloseConflictAtFake(t *testing.T) {
 		t.Fatalf("Close of the stopped sandbox = %v (alive %v), want nil and gone", err, srv.Alive(b))
 	}
 
-	// A destroy that failed at the runner leaves the sandbox hidden (404).
+	// A destroy that failed at the runner leaves the sandbox hidden (404):
+	// ErrNotFound, and the list, the engine's second signal, omits it.
 	c := srv.Create(nil, time.Time{})
 	srv.BeginDestroy(c)
 	srv.SetDestroyDelay(time.Hour)
 	srv.FailDestroy(c)
-	if err := p.Close(ctx, c); err != nil {
-		t.Fatalf("Close of an errored-deleted sandbox = %v, want nil (Daytona answers 404)", err)
+	if err := p.Close(ctx, c); !errors.Is(err, reaper.ErrNotFound) {
+		t.Fatalf("Close of an errored-deleted sandbox = %v, want ErrNotFound (Daytona answers 404)", err)
+	}
+	all, err := p.List(ctx, reaper.ListFilter{})
+	if err != nil {
+		t.Fatalf("List = %v", err)
+	}
+	if slices.Contains(sandboxIDs(all), a) || slices.Contains(sandboxIDs(all), c) {
+		t.Fatalf("List = %v, want neither %s (destroyed) nor %s (errored-deleted)", sandboxIDs(all), a, c)
 	}
 }
 
@@ -366,8 +442,13 @@ func TestCloseDeleteWaitExpires(t *testing.T) {
 		t.Fatalf("second DELETE answered %+v, want 409", got)
 	}
 	srv.CompleteDestroy(id)
-	if err := p.Close(ctx, id); err != nil {
-		t.Fatalf("Close after the destroy finished = %v, want nil", err)
+	// Once destroyed, the retried DELETE is answered 404: a not-found for
+	// the engine to confirm with the listing, which no longer shows it.
+	if err := p.Close(ctx, id); !errors.Is(err, reaper.ErrNotFound) {
+		t.Fatalf("Close after the destroy finished = %v, want ErrNotFound", err)
+	}
+	if all, err := p.List(ctx, reaper.ListFilter{}); err != nil || slices.Contains(sandboxIDs(all), id) {
+		t.Fatalf("List = %v, %v; want it without %s", sandboxIDs(all), err, id)
 	}
 
 	// A negative DeleteWait checks once and does not wait.

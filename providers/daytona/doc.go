@@ -19,16 +19,26 @@
 // "destroying" to "destroyed". reaperd does not count the 200 as a
 // confirmation. Close polls GET /sandbox/{id} (for up to Config.DeleteWait,
 // default 30s, within the caller's context) and returns nil only when it
-// answers 404 or state "destroyed". If the sandbox is still destroying when
-// the wait ends, Close returns ErrConflict and the engine retries; the
-// retried DELETE is then answered 409 until the destroy finishes.
+// answers 404 or state "destroyed" after that accepted delete. If the
+// sandbox is still destroying when the wait ends, Close returns ErrConflict
+// and the engine retries; the retried DELETE is then answered 409 until the
+// destroy finishes, and 404 after it.
 //
-// Answers are classified as follows:
+// Answers to the DELETE are classified as follows:
 //
-//	404                    already gone: nil
+//	2xx                    delete accepted; GET decides, as above
+//	404 "Sandbox with ID or name … not found" (code NOT_FOUND)
+//	                       reaper.ErrNotFound, without any further lookup. It is
+//	                       no proof that the sandbox is gone: Daytona's
+//	                       SandboxAccessGuard answers this 404 for a sandbox of
+//	                       another organization and whenever its own lookup
+//	                       fails (a database error included), and an unknown
+//	                       route (a wrong DAYTONA_API_URL path) answers 404 too.
+//	                       The engine confirms it with the listing.
 //	409 "Sandbox state change in progress" (code SANDBOX_STATE_CHANGE_IN_PROGRESS)
 //	                       a delete or other transition is under way; GET decides:
-//	                       404 or "destroyed" is nil, anything else ErrConflict
+//	                       "destroyed" is nil, 404 is reaper.ErrNotFound, any
+//	                       other state ErrConflict
 //	401, 403               ErrUnauthorized, hint "check DAYTONA_API_KEY"
 //	429                    ErrRateLimited; the delay is the largest of Retry-After and the
 //	                       Retry-After-<throttler> headers of @nestjs/throttler (DELETE is
@@ -53,9 +63,12 @@
 // those, and Close deletes them.
 //
 // When a runner fails to destroy a sandbox, Daytona sets state "error" with
-// desiredState "destroyed" and from then on hides it: GET answers 404 and the
-// list omits it unless includeErroredDeleted is set. reaperd records such a
-// sandbox closed; finishing the destroy is Daytona's job.
+// desiredState "destroyed" and from then on hides it: GET and DELETE answer
+// 404 and the list omits it unless includeErroredDeleted is set. Close
+// returns nil when this happens while it waits after its own accepted
+// delete, and reaper.ErrNotFound afterwards; since the list omits the
+// sandbox, the engine records it closed either way. Finishing the destroy
+// is Daytona's job.
 //
 // A 400 "Cannot delete sandbox which has active fork children" is reported as
 // a transient error carrying Daytona's message: the forks must be closed

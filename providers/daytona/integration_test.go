@@ -16,9 +16,10 @@ import (
 
 // TestIntegration runs against the real Daytona account named by
 // DAYTONA_API_KEY (and DAYTONA_API_URL, DAYTONA_ORGANIZATION_ID). It lists
-// and closes an id that does not exist. With DAYTONA_REAPERD_IT_CREATE=1 it
-// also creates one small sandbox (auto-delete after 30 minutes, as a safety
-// net) and closes it through the provider.
+// and closes an id that does not exist (ErrNotFound). With
+// DAYTONA_REAPERD_IT_CREATE=1 it also creates one small sandbox (auto-delete
+// after 30 minutes, as a safety net), closes it through the provider, and
+// closes it again (nil or ErrNotFound).
 //
 //	DAYTONA_API_KEY=... go test -tags integration -run TestIntegration ./providers/daytona/
 func TestIntegration(t *testing.T) {
@@ -49,8 +50,8 @@ func TestIntegration(t *testing.T) {
 		t.Fatalf("List(unmatched label) = %v, %v; want none", none, err)
 	}
 
-	if err := p.Close(ctx, "00000000-0000-4000-8000-000000000000"); err != nil {
-		t.Fatalf("Close(unknown id) = %v, want nil", err)
+	if err := p.Close(ctx, "00000000-0000-4000-8000-000000000000"); !errors.Is(err, reaper.ErrNotFound) {
+		t.Fatalf("Close(unknown id) = %v, want ErrNotFound", err)
 	}
 
 	if os.Getenv("DAYTONA_REAPERD_IT_CREATE") != "1" {
@@ -80,20 +81,37 @@ func TestIntegration(t *testing.T) {
 	t.Logf("List(run label) = %+v (the list is eventually consistent)", found)
 
 	deadline := time.Now().Add(2 * time.Minute)
-	for {
+	for attempt := 1; ; attempt++ {
 		err := p.Close(ctx, sb.Id)
 		if err == nil {
 			break
 		}
+		if attempt > 1 && errors.Is(err, reaper.ErrNotFound) {
+			// The destroy of an earlier attempt finished between two
+			// attempts; the listing must agree, as the engine requires.
+			left, lerr := p.List(ctx, reaper.ListFilter{Labels: labels})
+			if lerr != nil {
+				t.Fatalf("List(run label) after a not-found: %v", lerr)
+			}
+			for _, l := range left {
+				if l.ID == sb.Id {
+					t.Fatalf("Close(%s) = %v, but the listing still shows it as %s", sb.Id, err, l.State)
+				}
+			}
+			break
+		}
 		retryable := errors.Is(err, reaper.ErrConflict) || errors.Is(err, reaper.ErrRateLimited)
 		if !retryable || time.Now().After(deadline) {
-			t.Fatalf("Close(%s) = %v", sb.Id, err)
+			t.Fatalf("Close(%s) attempt %d = %v", sb.Id, attempt, err)
 		}
-		t.Logf("Close(%s) = %v; retrying", sb.Id, err)
+		t.Logf("Close(%s) attempt %d = %v; retrying", sb.Id, attempt, err)
 		time.Sleep(5 * time.Second)
 	}
-	gone, _, err := p.lookup(ctx, sb.Id)
-	if err != nil || !gone {
-		t.Fatalf("after Close, lookup = gone %v, %v", gone, err)
+	state, err := p.lookup(ctx, sb.Id)
+	if !errors.Is(err, reaper.ErrNotFound) && (err != nil || state != "destroyed") {
+		t.Fatalf("after Close, lookup = %q, %v; want 404 or destroyed", state, err)
+	}
+	if err := p.Close(ctx, sb.Id); err != nil && !errors.Is(err, reaper.ErrNotFound) {
+		t.Fatalf("second Close(%s) = %v, want nil or ErrNotFound", sb.Id, err)
 	}
 }

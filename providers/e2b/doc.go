@@ -10,8 +10,13 @@
 //
 // Close kills the sandbox with DELETE /sandboxes/{sandboxID}. At E2B this is a
 // delete, not a stop: a running sandbox is killed, and a paused one has its
-// snapshot deleted, so nothing of it remains billable. 204 and 404 (already
-// gone) both count as closed.
+// snapshot deleted, so nothing of it remains billable. 204 is closed. 404
+// with the API's JSON error body ({"code":404,"message":...}) is
+// reaper.ErrNotFound and Close looks no further: E2B answers it for a
+// sandbox already killed, and also for a sandbox of another team (a key of
+// the wrong team), so the engine confirms it with the listing. A 404
+// without that body is reaper.ErrTransient with the hint "check
+// E2B_API_URL".
 //
 // List calls GET /v2/sandboxes with state=running,paused (one comma-separated
 // value: the parameter is form style, explode false), limit=100, and, for a

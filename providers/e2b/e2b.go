@@ -130,10 +130,12 @@ func New(c Config) (*Provider, error) {
 func (p *Provider) Name() string { return Type }
 
 // Close kills the sandbox with DELETE /sandboxes/{sandboxID}. The API removes
-// a running sandbox and a paused one (its snapshot) alike and answers 204; a
-// 404 carrying the API's JSON error body means the sandbox is gone already,
-// which counts as closed. A 404 without that body (a wrong E2B_API_URL path,
-// a proxy) is not proof of anything and is reported as transient.
+// a running sandbox and a paused one (its snapshot) alike and answers 204. A
+// 404 carrying the API's JSON error body is reaper.ErrNotFound, with no
+// further lookup: E2B answers it for a sandbox already killed, but also for
+// one of another team, so the engine confirms it with the listing. A 404
+// without that body (a wrong E2B_API_URL path, a proxy) is not the API
+// speaking and is reported as transient.
 func (p *Provider) Close(ctx context.Context, id string) error {
 	if id == "" {
 		return &reaper.ProviderError{Provider: Type, Op: "close", Err: errors.New("empty sandbox id")}
@@ -153,7 +155,8 @@ func (p *Provider) Close(ctx context.Context, id string) error {
 		}
 		var ae apiError
 		if json.Unmarshal(body, &ae) == nil && ae.Code == http.StatusNotFound {
-			return nil
+			return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrNotFound,
+				StatusCode: resp.StatusCode, Err: fmt.Errorf("delete sandbox: %s", p.redact(describeBody(resp, body)))}
 		}
 		return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrTransient,
 			StatusCode: resp.StatusCode, Hint: "check E2B_API_URL",

@@ -334,8 +334,46 @@ func TestPaginationGuards(t *testing.T) {
 	})
 }
 
+// TestCloseNotFoundAtFake: an unknown or already killed sandbox is
+// ErrNotFound after the one DELETE, and so is a live sandbox the API
+// answers 404 for (another team's key, FailSpuriousNotFound), which stays
+// alive and listed.
+func TestCloseNotFoundAtFake(t *testing.T) {
+	p, srv := newFake(t)
+	id := srv.Create(nil, created)
+	if err := p.Close(ctxT(t), id); err != nil {
+		t.Fatalf("Close = %v, want nil", err)
+	}
+	err := p.Close(ctxT(t), id)
+	var pe *reaper.ProviderError
+	if !errors.As(err, &pe) || pe.Kind != reaper.ErrNotFound || pe.Op != "close" || pe.ID != id || pe.StatusCode != http.StatusNotFound {
+		t.Fatalf("second Close = %#v, want ErrNotFound for close %s with HTTP 404", err, id)
+	}
+	if !strings.Contains(err.Error(), "Sandbox not found") {
+		t.Fatalf("second Close = %q, want E2B's message", err)
+	}
+
+	live := srv.Create(nil, created)
+	srv.Fail(providertest.Failure{Kind: providertest.FailSpuriousNotFound})
+	if err := p.Close(ctxT(t), live); !errors.Is(err, reaper.ErrNotFound) {
+		t.Fatalf("Close under a spurious 404 = %v, want ErrNotFound", err)
+	}
+	got, err := p.List(ctxT(t), reaper.ListFilter{})
+	if err != nil || len(got) != 1 || got[0].ID != live {
+		t.Fatalf("List under a spurious 404 = %v, %v; want [%s]", got, err, live)
+	}
+	if !srv.Alive(live) {
+		t.Fatal("sandbox gone after a spurious 404")
+	}
+	want := []string{"DELETE /sandboxes/" + id, "DELETE /sandboxes/" + id, "DELETE /sandboxes/" + live, "GET /v2/sandboxes"}
+	if got := srv.Requests(); !slices.Equal(got, want) {
+		t.Fatalf("requests = %v, want %v (no lookup after a not-found)", got, want)
+	}
+}
+
 // TestWrongBasePath points the provider at a path the API does not serve:
-// the 404s there must not count as closed.
+// the 404s there are not the API's and must not count as closed, nor as a
+// not-found.
 func TestWrongBasePath(t *testing.T) {
 	srv := e2btest.NewServer(testKey)
 	defer srv.Close()
@@ -392,7 +430,8 @@ func TestClassify(t *testing.T) {
 	}{
 		{"close 204", "close", answer{204, nil, ""}, nil, 0, false, ""},
 		{"close 200", "close", answer{200, nil, "{}"}, nil, 0, false, ""},
-		{"close 404", "close", answer{404, nil, `{"code":404,"message":"Sandbox not found"}`}, nil, 0, false, ""},
+		{"close 404", "close", answer{404, nil, `{"code":404,"message":"Sandbox not found"}`}, reaper.ErrNotFound, 0, false, "delete sandbox: Sandbox not found"},
+		{"close 404 no access", "close", answer{404, nil, `{"code":404,"message":"Sandbox \"i123\" doesn't exist or you don't have access to it"}`}, reaper.ErrNotFound, 0, false, "doesn't exist or you don't have access to it"},
 		{"close 404 text", "close", answer{404, map[string]string{"Content-Type": "text/plain"}, "404 page not found"}, reaper.ErrTransient, 0, false, "check E2B_API_URL"},
 		{"close 404 empty", "close", answer{404, nil, ""}, reaper.ErrTransient, 0, false, "check E2B_API_URL"},
 		{"close 401", "close", answer{401, nil, `{"code":401,"message":"Invalid API key"}`}, reaper.ErrUnauthorized, 0, false, "check E2B_API_KEY"},
@@ -452,6 +491,9 @@ func TestClassify(t *testing.T) {
 			}
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if tt.want != reaper.ErrNotFound && errors.Is(err, reaper.ErrNotFound) {
+				t.Fatalf("err = %v, classified as not found too", err)
 			}
 			var pe *reaper.ProviderError
 			if !errors.As(err, &pe) || pe.Provider != Type || pe.Op != tt.op || pe.StatusCode != tt.ans.status {

@@ -15,8 +15,12 @@
 // SandboxWait with timeout 0, which fails NOT_FOUND for an unknown id), then
 // Sandbox.Terminate (SandboxTerminate). Termination is final and frees the
 // sandbox's compute; Modal has no separate delete, and terminating a sandbox
-// that already finished succeeds. An id Modal does not know counts as
-// closed. List calls the SandboxList RPC itself, because the SDK's List
+// that already finished succeeds (Close returns nil: the sandbox is in its
+// final state). An id Modal does not know, NOT_FOUND from either call, is
+// reaper.ErrNotFound, and Close makes no further call: Modal answers so for
+// a sandbox of another workspace too, and for a finished sandbox it no
+// longer keeps, so the engine confirms it with the listing. List calls the
+// SandboxList RPC itself, because the SDK's List
 // keeps only ids: it pages back in time with before_timestamp (the oldest
 // created_at of the previous page) until an empty page, asks for unfinished
 // sandboxes only, filters by tags server-side, and reports each sandbox's
@@ -29,8 +33,11 @@
 // call is bounded by Config.Timeout. UNAUTHENTICATED and PERMISSION_DENIED
 // are reaper.ErrUnauthorized; RESOURCE_EXHAUSTED is reaper.ErrRateLimited,
 // with the delay of a google.rpc.RetryInfo detail when the status has one;
-// everything else (UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED, ...) is
-// reaper.ErrTransient.
+// NOT_FOUND is reaper.ErrNotFound (of the sandbox for Close, of
+// MODAL_ENVIRONMENT for List); everything else (UNAVAILABLE, INTERNAL,
+// DEADLINE_EXCEEDED, ...) is reaper.ErrTransient. gRPC errors carry no HTTP
+// status: ProviderError.StatusCode stays 0 and the message names the gRPC
+// code.
 //
 // # Caveats
 //

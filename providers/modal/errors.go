@@ -14,17 +14,6 @@ import (
 	"github.com/reaperd/reaperd/reaper"
 )
 
-// isNotFound reports whether err says the sandbox does not exist: the SDK's
-// NotFoundError (FromID turns NOT_FOUND into it) or a NOT_FOUND status.
-func isNotFound(err error) bool {
-	var nf modalsdk.NotFoundError
-	if errors.As(err, &nf) {
-		return true
-	}
-	st, ok := grpcStatus(err)
-	return ok && st.Code() == codes.NotFound
-}
-
 // grpcStatus returns the status of the innermost gRPC error in err's chain
 // (the SDK wraps some of them), with its own message and details.
 func grpcStatus(err error) (*status.Status, bool) {
@@ -39,7 +28,8 @@ func grpcStatus(err error) (*status.Status, bool) {
 
 // wrap classifies err from a call made for op ("close" or "list") into a
 // *reaper.ProviderError. When the caller's ctx has ended, the error wraps
-// ctx.Err() whatever the call returned.
+// ctx.Err() whatever the call returned. NOT_FOUND, and the SDK's
+// NotFoundError that FromID turns it into, are reaper.ErrNotFound.
 func (p *Provider) wrap(ctx context.Context, op, id string, err error) error {
 	pe := &reaper.ProviderError{Provider: Type, Op: op, ID: id, Kind: reaper.ErrTransient, Err: err}
 	if ctxErr := ctx.Err(); ctxErr != nil {
@@ -49,6 +39,12 @@ func (p *Provider) wrap(ctx context.Context, op, id string, err error) error {
 		} else {
 			pe.Err = fmt.Errorf("%w (%s)", ctxErr, errorText(err))
 		}
+		return pe
+	}
+	if nf := (modalsdk.NotFoundError{}); errors.As(err, &nf) {
+		// FromID's answer to NOT_FOUND: the SDK keeps no gRPC status.
+		pe.Kind = reaper.ErrNotFound
+		pe.Err = fmt.Errorf("%s: %s", codes.NotFound, nf.Exception)
 		return pe
 	}
 	st, ok := grpcStatus(err)
@@ -70,11 +66,11 @@ func (p *Provider) wrap(ctx context.Context, op, id string, err error) error {
 			pe.Err = fmt.Errorf("%w: %s", pe.Err, msg)
 		}
 	case codes.NotFound:
-		if op == "list" {
-			pe.Kind = reaper.ErrNotFound
-			if p.cfg.Environment != "" {
-				pe.Hint = "check " + EnvEnvironment
-			}
+		// For close: the sandbox, or so Modal says (a sandbox of another
+		// workspace is NOT_FOUND too). For list: the environment.
+		pe.Kind = reaper.ErrNotFound
+		if op == "list" && p.cfg.Environment != "" {
+			pe.Hint = "check " + EnvEnvironment
 		}
 	default:
 		// UNAVAILABLE, INTERNAL, UNKNOWN, ABORTED and the rest: retried.

@@ -180,8 +180,11 @@ func parseServerURL(raw string) (string, credentials.TransportCredentials, error
 func (p *Provider) Name() string { return Type }
 
 // Close terminates the sandbox. Terminating a sandbox that has already
-// finished succeeds at Modal; a sandbox Modal does not know is gone, and
-// Close returns nil for it.
+// finished succeeds at Modal (the sandbox is in its final state), and Close
+// returns nil for it. A sandbox Modal does not know (NOT_FOUND, from FromID's
+// SandboxWait or from SandboxTerminate) is reaper.ErrNotFound, with no
+// further call: Modal answers so for a sandbox of another workspace too, so
+// the engine confirms it with the listing.
 func (p *Provider) Close(ctx context.Context, id string) error {
 	if id == "" {
 		return fmt.Errorf("close %s sandbox: empty id", Type)
@@ -192,15 +195,9 @@ func (p *Provider) Close(ctx context.Context, id string) error {
 	}
 	sb, err := c.Sandboxes.FromID(ctx, id)
 	if err != nil {
-		if isNotFound(err) && ctx.Err() == nil {
-			return nil
-		}
 		return p.wrap(ctx, "close", id, err)
 	}
 	if err := sb.Terminate(ctx); err != nil {
-		if isNotFound(err) && ctx.Err() == nil {
-			return nil
-		}
 		return p.wrap(ctx, "close", id, err)
 	}
 	return nil

@@ -3,6 +3,7 @@ package modal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 
 	modalsdk "github.com/modal-labs/libmodal/modal-go"
 	pb "github.com/modal-labs/libmodal/modal-go/proto/modal_proto"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/reaperd/reaperd/providers/modal/modaltest"
 	"github.com/reaperd/reaperd/providers/providertest"
@@ -106,33 +109,85 @@ func TestCloseFinishedSandbox(t *testing.T) {
 	}
 }
 
+// TestCloseNotFound: an id Modal answers NOT_FOUND for is ErrNotFound, for
+// the engine to confirm with the listing, and Close calls nothing after
+// FromID's SandboxWait. That includes a live sandbox Modal answers
+// NOT_FOUND for (a token of another workspace: FailSpuriousNotFound), which
+// stays running and listed.
 func TestCloseNotFound(t *testing.T) {
 	tests := []struct {
-		name string
-		id   func(srv *modaltest.Server) string
+		name  string
+		id    func(srv *modaltest.Server) string
+		alive bool // the sandbox lives on at the fake
 	}{
-		{"never existed", func(*modaltest.Server) string { return "sb-0000000000000000000000" }},
-		{"not an id", func(*modaltest.Server) string { return "does-not-exist-0000" }},
+		{"never existed", func(*modaltest.Server) string { return "sb-0000000000000000000000" }, false},
+		{"not an id", func(*modaltest.Server) string { return "does-not-exist-0000" }, false},
 		{"forgotten by Modal", func(srv *modaltest.Server) string {
 			id := srv.Create(nil, created)
 			srv.Forget(id)
 			return id
-		}},
+		}, false},
+		{"spurious", func(srv *modaltest.Server) string {
+			id := srv.Create(nil, created)
+			srv.Fail(providertest.Failure{Kind: providertest.FailSpuriousNotFound})
+			return id
+		}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p, srv := setup(t)
-			if err := p.Close(testCtx(t), tt.id(srv)); err != nil {
-				t.Fatalf("Close = %v, want nil", err)
+			id := tt.id(srv)
+			err := p.Close(testCtx(t), id)
+			var pe *reaper.ProviderError
+			if !errors.As(err, &pe) || pe.Kind != reaper.ErrNotFound || pe.Op != "close" || pe.ID != id || pe.Provider != Type {
+				t.Fatalf("Close = %#v, want a *reaper.ProviderError for close %s wrapping ErrNotFound", err, id)
+			}
+			if errors.Is(err, reaper.ErrTransient) {
+				t.Fatalf("Close = %v, classified as transient too", err)
+			}
+			if msg := err.Error(); !strings.Contains(msg, "NotFound") || !strings.Contains(msg, id) {
+				t.Fatalf("Close = %q, want it to name the gRPC code and the sandbox", msg)
+			}
+			if srv.Alive(id) != tt.alive {
+				t.Fatalf("alive at the fake = %v, want %v", srv.Alive(id), tt.alive)
+			}
+			if tt.alive {
+				got, err := p.List(testCtx(t), reaper.ListFilter{})
+				if err != nil || len(got) != 1 || got[0].ID != id {
+					t.Fatalf("List = %v, %v; want [%s]", got, err, id)
+				}
 			}
 			reqs := srv.Requests()
 			if got := count(reqs, "SandboxWait"); got != 1 {
 				t.Errorf("SandboxWait calls = %d, want 1 (requests %v)", got, reqs)
 			}
 			if got := count(reqs, "SandboxTerminate"); got != 0 {
-				t.Errorf("SandboxTerminate calls = %d, want 0 for an unknown sandbox", got)
+				t.Errorf("SandboxTerminate calls = %d, want 0 after a not-found", got)
 			}
 		})
+	}
+}
+
+// TestWrapNotFound: NOT_FOUND is ErrNotFound whichever call answers it (a
+// sandbox that vanishes between FromID and SandboxTerminate), and whether
+// the SDK passes the status on or turns it into its NotFoundError; but a
+// canceled caller's context wins.
+func TestWrapNotFound(t *testing.T) {
+	p, _ := setup(t)
+	for _, err := range []error{
+		status.Error(codes.NotFound, "Sandbox with id 'sb-1' not found"),
+		fmt.Errorf("terminate: %w", status.Error(codes.NotFound, "Sandbox with id 'sb-1' not found")),
+		modalsdk.NotFoundError{Exception: "Sandbox with id: 'sb-1' not found"},
+	} {
+		got := p.wrap(context.Background(), "close", "sb-1", err)
+		if !errors.Is(got, reaper.ErrNotFound) || errors.Is(got, reaper.ErrTransient) || !strings.Contains(got.Error(), "sb-1") {
+			t.Errorf("wrap(%v) = %v, want ErrNotFound naming sb-1", err, got)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if got := p.wrap(ctx, "close", "sb-1", err); !errors.Is(got, context.Canceled) || errors.Is(got, reaper.ErrNotFound) {
+			t.Errorf("wrap(canceled, %v) = %v, want context.Canceled and no not-found", err, got)
+		}
 	}
 }
 

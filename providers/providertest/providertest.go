@@ -54,6 +54,12 @@ const (
 	// FailConflict answers a delete as the provider answers when the sandbox
 	// is changing state (HTTP 409). Only for providers with Options.Conflict.
 	FailConflict
+	// FailSpuriousNotFound answers a close, and a lookup of one sandbox, as
+	// the provider answers for a sandbox it does not have (HTTP 404, gRPC
+	// NOT_FOUND), although the sandbox exists and the listing still shows
+	// it: Daytona's access guard answers so when its database fails, and
+	// every provider answers so to a key of another organisation.
+	FailSpuriousNotFound
 )
 
 // Failure is an injected failure that applies to every request the fake
@@ -136,10 +142,13 @@ func Run(t *testing.T, o Options) {
 	t.Run("CloseTwice", func(t *testing.T) {
 		p, f := o.Setup(t)
 		id := f.Create(nil, created)
-		for i := range 2 {
-			if err := p.Close(ctx(t), id); err != nil {
-				t.Fatalf("Close #%d = %v, want nil", i+1, err)
-			}
+		if err := p.Close(ctx(t), id); err != nil {
+			t.Fatalf("Close #1 = %v, want nil", err)
+		}
+		// The second close may find it gone (not-found, which the engine
+		// confirms with the listing) or in a final state (nil).
+		if err := p.Close(ctx(t), id); err != nil && !errors.Is(err, reaper.ErrNotFound) {
+			t.Fatalf("Close #2 = %v, want nil or ErrNotFound", err)
 		}
 		if f.Alive(id) {
 			t.Fatalf("sandbox %s still allocated", id)
@@ -148,8 +157,33 @@ func Run(t *testing.T, o Options) {
 
 	t.Run("CloseUnknown", func(t *testing.T) {
 		p, _ := o.Setup(t)
-		if err := p.Close(ctx(t), "does-not-exist-0000"); err != nil {
-			t.Fatalf("Close(unknown) = %v, want nil (already gone is closed)", err)
+		err := p.Close(ctx(t), "does-not-exist-0000")
+		if !errors.Is(err, reaper.ErrNotFound) {
+			t.Fatalf("Close(unknown) = %v, want ErrNotFound: a not-found is a claim for the engine to confirm, never nil", err)
+		}
+	})
+
+	t.Run("SpuriousNotFound", func(t *testing.T) {
+		p, f := o.Setup(t)
+		id := f.Create(nil, created)
+		f.Fail(Failure{Kind: FailSpuriousNotFound})
+		err := p.Close(ctx(t), id)
+		if !errors.Is(err, reaper.ErrNotFound) {
+			t.Fatalf("Close answered a spurious not-found = %v, want ErrNotFound (never nil: the sandbox exists)", err)
+		}
+		if !f.Alive(id) {
+			t.Fatalf("fake: sandbox %s gone after a spurious not-found", id)
+		}
+		all, err := p.List(ctx(t), reaper.ListFilter{})
+		if err != nil {
+			t.Fatalf("List during spurious not-founds = %v", err)
+		}
+		if !slices.Contains(ids(all), id) {
+			t.Fatalf("List = %v, want it to still show %s: the listing is the second signal", ids(all), id)
+		}
+		f.Fail(Failure{})
+		if err := p.Close(ctx(t), id); err != nil || f.Alive(id) {
+			t.Fatalf("Close once the provider answers truly = %v (alive %v), want nil and gone", err, f.Alive(id))
 		}
 	})
 

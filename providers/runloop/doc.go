@@ -11,11 +11,14 @@
 // down devbox releases its compute and its disk and remains only as a record
 // with status "shutdown". A suspended devbox, which no longer uses compute but
 // is still billed for its disk, is closed the same way. Close returns nil when
-// the shutdown is accepted, when the devbox is already shut down or failed
+// the shutdown is accepted and when the devbox is already shut down or failed
 // (whether Runloop answers such a shutdown with 200 or refuses it with 400: a
-// refusal is checked with GET /v1/devboxes/{id}), and when the id is unknown
-// (404; confirmed by a one-item list request, so that a wrong
-// RUNLOOP_BASE_URL is not taken for a devbox that is gone).
+// refusal is checked with GET /v1/devboxes/{id}). A 404, to the shutdown or
+// to that GET, is reaper.ErrNotFound, and Close makes no further request.
+// Runloop keeps shut down devboxes as records, so a 404 means an id this
+// account never had (a devbox of another account included), or a
+// RUNLOOP_BASE_URL that does not point at the API; the engine confirms it
+// with List, which fails in the second case.
 //
 // Runloop refuses the shutdown of a devbox with a snapshot in progress with
 // 409 Conflict, which Close reports as reaper.ErrConflict so that the engine

@@ -238,7 +238,8 @@ type devboxListView struct {
 // has no delete: a shutdown devbox releases its compute and its disk and is
 // only kept as a record. A suspended devbox (which still bills for its disk)
 // is shut down the same way. From attempt ForceAfter+1 on the shutdown is
-// forced past in-progress snapshots.
+// forced past in-progress snapshots. A 404 is reaper.ErrNotFound, and Close
+// looks no further.
 func (p *Provider) Close(ctx context.Context, id string) error {
 	if id == "" {
 		return &reaper.ProviderError{Provider: Type, Op: "close", Kind: reaper.ErrTransient,
@@ -259,7 +260,7 @@ func (p *Provider) Close(ctx context.Context, id string) error {
 	case r.status >= 200 && r.status < 300:
 		return nil
 	case r.status == http.StatusNotFound:
-		return p.confirmGone(ctx, id, r)
+		return p.notFound(id, what, r)
 	case r.status == http.StatusBadRequest || r.status == http.StatusUnprocessableEntity:
 		// Runloop refuses a state change that does not apply to the devbox's
 		// current status; a devbox that is already shut down or failed is
@@ -280,28 +281,16 @@ func (p *Provider) Close(ctx context.Context, id string) error {
 	return pe
 }
 
-// confirmGone decides what a 404 to a shutdown means. Runloop keeps shut
-// down devboxes as records, so a 404 means the id never existed in this
-// account, or that the base URL does not point at the Runloop API. The
-// second must not be taken for "gone": reaperd would record a live devbox as
-// closed. So the devbox list is asked for too, and only when the API answers
-// it is the devbox taken as gone.
-func (p *Provider) confirmGone(ctx context.Context, id string, notFound *response) error {
-	const what = "confirm devbox is gone"
-	q := url.Values{"limit": {"1"}, "include_total_count": {"false"}}
-	r, err := p.do(ctx, http.MethodGet, "/v1/devboxes", q)
-	if err != nil {
-		return p.transportError(ctx, "close", id, what, err)
-	}
-	if r.status >= 200 && r.status < 300 {
-		return nil
-	}
-	if r.status == http.StatusNotFound {
-		return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrTransient,
-			StatusCode: notFound.status, Hint: "check " + EnvBaseURL,
-			Err: fmt.Errorf("shut down devbox: %s, and the devbox list is not found either", p.errorMessage(notFound))}
-	}
-	return p.statusError("close", id, what, r)
+// notFound reports a 404 to a request about one devbox as
+// reaper.ErrNotFound. Runloop keeps shut down devboxes as records, so the
+// API answers 404 for an id that never existed in this account (a devbox of
+// another account included); a base URL that does not point at the Runloop
+// API answers 404 too. Neither is proof that a devbox is gone, and none is
+// sought here: the engine confirms a not-found with List, which fails
+// against a wrong base URL.
+func (p *Provider) notFound(id, what string, r *response) error {
+	return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrNotFound,
+		StatusCode: r.status, Err: fmt.Errorf("%s: %s", what, p.errorMessage(r))}
 }
 
 // checkTerminal looks the devbox up after a refused shutdown.
@@ -312,7 +301,7 @@ func (p *Provider) checkTerminal(ctx context.Context, id string, refused *respon
 		return p.transportError(ctx, "close", id, what, err)
 	}
 	if r.status == http.StatusNotFound {
-		return p.confirmGone(ctx, id, r)
+		return p.notFound(id, what, r)
 	}
 	if r.status < 200 || r.status > 299 {
 		return p.statusError("close", id, what, r)

@@ -288,27 +288,61 @@ func TestCloseAlreadyTerminal(t *testing.T) {
 	}
 }
 
-func TestCloseUnknownChecksBaseURL(t *testing.T) {
+// TestCloseUnknown: a 404 to the shutdown is ErrNotFound, carrying the
+// status and Runloop's message, after that one request; the engine, not
+// Close, confirms it with the listing.
+func TestCloseUnknown(t *testing.T) {
 	srv := newFake(t)
-
 	p := newProvider(t, srv.URL, nil)
-	if err := p.Close(testCtx(t), "dbx_unknown"); err != nil {
-		t.Fatalf("Close(unknown) = %v, want nil", err)
+	err := p.Close(testCtx(t), "dbx_unknown")
+	var pe *reaper.ProviderError
+	if !errors.As(err, &pe) || pe.Kind != reaper.ErrNotFound || pe.Op != "close" || pe.ID != "dbx_unknown" || pe.StatusCode != http.StatusNotFound {
+		t.Fatalf("Close(unknown) = %#v, want ErrNotFound for close dbx_unknown with HTTP 404", err)
 	}
-	want := []string{"POST /v1/devboxes/dbx_unknown/shutdown", "GET /v1/devboxes?include_total_count=false&limit=1"}
+	if !strings.Contains(err.Error(), "Devbox not found: dbx_unknown") {
+		t.Errorf("Close(unknown) = %q, want Runloop's message", err)
+	}
+	want := []string{"POST /v1/devboxes/dbx_unknown/shutdown"}
 	if got := srv.Requests(); !slices.Equal(got, want) {
+		t.Errorf("requests = %q, want %q (no lookup after a not-found)", got, want)
+	}
+}
+
+// TestCloseSpuriousNotFound: a live devbox the API answers 404 for (a key
+// of another account) is ErrNotFound after the one shutdown request; it
+// stays running and listed.
+func TestCloseSpuriousNotFound(t *testing.T) {
+	srv := newFake(t)
+	p := newProvider(t, srv.URL, nil)
+	id := srv.Create(nil, created)
+	srv.Fail(providertest.Failure{Kind: providertest.FailSpuriousNotFound})
+	if err := p.Close(testCtx(t), id); !errors.Is(err, reaper.ErrNotFound) {
+		t.Fatalf("Close = %v, want ErrNotFound", err)
+	}
+	if got, want := srv.Requests(), []string{"POST /v1/devboxes/" + id + "/shutdown"}; !slices.Equal(got, want) {
 		t.Errorf("requests = %q, want %q", got, want)
 	}
+	got, err := p.List(testCtx(t), reaper.ListFilter{})
+	if err != nil || len(got) != 1 || got[0].ID != id {
+		t.Fatalf("List = %v, %v; want [%s]", got, err, id)
+	}
+	if !srv.Alive(id) {
+		t.Fatalf("devbox shut down by a spurious 404")
+	}
+}
 
-	// A base URL that does not point at the API 404s everything: that must
-	// not pass for a devbox that is gone.
+// TestCloseWrongBaseURL: a base URL that does not point at the API 404s
+// everything. Close reports that as a not-found, never as closed, and the
+// listing, the engine's confirmation, fails naming RUNLOOP_BASE_URL, so the
+// devbox is never taken for gone.
+func TestCloseWrongBaseURL(t *testing.T) {
+	srv := newFake(t)
 	id := srv.Create(nil, created)
 	wrong := newProvider(t, srv.URL+"/api", nil)
-	err := wrong.Close(testCtx(t), id)
-	if err == nil || !errors.Is(err, reaper.ErrTransient) || !strings.Contains(err.Error(), "RUNLOOP_BASE_URL") {
-		t.Fatalf("Close with a wrong base URL = %v, want a transient error naming RUNLOOP_BASE_URL", err)
+	if err := wrong.Close(testCtx(t), id); !errors.Is(err, reaper.ErrNotFound) {
+		t.Fatalf("Close with a wrong base URL = %v, want ErrNotFound (never nil)", err)
 	}
-	if _, err := wrong.List(testCtx(t), reaper.ListFilter{}); err == nil || !strings.Contains(err.Error(), "RUNLOOP_BASE_URL") {
+	if _, err := wrong.List(testCtx(t), reaper.ListFilter{}); err == nil || errors.Is(err, reaper.ErrNotFound) || !strings.Contains(err.Error(), "RUNLOOP_BASE_URL") {
 		t.Fatalf("List with a wrong base URL = %v, want an error naming RUNLOOP_BASE_URL", err)
 	}
 	if !srv.Alive(id) {
@@ -516,21 +550,33 @@ func TestCloseClassification(t *testing.T) {
 			},
 			wantKind: reaper.ErrConflict, wantText: "devbox is suspending",
 		},
+		// A 404 is a not-found whatever the other endpoints would say: the
+		// list and the lookup fail here, and must not be consulted.
 		{
-			name: "400 then devbox gone",
+			name: "404",
 			stub: stub{
-				shutdown: answer(400, nil, `{"message":"cannot shut down"}`),
-				get:      answer(404, nil, `{"message":"not found"}`),
-				list:     answer(200, nil, `{"devboxes":[],"has_more":false}`),
-			},
-		},
-		{
-			name: "404 and list rate limited",
-			stub: stub{
-				shutdown: answer(404, nil, `{"message":"not found"}`),
+				shutdown: answer(404, nil, `{"message":"Devbox not found: dbx_1"}`),
+				get:      answer(500, nil, `{"message":"must not be asked"}`),
 				list:     answer(429, map[string]string{"Retry-After": "3"}, `{}`),
 			},
-			wantKind: reaper.ErrRateLimited, wantRetry: 3 * time.Second,
+			wantKind: reaper.ErrNotFound, wantText: "shut down devbox: Devbox not found: dbx_1",
+		},
+		{
+			name: "404 without a body",
+			stub: stub{
+				shutdown: answer(404, nil, ``),
+				list:     answer(500, nil, `{}`),
+			},
+			wantKind: reaper.ErrNotFound, wantText: "Not Found",
+		},
+		{
+			name: "400 then devbox not found",
+			stub: stub{
+				shutdown: answer(400, nil, `{"message":"cannot shut down"}`),
+				get:      answer(404, nil, `{"message":"Devbox not found: dbx_1"}`),
+				list:     answer(500, nil, `{"message":"must not be asked"}`),
+			},
+			wantKind: reaper.ErrNotFound, wantText: "get devbox: Devbox not found: dbx_1",
 		},
 		{name: "key echoed", stub: stub{shutdown: answer(401, nil, `{"message":"bad key `+testKey+`"}`)}, wantKind: reaper.ErrUnauthorized, wantText: "[redacted]"},
 	}
@@ -548,6 +594,13 @@ func TestCloseClassification(t *testing.T) {
 			}
 			if !errors.Is(err, tt.wantKind) {
 				t.Fatalf("Close = %v, want %v", err, tt.wantKind)
+			}
+			if errors.Is(err, reaper.ErrNotFound) != (tt.wantKind == reaper.ErrNotFound) {
+				t.Fatalf("Close = %v: not-found classification wrong", err)
+			}
+			var pe *reaper.ProviderError
+			if tt.wantKind == reaper.ErrNotFound && (!errors.As(err, &pe) || pe.StatusCode != http.StatusNotFound || pe.Op != "close" || pe.ID != "dbx_1") {
+				t.Fatalf("Close = %#v, want close dbx_1 with HTTP 404", err)
 			}
 			if d, _ := reaper.RetryAfter(err); d < tt.wantRetry || d > tt.wantRetry+tt.retrySlack {
 				t.Errorf("RetryAfter = %v, want %v (+%v)", d, tt.wantRetry, tt.retrySlack)

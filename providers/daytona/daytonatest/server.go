@@ -34,7 +34,13 @@
 // "Cannot POST /api/sandbox"). Sandboxes are created through Create, not
 // through POST /sandbox. Filters other than labels and states are ignored.
 // Failures injected with Fail apply to every request until cleared, except
-// FailConflict, which only affects DELETE.
+// FailConflict, which only affects DELETE, and FailSpuriousNotFound, which
+// only affects GET and DELETE of one sandbox: those are answered, after
+// authentication and rate limiting, exactly as a sandbox the fake does not
+// have (404, code NOT_FOUND, "Sandbox with ID or name {id} not found"), the
+// answer of Daytona's SandboxAccessGuard whenever its lookup fails or the
+// sandbox belongs to another organization. The sandbox stays as it is and
+// GET /api/sandbox still lists it.
 package daytonatest
 
 import (
@@ -403,6 +409,11 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, http.StatusInternalServerError, "INTERNAL_SERVER_ERROR", "An unexpected error occurred.")
 		return
 	}
+	// SandboxAccessGuard guards the routes of one sandbox, not the list.
+	if f.Kind == providertest.FailSpuriousNotFound && (route == "get" || route == "delete") {
+		writeSandboxNotFound(w, r, id)
+		return
+	}
 
 	switch route {
 	case "list":
@@ -471,7 +482,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	s.mu.Unlock()
 	if sb == nil {
-		writeError(w, r, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("Sandbox with ID or name %s not found", id))
+		writeSandboxNotFound(w, r, id)
 		return
 	}
 	writeJSON(w, http.StatusOK, dto)
@@ -482,7 +493,7 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, id string, force
 	sb := s.find(id)
 	if sb == nil {
 		s.mu.Unlock()
-		writeError(w, r, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("Sandbox with ID or name %s not found", id))
+		writeSandboxNotFound(w, r, id)
 		return
 	}
 	if forceConflict || (sb.pending && sb.state != "pending_build") {
@@ -741,6 +752,12 @@ func writeError(w http.ResponseWriter, r *http.Request, status int, code, messag
 		Error: http.StatusText(status), Path: r.URL.RequestURI(),
 		Timestamp: isoTime(time.Now()), Method: r.Method,
 	})
+}
+
+// writeSandboxNotFound answers as SandboxAccessGuard does when it cannot
+// find, or cannot read, the sandbox named in the path.
+func writeSandboxNotFound(w http.ResponseWriter, r *http.Request, idOrName string) {
+	writeError(w, r, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("Sandbox with ID or name %s not found", idOrName))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +66,9 @@ func TestWire(t *testing.T) {
 			providertest.Failure{Kind: providertest.FailRateLimited, RetryAfter: 7 * time.Second}, 429, "RATE_LIMIT_EXCEEDED", "Retry-After-authenticated"},
 		{"server error", "GET", "/api/sandbox", bearer, providertest.Failure{Kind: providertest.FailServerError}, 500, "INTERNAL_SERVER_ERROR", ""},
 		{"conflict", "DELETE", "/api/sandbox/" + id, bearer, providertest.Failure{Kind: providertest.FailConflict}, 409, "SANDBOX_STATE_CHANGE_IN_PROGRESS", ""},
+		{"spurious not found get", "GET", "/api/sandbox/" + id, bearer, providertest.Failure{Kind: providertest.FailSpuriousNotFound}, 404, "NOT_FOUND", ""},
+		{"spurious not found delete", "DELETE", "/api/sandbox/" + id, bearer, providertest.Failure{Kind: providertest.FailSpuriousNotFound}, 404, "NOT_FOUND", ""},
+		{"spurious not found still authenticates", "DELETE", "/api/sandbox/" + id, "Bearer nope", providertest.Failure{Kind: providertest.FailSpuriousNotFound}, 401, "UNAUTHORIZED", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -123,5 +127,39 @@ func TestStateMachine(t *testing.T) {
 	}
 	if got := s.Sandboxes(); len(got) != 1 || got[0].State != StateDestroyed || !strings.HasPrefix(got[0].Name, "DESTROYED_") {
 		t.Fatalf("Sandboxes() = %+v", got)
+	}
+}
+
+// TestSpuriousNotFound: under FailSpuriousNotFound a live sandbox is
+// answered exactly as one the fake does not have, on GET and DELETE, while
+// the list still shows it.
+func TestSpuriousNotFound(t *testing.T) {
+	s := NewServer(key)
+	defer s.Close()
+	id := s.Create(nil, time.Time{})
+	bearer := "Bearer " + key
+	s.Fail(providertest.Failure{Kind: providertest.FailSpuriousNotFound})
+	for _, method := range []string{"GET", "DELETE"} {
+		status, _, got := do(t, method, s.URL+"/sandbox/"+id, bearer)
+		_, _, want := do(t, method, s.URL+"/sandbox/"+id[:8], bearer) // truly unknown
+		want["message"] = strings.Replace(want["message"].(string), id[:8], id, 1)
+		want["path"] = strings.Replace(want["path"].(string), id[:8], id, 1)
+		delete(got, "timestamp")
+		delete(want, "timestamp")
+		if status != 404 || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s under a spurious not-found = %d %v, want 404 %v", method, status, got, want)
+		}
+	}
+	status, _, list := do(t, "GET", s.URL+"/sandbox", bearer)
+	items, _ := list["items"].([]any)
+	if status != 200 || len(items) != 1 || items[0].(map[string]any)["id"] != id {
+		t.Fatalf("list under a spurious not-found = %d %v, want the sandbox", status, list)
+	}
+	if !s.Alive(id) {
+		t.Fatalf("sandbox gone after a spurious not-found")
+	}
+	s.Fail(providertest.Failure{})
+	if status, _, _ := do(t, "GET", s.URL+"/sandbox/"+id, bearer); status != 200 {
+		t.Fatalf("GET after clearing the failure = %d, want 200", status)
 	}
 }

@@ -21,7 +21,8 @@
 //     with the cursor for the next page in the X-Next-Token response header
 //     (base64url of "RFC3339Nano-startedAt__sandboxID", as the API mints it),
 //     accepted back as the nextToken query parameter;
-//   - GET /sandboxes/{sandboxID} returns one sandbox or 404.
+//   - GET /sandboxes/{sandboxID} returns one sandbox or 404
+//     {"code":404,"message":"sandbox \"ID\" doesn't exist or you don't have access to it"}.
 //
 // Paused sandboxes are alive: E2B keeps a paused sandbox's snapshot until it
 // is killed, so only a DELETE removes it.
@@ -30,7 +31,13 @@
 //
 // The first page has no upper time bound (the API starts its cursor at the
 // current time), so sandboxes created with future timestamps are listed.
-// Injected failures (Fail) apply to every request, before authentication.
+// Injected failures (Fail) apply to every request, before authentication,
+// except FailConflict, which only affects DELETE, and FailSpuriousNotFound,
+// which only affects DELETE /sandboxes/{sandboxID} and GET
+// /sandboxes/{sandboxID}, after authentication: they are answered exactly as
+// for a sandbox the fake does not have (404 with the bodies above), as E2B
+// answers a key of another team, while the sandbox stays alive and
+// GET /v2/sandboxes still lists it.
 package e2btest
 
 import (
@@ -333,7 +340,11 @@ func (s *Server) killSandbox(w http.ResponseWriter, r *http.Request) {
 	id := shortID(r.PathValue("sandboxID"))
 	s.mu.Lock()
 	_, ok := s.sandboxes[id]
-	delete(s.sandboxes, id)
+	if s.failure.Kind == providertest.FailSpuriousNotFound {
+		ok = false // answered as another team's sandbox: not touched
+	} else {
+		delete(s.sandboxes, id)
+	}
 	s.mu.Unlock()
 	if !ok {
 		writeError(w, http.StatusNotFound, "Sandbox not found")
@@ -382,6 +393,9 @@ func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request) {
 	id := shortID(r.PathValue("sandboxID"))
 	s.mu.Lock()
 	sb, ok := s.sandboxes[id]
+	if s.failure.Kind == providertest.FailSpuriousNotFound {
+		ok = false
+	}
 	var l listedSandbox
 	if ok {
 		l = toListed(sb)

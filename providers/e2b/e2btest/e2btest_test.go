@@ -4,8 +4,11 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/reaperd/reaperd/providers/providertest"
 )
 
 func TestServerAnswers(t *testing.T) {
@@ -60,5 +63,51 @@ func TestServerAnswers(t *testing.T) {
 	}
 	if s.Alive(id) {
 		t.Error("sandbox alive after DELETE with a client-id suffix")
+	}
+}
+
+// TestSpuriousNotFound: under FailSpuriousNotFound a live sandbox is
+// answered on GET and DELETE exactly as an unknown one, after
+// authentication, and stays alive and listed.
+func TestSpuriousNotFound(t *testing.T) {
+	const key = "e2b_test"
+	s := NewServer(key)
+	defer s.Close()
+	id := s.Create(nil, time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC))
+	do := func(method, path, k string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, s.URL+path, nil)
+		req.Header.Set("X-API-Key", k)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	const unknown = "iunknown000000000000"
+	_, wantGet := do("GET", "/sandboxes/"+unknown, key)
+	_, wantKill := do("DELETE", "/sandboxes/"+unknown, key)
+
+	s.Fail(providertest.Failure{Kind: providertest.FailSpuriousNotFound})
+	if code, body := do("GET", "/sandboxes/"+id, key); code != 404 || body != strings.ReplaceAll(wantGet, unknown, id) {
+		t.Errorf("GET = %d %s, want 404 %s", code, body, strings.ReplaceAll(wantGet, unknown, id))
+	}
+	if code, body := do("DELETE", "/sandboxes/"+id, key); code != 404 || body != wantKill {
+		t.Errorf("DELETE = %d %s, want 404 %s", code, body, wantKill)
+	}
+	if code, _ := do("DELETE", "/sandboxes/"+id, "e2b_other"); code != 401 {
+		t.Errorf("DELETE with a wrong key = %d, want 401", code)
+	}
+	if code, body := do("GET", "/v2/sandboxes", key); code != 200 || !strings.Contains(body, id) {
+		t.Errorf("list = %d %s, want the sandbox", code, body)
+	}
+	if !s.Alive(id) {
+		t.Fatal("sandbox gone after a spurious not-found")
+	}
+	s.Fail(providertest.Failure{})
+	if code, _ := do("DELETE", "/sandboxes/"+id, key); code != 204 || s.Alive(id) {
+		t.Errorf("DELETE after clearing = %d (alive %v), want 204 and gone", code, s.Alive(id))
 	}
 }

@@ -24,7 +24,8 @@
 // the environment "main", the default one. SandboxList pages newest first,
 // SetPageSize sandboxes a page (100 by default; Modal does not document its
 // own), and before_timestamp selects sandboxes created strictly earlier. An
-// id the fake has never seen is NOT_FOUND, whatever its form.
+// id the fake has never seen is NOT_FOUND, whatever its form; so is every
+// id while FailSpuriousNotFound is injected (see Fail).
 package modaltest
 
 import (
@@ -188,8 +189,13 @@ func (s *Server) Forget(id string) {
 // FailUnauthorized answers UNAUTHENTICATED, FailRateLimited
 // RESOURCE_EXHAUSTED (with a google.rpc.RetryInfo detail carrying
 // f.RetryAfter when it is positive), FailServerError UNAVAILABLE, and
-// FailHang holds the call until the client gives up. FailConflict has no
-// Modal counterpart and injects nothing.
+// FailHang holds the call until the client gives up. FailSpuriousNotFound
+// answers the calls about one sandbox (SandboxWait, SandboxTerminate,
+// SandboxTagsGet), once authenticated, exactly as for an id the fake does
+// not know: NOT_FOUND "Sandbox with id '<id>' not found", as Modal answers
+// a token of another workspace; the sandbox keeps running and SandboxList
+// still returns it. FailConflict has no Modal counterpart and injects
+// nothing.
 func (s *Server) Fail(f providertest.Failure) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -392,9 +398,10 @@ func (v service) AuthTokenGet(ctx context.Context, _ *pb.AuthTokenGetRequest) (*
 	return pb.AuthTokenGetResponse_builder{Token: tok}.Build(), nil
 }
 
+// lookup finds a sandbox for a call about it. Caller holds s.mu.
 func (s *Server) lookup(id string) (*sandbox, error) {
 	sb, ok := s.sandboxes[id]
-	if !ok {
+	if !ok || s.failure.Kind == providertest.FailSpuriousNotFound {
 		return nil, status.Errorf(codes.NotFound, "Sandbox with id '%s' not found", id)
 	}
 	return sb, nil

@@ -187,3 +187,52 @@ func TestHangEndsOnClose(t *testing.T) {
 		t.Fatal("Close did not end a held call")
 	}
 }
+
+// TestSpuriousNotFound: under FailSpuriousNotFound the calls about one
+// sandbox answer exactly as for an unknown id, once authenticated, while the
+// sandbox keeps running and SandboxList still returns it.
+func TestSpuriousNotFound(t *testing.T) {
+	srv := NewServer(id, secret)
+	defer srv.Close()
+	c := dial(t, srv)
+	ctx := func() context.Context { return creds(t, id, secret, "x-modal-auth-token", token(t, c)) }
+	sb := srv.Create(nil, time.Now())
+	const unknown = "sb-unknown"
+	calls := map[string]func(id string) error{
+		"SandboxWait": func(id string) error {
+			_, err := c.SandboxWait(ctx(), pb.SandboxWaitRequest_builder{SandboxId: id}.Build())
+			return err
+		},
+		"SandboxTerminate": func(id string) error {
+			_, err := c.SandboxTerminate(ctx(), pb.SandboxTerminateRequest_builder{SandboxId: id}.Build())
+			return err
+		},
+		"SandboxTagsGet": func(id string) error {
+			_, err := c.SandboxTagsGet(ctx(), pb.SandboxTagsGetRequest_builder{SandboxId: id}.Build())
+			return err
+		},
+	}
+	srv.Fail(providertest.Failure{Kind: providertest.FailSpuriousNotFound})
+	for name, call := range calls {
+		want := status.Convert(call(unknown))
+		got := status.Convert(call(sb))
+		if got.Code() != codes.NotFound || want.Code() != codes.NotFound ||
+			got.Message() != strings.Replace(want.Message(), unknown, sb, 1) {
+			t.Errorf("%s = %v, want %v for %s", name, got, want, sb)
+		}
+	}
+	if _, err := c.SandboxWait(creds(t, id, "as-wrong"), pb.SandboxWaitRequest_builder{SandboxId: sb}.Build()); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("SandboxWait with a wrong secret = %v, want UNAUTHENTICATED", err)
+	}
+	l, err := c.SandboxList(ctx(), &pb.SandboxListRequest{})
+	if err != nil || len(l.GetSandboxes()) != 1 || l.GetSandboxes()[0].GetId() != sb {
+		t.Fatalf("SandboxList = %v, %v; want %s", l, err, sb)
+	}
+	if !srv.Alive(sb) {
+		t.Fatal("sandbox finished after spurious not-founds")
+	}
+	srv.Fail(providertest.Failure{})
+	if err := calls["SandboxTerminate"](sb); err != nil || srv.Alive(sb) {
+		t.Fatalf("SandboxTerminate after clearing = %v (alive %v), want it terminated", err, srv.Alive(sb))
+	}
+}

@@ -29,7 +29,8 @@
 // unless force=true. Runloop does not document what a shutdown of a devbox
 // that is already shut down answers; the fake answers 400 by default and 200
 // (the devbox, unchanged) after SetTerminalShutdownStatus(200). Runloop does
-// not document its error body either; the fake answers {"message": "..."}.
+// not document its error body either; the fake answers {"message": "..."},
+// for an unknown devbox 404 {"message": "Devbox not found: ID"}.
 package runlooptest
 
 import (
@@ -248,7 +249,12 @@ func (s *Server) SetTerminalShutdownStatus(code int) {
 
 // Fail injects f for all following requests; providertest.Failure{} clears
 // it. FailConflict answers a shutdown without force=true with 409, as a
-// devbox with a snapshot in progress does.
+// devbox with a snapshot in progress does. FailSpuriousNotFound answers
+// GET /v1/devboxes/{id} and POST /v1/devboxes/{id}/shutdown, once the key is
+// accepted, exactly as for a devbox the fake does not have (404
+// {"message": "Devbox not found: ID"}), as Runloop answers a key of another
+// account; the devbox keeps running and GET /v1/devboxes still lists it.
+// The other failures apply to every request, before authentication.
 func (s *Server) Fail(f providertest.Failure) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -332,13 +338,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 				writeError(w, http.StatusMethodNotAllowed, "Method not allowed")
 				return
 			}
-			s.get(w, parts[0])
+			s.get(w, parts[0], f.Kind == providertest.FailSpuriousNotFound)
 		case len(parts) == 2 && parts[0] != "" && parts[1] == "shutdown":
 			if r.Method != http.MethodPost {
 				writeError(w, http.StatusMethodNotAllowed, "Method not allowed")
 				return
 			}
-			s.shutdown(w, r, parts[0], f.Kind == providertest.FailConflict)
+			s.shutdown(w, r, parts[0], f)
 		default:
 			writeError(w, http.StatusNotFound, "Not found")
 		}
@@ -410,29 +416,33 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, body)
 }
 
-func (s *Server) get(w http.ResponseWriter, id string) {
+// get answers GET /v1/devboxes/{id}; spurious answers as if the devbox did
+// not exist.
+func (s *Server) get(w http.ResponseWriter, id string, spurious bool) {
 	s.mu.Lock()
 	d, ok := s.boxes[id]
+	ok = ok && !spurious
 	var v map[string]any
 	if ok {
 		v = view(d)
 	}
 	s.mu.Unlock()
 	if !ok {
-		writeError(w, http.StatusNotFound, "Devbox not found: "+id)
+		writeNotFound(w, id)
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
 }
 
-func (s *Server) shutdown(w http.ResponseWriter, r *http.Request, id string, injectedConflict bool) {
+func (s *Server) shutdown(w http.ResponseWriter, r *http.Request, id string, f providertest.Failure) {
 	force, _ := strconv.ParseBool(r.URL.Query().Get("force"))
+	injectedConflict := f.Kind == providertest.FailConflict
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d, ok := s.boxes[id]
 	switch {
-	case !ok:
-		writeError(w, http.StatusNotFound, "Devbox not found: "+id)
+	case !ok || f.Kind == providertest.FailSpuriousNotFound:
+		writeNotFound(w, id)
 	case !d.Alive():
 		if s.terminalShutdown == http.StatusOK {
 			writeJSON(w, http.StatusOK, view(d))
@@ -491,4 +501,9 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"message": msg})
+}
+
+// writeNotFound answers a request about a devbox the API does not have.
+func writeNotFound(w http.ResponseWriter, id string) {
+	writeError(w, http.StatusNotFound, "Devbox not found: "+id)
 }

@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/reaperd/reaperd/providers/providertest"
 	"github.com/reaperd/reaperd/providers/runloop/runlooptest"
 )
 
@@ -135,5 +138,42 @@ func TestIDsSortInCreationOrder(t *testing.T) {
 	}
 	if len(ids[0]) != len("dbx_")+21 {
 		t.Fatalf("id %q is not shaped like a Runloop id", ids[0])
+	}
+}
+
+// TestSpuriousNotFound: under FailSpuriousNotFound a live devbox is answered
+// exactly as an unknown one on GET and shutdown, once the key is accepted;
+// it stays running and listed.
+func TestSpuriousNotFound(t *testing.T) {
+	srv := runlooptest.NewServer("k")
+	defer srv.Close()
+	id := srv.Create(nil, time.Now())
+	const unknown = "dbx_nope"
+	_, wantGet := call(t, "GET", srv.URL+"/v1/devboxes/"+unknown, "k")
+	_, wantShutdown := call(t, "POST", srv.URL+"/v1/devboxes/"+unknown+"/shutdown", "k")
+	for _, want := range []map[string]any{wantGet, wantShutdown} {
+		want["message"] = strings.Replace(want["message"].(string), unknown, id, 1)
+	}
+
+	srv.Fail(providertest.Failure{Kind: providertest.FailSpuriousNotFound})
+	if code, body := call(t, "GET", srv.URL+"/v1/devboxes/"+id, "k"); code != 404 || !reflect.DeepEqual(body, wantGet) {
+		t.Errorf("GET = %d %v, want 404 %v", code, body, wantGet)
+	}
+	if code, body := call(t, "POST", srv.URL+"/v1/devboxes/"+id+"/shutdown", "k"); code != 404 || !reflect.DeepEqual(body, wantShutdown) {
+		t.Errorf("shutdown = %d %v, want 404 %v", code, body, wantShutdown)
+	}
+	if code, _ := call(t, "POST", srv.URL+"/v1/devboxes/"+id+"/shutdown", "wrong"); code != 401 {
+		t.Errorf("shutdown with a wrong key = %d, want 401", code)
+	}
+	code, body := call(t, "GET", srv.URL+"/v1/devboxes?status=running", "k")
+	if boxes, _ := body["devboxes"].([]any); code != 200 || len(boxes) != 1 || boxes[0].(map[string]any)["id"] != id {
+		t.Errorf("list = %d %v, want the devbox", code, body)
+	}
+	if !srv.Alive(id) {
+		t.Fatal("devbox shut down by a spurious not-found")
+	}
+	srv.Fail(providertest.Failure{})
+	if code, _ := call(t, "POST", srv.URL+"/v1/devboxes/"+id+"/shutdown", "k"); code != 200 || srv.Alive(id) {
+		t.Errorf("shutdown after clearing = %d (alive %v), want 200 and shut down", code, srv.Alive(id))
 	}
 }

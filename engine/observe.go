@@ -1,0 +1,311 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/reaperd/reaperd/reaper"
+)
+
+// Listings are the engine's second signal. A provider's not-found alone is
+// never proof that a sandbox is gone: providers answer it for sandboxes
+// that exist when their access check fails, and to a key of another
+// organisation. So:
+//
+//   - a close answered not-found marks the entry NotFoundAt, and asks for a
+//     listing of its provider soon (batched: one listing confirms every
+//     pending entry of the provider);
+//   - a registration asks for a listing too, later and at most every
+//     verifyGap: the listing shows whether reaperd's credentials see the
+//     sandbox (SeenAt), or not (Unverified);
+//   - each listing taken after a not-found decides it: absent, and seen in an
+//     earlier listing, the sandbox is gone (closed); still listed, the
+//     provider contradicted itself (the close is retried, and that is
+//     recorded); absent but never seen, nothing can be proven (unverified:
+//     the close is retried, never recorded closed on that ground).
+const (
+	// confirmDelay batches the not-founds of one provider into one listing.
+	confirmDelay = time.Second
+	// verifyDelay and verifyGap pace the listings that verify registrations.
+	verifyDelay = 2 * time.Second
+	verifyGap   = 15 * time.Second
+	// verifyGrace is how long after its registration a sandbox may still
+	// be missing from a listing (the provider's listing may lag its create)
+	// before it counts as unverified.
+	verifyGrace = 5 * time.Second
+)
+
+// wantListing asks the provider's observer for a listing at or after at,
+// and never sooner than gap after the previous one.
+func (e *Engine) wantListing(provider string, at time.Time, gap time.Duration) {
+	q := e.providers.queue(provider)
+	if q == nil {
+		return
+	}
+	q.mu.Lock()
+	if !q.lastList.IsZero() {
+		at = maxTime(at, q.lastList.Add(gap))
+	}
+	if q.listAt.IsZero() || at.Before(q.listAt) {
+		q.listAt = at
+	}
+	q.mu.Unlock()
+	select {
+	case q.listSignal <- struct{}{}:
+	default:
+	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// observer takes the listings its provider's queue asks for, one at a
+// time, each bounded by ListTimeout, and applies them to the ledger.
+func (e *Engine) observer(q *closeQueue) {
+	defer e.workers.Done()
+	t := e.clock.NewTimer(time.Hour)
+	defer t.Stop()
+	failures := 0
+	for {
+		q.mu.Lock()
+		at := q.listAt
+		q.mu.Unlock()
+		if !at.IsZero() {
+			resetAt(e.clock, t, at)
+		} else {
+			stopTimer(t)
+		}
+		select {
+		case <-e.workCtx.Done():
+			return
+		case <-q.listSignal:
+			continue
+		case <-t.Chan():
+		}
+		now := e.clock.Now()
+		q.mu.Lock()
+		if q.listAt.IsZero() || now.Before(q.listAt) {
+			q.mu.Unlock()
+			continue
+		}
+		q.listAt, q.lastList = time.Time{}, now
+		q.mu.Unlock()
+		var err error
+		e.safely("listing for confirmation", func() { err = e.listAndObserve(q.name, now) })
+		if err == nil {
+			failures = 0
+			continue
+		}
+		failures++
+		wait := ledgerBackoff(failures + 3) // from 800ms, doubling to 10s
+		if isPowerOfTwo(failures) {
+			e.logger().Warn("list sandboxes to confirm not-founds and verify registrations", LogProvider, q.name, LogErr, err, LogRetryIn, wait)
+		}
+		e.wantListing(q.name, now.Add(wait), 0)
+	}
+}
+
+// listAndObserve lists the provider's sandboxes and applies the listing.
+func (e *Engine) listAndObserve(name string, started time.Time) error {
+	p, release := e.providers.acquire(name)
+	defer release()
+	if p == nil {
+		return nil
+	}
+	ctx, cancel := withTimeout(e.workCtx, e.clock, e.listTimeout())
+	defer cancel()
+	sbs, err := safeList(ctx, p, name)
+	if err != nil {
+		return err
+	}
+	return e.observe(e.workCtx, name, sbs, started)
+}
+
+// observation is what applying one listing did.
+type observation struct {
+	closed, contradicted, unconfirmed []string
+	reasons                           map[reaper.Reason]int // of the closed
+	unverifiedNow                     int                   // entries left unverified
+	unverified, verified              []string
+	pending                           bool // entries still wait for a later listing
+}
+
+// observe applies a listing of the provider, started at listed, to the
+// ledger: it decides the not-founds reported before the listing started,
+// and verifies the entries the listing shows or should show.
+func (e *Engine) observe(ctx context.Context, provider string, sbs []reaper.Sandbox, listed time.Time) error {
+	live := make(map[string]bool, len(sbs))
+	for _, sb := range sbs {
+		live[sb.ID] = true
+	}
+	var ob observation
+	err := e.update(ctx, func(tx reaper.Tx) error {
+		ob = observation{}
+		now := e.now()
+		var keys []string
+		seen := map[string]bool{}
+		collect := func(ent *reaper.Entry) error {
+			if !seen[ent.Key()] {
+				seen[ent.Key()] = true
+				keys = append(keys, ent.Key())
+			}
+			return nil
+		}
+		if err := tx.Unseen(provider, collect); err != nil {
+			return err
+		}
+		if err := tx.Closing(provider, func(ent *reaper.Entry) error {
+			if !ent.NotFoundAt.IsZero() {
+				return collect(ent)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, key := range keys {
+			ent, err := tx.Entry(key)
+			if err != nil {
+				return err
+			}
+			if ent == nil || ent.State.Final() {
+				continue
+			}
+			if err := e.observeEntry(tx, ent, live[ent.ID], listed, now, &ob); err != nil {
+				return err
+			}
+			if ent.Unverified && ent.SeenAt.IsZero() && !ent.State.Final() {
+				ob.unverifiedNow++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("apply a listing of %s: %w", provider, err)
+	}
+	e.reportObservation(provider, &ob)
+	return nil
+}
+
+// observeEntry applies a listing to one entry.
+func (e *Engine) observeEntry(tx reaper.Tx, ent *reaper.Entry, listedNow bool, listed, now time.Time, ob *observation) error {
+	key := ent.Key()
+	changed := false
+	// Verification.
+	switch {
+	case listedNow && ent.SeenAt.IsZero():
+		ent.SeenAt, ent.Unverified, changed = listed, false, true
+		ob.verified = append(ob.verified, key)
+	case !listedNow && ent.SeenAt.IsZero() && !ent.Unverified:
+		if listed.Sub(ent.RegisteredAt) >= verifyGrace {
+			ent.Unverified, changed = true, true
+			ob.unverified = append(ob.unverified, key)
+		} else {
+			ob.pending = true
+		}
+	}
+	// Confirmation of a not-found reported before this listing started.
+	if ent.State == reaper.StateClosing && !ent.InFlight && !ent.NotFoundAt.IsZero() {
+		if !listed.After(ent.NotFoundAt) {
+			ob.pending = true // this listing may have begun before the answer
+		} else {
+			if err := e.confirm(tx, ent, listedNow, now, ob); err != nil {
+				return err
+			}
+			return nil // confirm puts the entry
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return tx.PutEntry(ent)
+}
+
+// confirm decides a not-found with a listing taken after it.
+func (e *Engine) confirm(tx reaper.Tx, ent *reaper.Entry, listedNow bool, now time.Time, ob *observation) error {
+	key := ent.Key()
+	notFound := ent.NotFoundAt
+	ent.NotFoundAt = time.Time{}
+	switch {
+	case !listedNow && !ent.SeenAt.IsZero():
+		ent.State, ent.ClosedAt, ent.NextAttemptAt = reaper.StateClosed, now, time.Time{}
+		ent.LastError, ent.ErrorClass = "", ""
+		ob.closed = append(ob.closed, key)
+		if ob.reasons == nil {
+			ob.reasons = map[reaper.Reason]int{}
+		}
+		ob.reasons[ent.CloseReason]++
+		if err := tx.PutEntry(ent); err != nil {
+			return err
+		}
+		return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventClosed, Key: key, Session: ent.Session, Reason: ent.CloseReason,
+			Detail: fmt.Sprintf("attempt %d answered not found (%s), and the provider's listing no longer shows the sandbox", ent.Attempts, fmtTime(notFound))})
+	case listedNow:
+		ent.LastError = "the provider answered not found, but its listing still shows the sandbox: its answer is not trusted; the close is retried"
+		ent.ErrorClass = "contradicted"
+		ob.contradicted = append(ob.contradicted, key)
+		if err := tx.PutEntry(ent); err != nil {
+			return err
+		}
+		return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventContradicted, Key: key, Session: ent.Session,
+			Reason: ent.CloseReason, ErrorClass: ent.ErrorClass, Detail: ent.LastError})
+	default:
+		ent.Unverified = true
+		ent.LastError = "the provider answered not found, and reaperd's credentials have never seen the sandbox in its listing: nothing proves it gone (a key of another organisation?); the close is retried"
+		ent.ErrorClass = "unverified"
+		ob.unconfirmed = append(ob.unconfirmed, key)
+		if err := tx.PutEntry(ent); err != nil {
+			return err
+		}
+		return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventCloseFailed, Key: key, Session: ent.Session,
+			Reason: ent.CloseReason, ErrorClass: ent.ErrorClass, Detail: ent.LastError})
+	}
+}
+
+// reportObservation logs and counts what a listing decided.
+func (e *Engine) reportObservation(provider string, ob *observation) {
+	log := e.logger().With(LogProvider, provider)
+	if n := len(ob.closed); n > 0 {
+		log.Info("sandboxes closed: not found, and gone from the provider's listing", LogCount, n, "keys", sample(ob.closed))
+	}
+	if n := len(ob.contradicted); n > 0 {
+		log.Warn("the provider contradicted itself: it answered not found, but its listing still shows these sandboxes; the closes are retried",
+			LogCount, n, "keys", sample(ob.contradicted))
+	}
+	if n := len(ob.unconfirmed); n > 0 {
+		log.Warn("not found, but never seen in the provider's listing: cannot prove these sandboxes gone (check that the credentials belong to their organisation); the closes are retried",
+			LogCount, n, "keys", sample(ob.unconfirmed))
+	}
+	if n := len(ob.unverified); n > 0 {
+		log.Warn("registered sandboxes not visible to reaperd's credentials at the provider (a key of another organisation?); they are never closed on a not-found alone",
+			LogCount, n, "keys", sample(ob.unverified))
+	}
+	if m := e.Metrics; m != nil {
+		m.Contradictions.WithLabelValues(provider).Add(float64(len(ob.contradicted)))
+		m.Unverified.WithLabelValues(provider).Set(float64(ob.unverifiedNow))
+		for reason, n := range ob.reasons {
+			m.Closed.WithLabelValues(provider, string(reason)).Add(float64(n))
+		}
+	}
+	if len(ob.contradicted)+len(ob.unconfirmed) > 0 {
+		e.Wake()
+	}
+	if ob.pending {
+		e.wantListing(provider, e.clock.Now().Add(confirmDelay), confirmDelay)
+	}
+}
+
+// sample names up to five keys, for a log line.
+func sample(keys []string) string {
+	sort.Strings(keys)
+	if len(keys) > 5 {
+		return strings.Join(keys[:5], ", ") + fmt.Sprintf(" and %d more", len(keys)-5)
+	}
+	return strings.Join(keys, ", ")
+}
