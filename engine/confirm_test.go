@@ -82,7 +82,7 @@ func TestSpuriousNotFoundIsNeverClosed(t *testing.T) {
 	// The confirming listing comes a second later.
 	h.advanceUntil(100*time.Millisecond, func() bool { e = h.entry("fake/a"); return e.ErrorClass == "contradicted" },
 		"the contradiction to be recorded")
-	if e.State != reaper.StateClosing || !e.NotFoundAt.IsZero() || e.SeenAt.IsZero() {
+	if e.State != reaper.StateClosing || !e.NotFoundAt.IsZero() || !e.Seen {
 		t.Fatalf("after the listing still showed it: %+v, want closing, seen, not confirming", e)
 	}
 	if got := kinds(h.audit(), "fake/a"); !slices.Contains(got, reaper.EventContradicted) || slices.Contains(got, reaper.EventClosed) {
@@ -112,7 +112,7 @@ func TestNotFoundConfirmedByTheListing(t *testing.T) {
 		h.register(reaper.RegisterRequest{ID: id, TTL: reaper.Duration(time.Minute)})
 	}
 	h.clock.Advance(2 * time.Second) // the verifying listing
-	eventually(t, 5*time.Second, func() bool { return !h.entry("fake/s19").SeenAt.IsZero() }, func() string { return "verification" })
+	eventually(t, 5*time.Second, func() bool { return h.entry("fake/s19").Seen }, func() string { return "verification" })
 	for _, id := range ids {
 		fl.remove(id)
 	}

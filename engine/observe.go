@@ -20,7 +20,7 @@ import (
 //     pending entry of the provider);
 //   - a registration asks for a listing too, later and at most every
 //     verifyGap: the listing shows whether reaperd's credentials see the
-//     sandbox (SeenAt), or not (Unverified);
+//     sandbox (Seen), or not (Unverified);
 //   - each listing taken after a not-found decides it: absent, and seen in an
 //     earlier listing, the sandbox is gone (closed); still listed, the
 //     provider contradicted itself (the close is retried, and that is
@@ -180,7 +180,7 @@ func (e *Engine) observe(ctx context.Context, provider string, sbs []reaper.Sand
 			if err := e.observeEntry(tx, ent, live[ent.ID], listed, now, &ob); err != nil {
 				return err
 			}
-			if ent.Unverified && ent.SeenAt.IsZero() && !ent.State.Final() {
+			if ent.Unverified && !ent.Seen && !ent.State.Final() {
 				ob.unverifiedNow++
 			}
 		}
@@ -196,16 +196,22 @@ func (e *Engine) observe(ctx context.Context, provider string, sbs []reaper.Sand
 // observeEntry applies a listing to one entry.
 func (e *Engine) observeEntry(tx reaper.Tx, ent *reaper.Entry, listedNow bool, listed, now time.Time, ob *observation) error {
 	key := ent.Key()
-	changed := false
-	// Verification.
+	// Verification: recorded in the ledger's index, not by rewriting the
+	// entry, so that it costs registrations little.
 	switch {
-	case listedNow && ent.SeenAt.IsZero():
-		ent.SeenAt, ent.Unverified, changed = listed, false, true
+	case listedNow && !ent.Seen:
+		ent.Seen, ent.Unverified = true, false
 		ob.verified = append(ob.verified, key)
-	case !listedNow && ent.SeenAt.IsZero() && !ent.Unverified:
+		if err := tx.SetVerification(ent, true, false); err != nil {
+			return err
+		}
+	case !listedNow && !ent.Seen && !ent.Unverified:
 		if listed.Sub(ent.RegisteredAt) >= verifyGrace {
-			ent.Unverified, changed = true, true
+			ent.Unverified = true
 			ob.unverified = append(ob.unverified, key)
+			if err := tx.SetVerification(ent, false, true); err != nil {
+				return err
+			}
 		} else {
 			ob.pending = true
 		}
@@ -215,16 +221,10 @@ func (e *Engine) observeEntry(tx reaper.Tx, ent *reaper.Entry, listedNow bool, l
 		if !listed.After(ent.NotFoundAt) {
 			ob.pending = true // this listing may have begun before the answer
 		} else {
-			if err := e.confirm(tx, ent, listedNow, now, ob); err != nil {
-				return err
-			}
-			return nil // confirm puts the entry
+			return e.confirm(tx, ent, listedNow, now, ob)
 		}
 	}
-	if !changed {
-		return nil
-	}
-	return tx.PutEntry(ent)
+	return nil
 }
 
 // confirm decides a not-found with a listing taken after it.
@@ -233,7 +233,7 @@ func (e *Engine) confirm(tx reaper.Tx, ent *reaper.Entry, listedNow bool, now ti
 	notFound := ent.NotFoundAt
 	ent.NotFoundAt = time.Time{}
 	switch {
-	case !listedNow && !ent.SeenAt.IsZero():
+	case !listedNow && ent.Seen:
 		ent.State, ent.ClosedAt, ent.NextAttemptAt = reaper.StateClosed, now, time.Time{}
 		ent.LastError, ent.ErrorClass = "", ""
 		ob.closed = append(ob.closed, key)

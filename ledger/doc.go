@@ -23,7 +23,7 @@
 //	processes        session id → ∅               (live sessions with a pid)
 //	closing          PROVIDER/ID → ∅              (entries in state closing)
 //	in_flight        PROVIDER/ID → ∅              (closing entries a running daemon holds)
-//	unseen           PROVIDER/ID → ∅              (active or closing entries no listing has shown yet)
+//	unseen           be64(registered ns) kind key → "" | "u"  (entries no listing has shown yet; "u": unverified)
 //	retire           be64(unix ns) kind key → ∅   (final entries; sessions that may be pruned)
 //	quarantine       be64(unix ns) kind key → {reason, raw}  (undecodable records moved aside)
 //	audit            be64(unix ns) be64(seq) → event (JSON)

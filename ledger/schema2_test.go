@@ -1,6 +1,7 @@
 package ledger_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -383,5 +384,52 @@ func TestFullDiskIsUnavailable(t *testing.T) {
 	put(t, db, big[0])
 	if db.WriteError() != nil {
 		t.Fatalf("WriteError = %v after a commit succeeded", db.WriteError())
+	}
+}
+
+// TestVerificationLivesInTheIndex: marking an entry seen or unverified
+// changes what reads return, but never rewrites the entry's record.
+func TestVerificationLivesInTheIndex(t *testing.T) {
+	db := ledgertest.Open(t)
+	put(t, db, active("a", time.Time{}), active("b", time.Time{}))
+	raw := func(key string) string {
+		var v []byte
+		_ = db.Bolt().View(func(tx *bolt.Tx) error { v = bytes.Clone(tx.Bucket([]byte("entries")).Get([]byte(key))); return nil })
+		return string(v)
+	}
+	before := raw("e2b/a") + raw("e2b/b")
+	var unseen []string
+	read := func() (a, b *reaper.Entry) {
+		unseen = nil
+		_ = db.View(context.Background(), func(tx reaper.Tx) error {
+			a, _ = tx.Entry("e2b/a")
+			b, _ = tx.Entry("e2b/b")
+			return tx.Unseen("e2b", func(e *reaper.Entry) error { unseen = append(unseen, e.ID); return nil })
+		})
+		return a, b
+	}
+	if a, b := read(); a.Seen || b.Seen || a.Unverified || !slices.Equal(unseen, []string{"a", "b"}) {
+		t.Fatalf("new entries: a %+v, b %+v, unseen %v; want both unseen", a, b, unseen)
+	}
+	update(t, db, func(tx reaper.Tx) error {
+		a, _ := tx.Entry("e2b/a")
+		b, _ := tx.Entry("e2b/b")
+		if err := tx.SetVerification(a, true, false); err != nil {
+			return err
+		}
+		return tx.SetVerification(b, false, true)
+	})
+	a, b := read()
+	if !a.Seen || a.Unverified || b.Seen || !b.Unverified || !slices.Equal(unseen, []string{"b"}) {
+		t.Fatalf("after verification: a seen=%v unverified=%v, b seen=%v unverified=%v, unseen %v", a.Seen, a.Unverified, b.Seen, b.Unverified, unseen)
+	}
+	if after := raw("e2b/a") + raw("e2b/b"); after != before {
+		t.Fatal("verification rewrote an entry's record")
+	}
+	// A later write of the entry keeps what was verified.
+	b.Labels = map[string]string{"k": "v"}
+	put(t, db, b)
+	if _, b2 := read(); !b2.Unverified || b2.Seen {
+		t.Fatalf("after a rewrite b = %+v, want still unverified", b2)
 	}
 }

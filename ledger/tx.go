@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/reaperd/reaperd/reaper"
@@ -56,7 +58,50 @@ func (t *tx) Entry(key string) (*reaper.Entry, error) {
 	if v == nil {
 		return nil, nil
 	}
-	return decodeEntry([]byte(key), v)
+	return t.decodeEntry([]byte(key), v)
+}
+
+// decodeEntry decodes an entry and fills in its verification state, which
+// lives in the unseen index so that verifying an entry never rewrites it.
+func (t *tx) decodeEntry(key, v []byte) (*reaper.Entry, error) {
+	e, err := decodeEntry(key, v)
+	if err != nil {
+		return nil, err
+	}
+	if e.State.Final() {
+		return e, nil
+	}
+	if u := t.bucket(bucketUnseen).Get(unseenKey(e)); u != nil {
+		e.Seen, e.Unverified = false, len(u) > 0 && u[0] == unverifiedMark
+	} else {
+		e.Seen, e.Unverified = true, false
+	}
+	return e, nil
+}
+
+// unverifiedMark is the value of an unseen key whose entry is unverified.
+const unverifiedMark = 'u'
+
+// unseenKey is an entry's key in the unseen index: its registration time
+// first, so that registrations append to the index (one page per commit)
+// rather than scatter over it.
+func unseenKey(e *reaper.Entry) []byte { return indexKey(e.RegisteredAt, reaper.DueEntry, e.Key()) }
+
+func (t *tx) SetVerification(e *reaper.Entry, seen, unverified bool) error {
+	b := t.bucket(bucketUnseen)
+	k := unseenKey(e)
+	if b.Get(k) == nil {
+		return nil // seen already, final, or no such entry
+	}
+	t.write()
+	if seen {
+		return b.Delete(k)
+	}
+	var v []byte
+	if unverified {
+		v = []byte{unverifiedMark}
+	}
+	return b.Put(k, v)
 }
 
 // sessionFor returns the session an entry's DueAt depends on: nil when the
@@ -117,7 +162,15 @@ func (t *tx) indexEntry(e *reaper.Entry, s *reaper.Session) error {
 	if err := setMember(t.bucket(bucketClosing), key, e.State == reaper.StateClosing); err != nil {
 		return err
 	}
-	if err := setMember(t.bucket(bucketUnseen), key, !e.State.Final() && e.SeenAt.IsZero()); err != nil {
+	if !e.State.Final() && !e.Seen {
+		var v []byte
+		if e.Unverified {
+			v = []byte{unverifiedMark}
+		}
+		if err := t.bucket(bucketUnseen).Put(unseenKey(e), v); err != nil {
+			return err
+		}
+	} else if err := t.bucket(bucketUnseen).Delete(unseenKey(e)); err != nil {
 		return err
 	}
 	return setMember(t.bucket(bucketInFlight), key, e.State == reaper.StateClosing && e.InFlight)
@@ -144,7 +197,7 @@ func (t *tx) unindexEntry(e *reaper.Entry, s *reaper.Session) error {
 	if err := t.bucket(bucketClosing).Delete([]byte(key)); err != nil {
 		return err
 	}
-	if err := t.bucket(bucketUnseen).Delete([]byte(key)); err != nil {
+	if err := t.bucket(bucketUnseen).Delete(unseenKey(e)); err != nil {
 		return err
 	}
 	return t.bucket(bucketInFlight).Delete([]byte(key))
@@ -189,22 +242,22 @@ func (t *tx) Entries(f reaper.EntryFilter, fn func(*reaper.Entry) error) error {
 	if f.Provider != "" {
 		prefix := []byte(f.Provider + "/")
 		for k, v = c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if err := visit(k, v, f, fn); err != nil {
+			if err := t.visit(k, v, f, fn); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
 	for k, v = c.First(); k != nil; k, v = c.Next() {
-		if err := visit(k, v, f, fn); err != nil {
+		if err := t.visit(k, v, f, fn); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func visit(k, v []byte, f reaper.EntryFilter, fn func(*reaper.Entry) error) error {
-	e, err := decodeEntry(k, v)
+func (t *tx) visit(k, v []byte, f reaper.EntryFilter, fn func(*reaper.Entry) error) error {
+	e, err := t.decodeEntry(k, v)
 	if err != nil {
 		return err
 	}
@@ -402,7 +455,36 @@ func (t *tx) Closing(provider string, fn func(*reaper.Entry) error) error {
 }
 
 func (t *tx) Unseen(provider string, fn func(*reaper.Entry) error) error {
-	return t.members(bucketUnseen, provider, func(e *reaper.Entry) bool { return !e.State.Final() && e.SeenAt.IsZero() }, fn)
+	// Keyed by time, not by provider: the whole index is walked. It holds
+	// only entries waiting for their first listing, and unverified ones.
+	var prefix string
+	if provider != "" {
+		prefix = provider + "/"
+	}
+	var keys []string
+	err := t.bucket(bucketUnseen).ForEach(func(k, _ []byte) error {
+		if _, _, key, ok := parseIndexKey(k); ok && strings.HasPrefix(key, prefix) {
+			keys = append(keys, key)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		e, err := t.Entry(key)
+		if err != nil {
+			return err
+		}
+		if e == nil || e.State.Final() || e.Seen {
+			continue
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // members calls fn for the entries named in an index bucket, under a
@@ -458,8 +540,21 @@ func (t *tx) Quarantine(kind reaper.DueKind, key, reason string, at time.Time) e
 		// Its deadline, session and retire keys cannot be computed without
 		// the record; the engine drops stale deadline keys as they come
 		// due, and readers skip keys whose entry is missing.
-		for _, b := range [][]byte{bucketClosing, bucketInFlight, bucketUnseen} {
+		for _, b := range [][]byte{bucketClosing, bucketInFlight} {
 			if err := t.bucket(b).Delete([]byte(key)); err != nil {
+				return err
+			}
+		}
+		// Its unseen key holds a time the record no longer tells: find it.
+		var stale [][]byte
+		_ = t.bucket(bucketUnseen).ForEach(func(k, _ []byte) error {
+			if _, _, kk, ok := parseIndexKey(k); ok && kk == key {
+				stale = append(stale, bytes.Clone(k))
+			}
+			return nil
+		})
+		for _, k := range stale {
+			if err := t.bucket(bucketUnseen).Delete(k); err != nil {
 				return err
 			}
 		}

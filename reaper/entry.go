@@ -91,10 +91,10 @@ type Entry struct {
 	// close: a claim the engine confirms with the provider's listing. Zero
 	// otherwise.
 	NotFoundAt time.Time `json:"not_found_at,omitzero"`
-	// SeenAt is when the provider's listing first showed the sandbox to
+	// Seen is set once the provider's listing has shown the sandbox to
 	// reaperd's credentials. Only a sandbox once seen can be proven gone by
 	// its absence from a later listing.
-	SeenAt time.Time `json:"seen_at,omitzero"`
+	Seen bool `json:"seen"`
 	// Unverified is set while listings taken after the registration do not
 	// show the sandbox: reaperd's credentials may not reach it (a key of
 	// another organisation). A not-found for it is never taken as gone.

@@ -80,9 +80,13 @@ type Tx interface {
 
 	// Unseen calls fn for each entry of the provider (all providers when
 	// provider is empty) that is active or closing and has not been seen in
-	// a listing yet (SeenAt zero), in key order. The cost is proportional
-	// to the entries visited.
+	// a listing yet (Seen false), in key order. The cost is proportional to
+	// the entries visited.
 	Unseen(provider string, fn func(*Entry) error) error
+	// SetVerification records what a listing showed of an entry (as read
+	// in this transaction), without rewriting it: seen, or not seen and
+	// unverified. It is a no-op for an entry that is final or already seen.
+	SetVerification(e *Entry, seen, unverified bool) error
 
 	// Quarantine moves the record of the given kind and key aside, with the
 	// reason it could not be used, and deletes the indexes that name it. It

@@ -68,7 +68,7 @@ func TestSpuriousNotFoundsAtEveryProvider(t *testing.T) {
 	eventually(t, 15*time.Second, "every registration to be verified", func() bool {
 		ents := listJSON(t, d)
 		for _, s := range sbs {
-			if ents[s.key].SeenAt.IsZero() {
+			if !ents[s.key].Seen {
 				return false
 			}
 		}
@@ -150,7 +150,7 @@ func TestWrongOrganisationKeyIsCaught(t *testing.T) {
 				return false
 			}
 		}
-		return !ents["e2b/"+ours].SeenAt.IsZero() && !ents["e2b/"+ours].Unverified
+		return ents["e2b/"+ours].Seen && !ents["e2b/"+ours].Unverified
 	})
 	if out := d.mustCLI("list"); !strings.Contains(out, "unverified") {
 		t.Errorf("list = %q, want the unverified entries marked", out)
