@@ -296,10 +296,10 @@ func (e *Engine) finish(q *closeQueue, att *reaper.Entry, callErr error, took ti
 	item := reaper.SweepItem{Key: key, Session: att.Session, Reason: att.CloseReason, Action: "close"}
 	var retryIn time.Duration
 	var retryAt time.Time
-	var stale, notFound bool
+	var stale, notFound, stuck bool
 	err := e.retryLedger(e.callCtx, "record a close outcome", func() error {
 		return e.update(context.Background(), func(tx reaper.Tx) error {
-			stale, retryAt, notFound = false, time.Time{}, false
+			stale, retryAt, notFound, stuck = false, time.Time{}, false, false
 			now := e.now()
 			ent, err := tx.Entry(key)
 			if err != nil {
@@ -334,7 +334,26 @@ func (e *Engine) finish(q *closeQueue, att *reaper.Entry, callErr error, took ti
 				return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventClosed, Key: key, Session: ent.Session,
 					Reason: ent.CloseReason, Detail: fmt.Sprintf("attempt %d", ent.Attempts)})
 			}
+			if errors.Is(callErr, reaper.ErrInvalid) {
+				// Permanent: no retry can change it. The entry is
+				// shown stuck, for an operator.
+				ent.Stuck, ent.NextAttemptAt = true, time.Time{}
+				ent.LastError, ent.ErrorClass = callErr.Error(), class
+				stuck = true
+				if err := tx.PutEntry(ent); err != nil {
+					return err
+				}
+				return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventCloseFailed, Key: key, Session: ent.Session,
+					Reason: ent.CloseReason, ErrorClass: class, Error: callErr.Error(),
+					Detail: fmt.Sprintf("attempt %d refused for good: no more attempts; release the entry once the sandbox is dealt with", ent.Attempts)})
+			}
 			retryIn = Backoff(ent.Attempts, e.minBackoff(), e.maxBackoff(), callErr, e.jitter())
+			if errors.Is(callErr, reaper.ErrUnauthorized) {
+				// Only an operator fixes credentials: the close waits
+				// for the provider, whose probe (each minute) retries
+				// every parked close once it answers.
+				retryIn = e.maxBackoff()
+			}
 			if until := q.pause(); until.After(now.Add(retryIn)) {
 				retryIn = until.Sub(now)
 			}
@@ -360,6 +379,10 @@ func (e *Engine) finish(q *closeQueue, att *reaper.Entry, callErr error, took ti
 	case stale:
 		log.Info("close outcome ignored: the entry changed meanwhile", LogErr, callErr)
 		item.Result = "ignored"
+	case stuck:
+		log.Error("the provider refused the close for good; no more attempts: release the entry once the sandbox is dealt with",
+			LogClass, class, LogErr, callErr)
+		item.Result, item.Error = string(reaper.StateClosing), callErr.Error()
 	case notFound:
 		log.Info("the provider answered not found; confirming with its listing", LogRetryIn, retryIn)
 		item.Result, item.Error = string(reaper.StateClosing), callErr.Error()

@@ -165,7 +165,6 @@ func TestRetryBackoff(t *testing.T) {
 		{"transient", &reaper.ProviderError{Provider: "fake", Op: "close", Kind: reaper.ErrTransient}, 2500 * time.Millisecond},
 		{"timeout", context.DeadlineExceeded, 2500 * time.Millisecond},
 		{"unclassified", errors.New("boom"), 2500 * time.Millisecond},
-		{"unauthorized", &reaper.ProviderError{Provider: "fake", Op: "close", Kind: reaper.ErrUnauthorized}, time.Minute},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -660,4 +659,149 @@ func TestFirstPassAfterStartProbes(t *testing.T) {
 	if h2.clock.Since(t0.Add(time.Minute)) > 0 {
 		t.Fatal("the clock moved: the closes waited for something")
 	}
+}
+
+// A close refused for its credentials is not retried on its own schedule:
+// it waits for its provider, which is probed once a minute; when the
+// credentials work again, the probe's success retries every parked close.
+func TestUnauthorizedClosesWaitForTheProvider(t *testing.T) {
+	h := newHarness(t)
+	var refused atomic.Bool
+	refused.Store(true)
+	h.prov.setClose(func(context.Context, string) error {
+		if refused.Load() {
+			return &reaper.ProviderError{Provider: "fake", Op: "close", Kind: reaper.ErrUnauthorized, StatusCode: 401, Hint: "check FAKE_KEY"}
+		}
+		return nil
+	})
+	h.start()
+	for _, id := range []string{"a", "b", "c"} {
+		h.register(reaper.RegisterRequest{ID: id, TTL: reaper.Duration(time.Minute)})
+	}
+	h.clock.Advance(time.Minute)
+	failedAt := h.clock.Now()
+	eventually(t, 5*time.Second, func() bool {
+		for _, k := range []string{"fake/a", "fake/b", "fake/c"} {
+			if e := h.entry(k); e.InFlight || e.Attempts != 1 {
+				return false
+			}
+		}
+		return true
+	}, func() string { return "three refused closes" })
+	if e := h.entry("fake/a"); e.NextAttemptAt.Sub(failedAt) != engine.DefaultMaxBackoff {
+		t.Fatalf("a refused close retries in %v, want it parked for max_backoff (%v)", e.NextAttemptAt.Sub(failedAt), engine.DefaultMaxBackoff)
+	}
+	// Five minutes of refusals: one probe a minute, not a retry per close.
+	for range 5 {
+		eventually(t, 5*time.Second, func() bool {
+			st, _ := h.eng.Status(context.Background())
+			return st.Providers["fake"].Running == 0 && st.Providers["fake"].Queued == 0
+		}, func() string { return "the queue to be idle" })
+		h.clock.Advance(time.Minute)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := len(h.prov.Closes()) - 3; n < 3 || n > 6 {
+		t.Fatalf("%d calls in 5 minutes of refused credentials, want about one probe a minute", n)
+	}
+	refused.Store(false)
+	h.advanceUntil(10*time.Second, func() bool {
+		for _, k := range []string{"fake/a", "fake/b", "fake/c"} {
+			if h.entry(k).State != reaper.StateClosed {
+				return false
+			}
+		}
+		return true
+	}, "every parked close to be made once the credentials work")
+}
+
+// A close the provider refuses for good (an id it cannot parse) is not
+// retried: the entry is stuck, shown so, until an operator releases it.
+func TestInvalidCloseIsStuck(t *testing.T) {
+	h := newHarness(t)
+	h.prov.setClose(func(_ context.Context, id string) error {
+		return &reaper.ProviderError{Provider: "fake", Op: "close", ID: id, Kind: reaper.ErrInvalid, StatusCode: 400, Err: fmt.Errorf("invalid sandbox id")}
+	})
+	h.start()
+	h.register(reaper.RegisterRequest{ID: "not-an-id", TTL: reaper.Duration(time.Minute)})
+	h.clock.Advance(time.Minute)
+	var e *reaper.Entry
+	eventually(t, 5*time.Second, func() bool { e = h.entry("fake/not-an-id"); return e.Stuck },
+		func() string { return fmt.Sprintf("the entry to be stuck: %+v", e) })
+	if e.State != reaper.StateClosing || e.ErrorClass != "invalid" || !e.NextAttemptAt.IsZero() {
+		t.Fatalf("stuck entry = %+v, want closing, class invalid, no next attempt", e)
+	}
+	for range 3 {
+		h.clock.Advance(time.Hour)
+		h.sweep()
+	}
+	if n := len(h.prov.Closes()); n != 1 {
+		t.Fatalf("%d close calls, want 1: a permanent refusal is not retried", n)
+	}
+	st, _ := h.eng.Status(context.Background())
+	if st.Providers["fake"].Stuck != 1 {
+		t.Fatalf("status = %+v, want 1 stuck close", st.Providers["fake"])
+	}
+	if e, err := h.eng.Release(context.Background(), "fake/not-an-id"); err != nil || e.State != reaper.StateReleased {
+		t.Fatalf("Release of a stuck entry = %+v, %v", e, err)
+	}
+}
+
+// Credentials are checked at start (and at each reload): refused, the
+// provider is disabled, saying why, until a later check passes; then its
+// waiting closes are made.
+func TestRefusedCredentialsDisableTheProvider(t *testing.T) {
+	h := newHarness(t)
+	var refused atomic.Bool
+	refused.Store(true)
+	h.prov.setCheck(func(context.Context) error {
+		if refused.Load() {
+			return &reaper.ProviderError{Provider: "fake", Op: "check", Kind: reaper.ErrUnauthorized, StatusCode: 401, Hint: "check FAKE_API_KEY"}
+		}
+		return nil
+	})
+	h.register(reaper.RegisterRequest{ID: "a", TTL: reaper.Duration(time.Minute)})
+	h.start()
+	var st *reaper.EngineStatus
+	eventually(t, 5*time.Second, func() bool {
+		st, _ = h.eng.Status(context.Background())
+		return st.Providers["fake"].Credentials == "refused"
+	}, func() string { return fmt.Sprintf("the refusal to show in status: %+v", st.Providers["fake"]) })
+	if p := st.Providers["fake"]; p.Enabled || !strings.Contains(p.Hint, "FAKE_API_KEY") {
+		t.Fatalf("status = %+v, want disabled with a hint naming FAKE_API_KEY", p)
+	}
+	_, _, err := h.eng.Register(context.Background(), reaper.RegisterRequest{Provider: "fake", ID: "b", TTL: reaper.Duration(time.Hour)})
+	if reaper.ErrorCode(err) != reaper.EDISABLED || !strings.Contains(err.Error(), "refused reaperd's credentials") {
+		t.Fatalf("Register while refused = %v, want provider_disabled saying why", err)
+	}
+	h.clock.Advance(time.Minute) // a falls due, and waits
+	eventually(t, 5*time.Second, func() bool { return h.entry("fake/a").ErrorClass == "provider_disabled" },
+		func() string { return "the close to wait for the provider" })
+	if len(h.prov.Closes()) != 0 {
+		t.Fatal("a provider whose credentials were refused was called")
+	}
+	refused.Store(false)
+	h.advanceUntil(10*time.Second, func() bool { return h.entry("fake/a").State == reaper.StateClosed },
+		"the close once a later check passes")
+	if st, _ := h.eng.Status(context.Background()); !st.Providers["fake"].Enabled || st.Providers["fake"].Credentials != "ok" {
+		t.Fatalf("status after the check passed = %+v", st.Providers["fake"])
+	}
+}
+
+// A check that fails otherwise (5xx, timeout) marks the provider degraded;
+// it stays enabled.
+func TestDegradedCredentialCheck(t *testing.T) {
+	h := newHarness(t)
+	h.prov.setCheck(func(context.Context) error {
+		return &reaper.ProviderError{Provider: "fake", Op: "check", Kind: reaper.ErrTransient, StatusCode: 503}
+	})
+	h.start()
+	var st *reaper.EngineStatus
+	eventually(t, 5*time.Second, func() bool {
+		st, _ = h.eng.Status(context.Background())
+		return st.Providers["fake"].Credentials == "degraded"
+	}, func() string { return fmt.Sprintf("degraded in status: %+v", st.Providers["fake"]) })
+	if p := st.Providers["fake"]; !p.Enabled || !strings.Contains(p.LastError, "503") {
+		t.Fatalf("status = %+v, want enabled, with the check's error", p)
+	}
+	h.register(reaper.RegisterRequest{ID: "a", TTL: reaper.Duration(time.Hour)})
 }

@@ -20,6 +20,7 @@ type fakeProvider struct {
 	name    string
 	CloseFn func(ctx context.Context, id string) error
 	ListFn  func(ctx context.Context, f reaper.ListFilter) ([]reaper.Sandbox, error)
+	CheckFn func(ctx context.Context) error
 
 	mu       sync.Mutex
 	closes   []string
@@ -49,6 +50,22 @@ func (p *fakeProvider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.
 		return fn(ctx, f)
 	}
 	return nil, nil
+}
+
+func (p *fakeProvider) Check(ctx context.Context) error {
+	p.mu.Lock()
+	fn := p.CheckFn
+	p.mu.Unlock()
+	if fn != nil {
+		return fn(ctx)
+	}
+	return nil
+}
+
+func (p *fakeProvider) setCheck(fn func(ctx context.Context) error) {
+	p.mu.Lock()
+	p.CheckFn = fn
+	p.mu.Unlock()
 }
 
 func (p *fakeProvider) Shutdown() {

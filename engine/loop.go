@@ -47,9 +47,14 @@ func (e *Engine) Run(ctx context.Context) error {
 	// The timers exist before Started returns, so that a clock moved right
 	// after it is seen by every goroutine.
 	procTimer, aliveTicker := e.clock.NewTimer(0), e.clock.NewTicker(e.aliveInterval())
-	e.background.Add(2)
+	e.background.Add(4)
 	go e.watchProcesses(procTimer)
 	go e.stampAlive(aliveTicker)
+	go e.recheckLoop()
+	go func() {
+		defer e.background.Done()
+		e.checkCredentials(e.providers.enabledNames())
+	}()
 	loopTimer := e.clock.NewTimer(0)
 	close(e.started)
 	e.loop(ctx, loopTimer)

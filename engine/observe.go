@@ -125,6 +125,9 @@ func (e *Engine) listAndObserve(name string, started time.Time) error {
 	if err != nil {
 		return err
 	}
+	if q := e.providers.queue(name); q != nil {
+		q.noteOK(e.clock.Now())
+	}
 	return e.observe(e.workCtx, name, sbs, started)
 }
 

@@ -120,8 +120,17 @@ func same(a, b reaper.Provider) (eq bool) {
 
 // acquire returns the enabled provider with the given name, counting a
 // call on it, and the function that ends the call; nil when the provider
-// is not enabled.
+// is not enabled, or is disabled by refused credentials.
 func (r *providerRegistry) acquire(name string) (*provider, func()) {
+	if q := r.queue(name); q != nil && q.refusal() != "" {
+		return nil, func() {}
+	}
+	return r.acquireConfigured(name)
+}
+
+// acquireConfigured is acquire for a provider whose credentials were
+// refused too: for the check that may enable it again.
+func (r *providerRegistry) acquireConfigured(name string) (*provider, func()) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	p := r.enabled[name]
@@ -145,9 +154,10 @@ func (r *providerRegistry) current() []*provider {
 
 func (r *providerRegistry) isEnabled(name string) bool {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
 	_, ok := r.enabled[name]
-	return ok
+	q := r.queues[name]
+	r.mu.RUnlock()
+	return ok && (q == nil || q.refusal() == "")
 }
 
 func (r *providerRegistry) limiter(name string) *rate.Limiter {
@@ -200,6 +210,11 @@ func (r *providerRegistry) check(name string) error {
 	known = append(known, slices.Collect(maps.Keys(r.disabled))...)
 	r.mu.RUnlock()
 	if enabled {
+		if q := r.queue(name); q != nil {
+			if why := q.refusal(); why != "" {
+				return reaper.Errorf(reaper.EDISABLED, "provider %s is disabled: it refused reaperd's credentials (%s); fix them and reload reaperd", name, why)
+			}
+		}
 		return nil
 	}
 	if disabled {
@@ -213,6 +228,11 @@ func (r *providerRegistry) check(name string) error {
 }
 
 func (r *providerRegistry) enableHint(name string) string {
+	if q := r.queue(name); q != nil {
+		if why := q.refusal(); why != "" {
+			return "its credentials were refused (" + why + "): fix them and reload reaperd"
+		}
+	}
 	r.mu.RLock()
 	h, ok := r.disabled[name]
 	r.mu.RUnlock()
@@ -238,6 +258,12 @@ func (e *Engine) SetProviders(ps ProviderSet) {
 		for _, name := range added {
 			go e.recoverProvider(name, "enabled by a reload")
 		}
+		// A reload re-reads credentials: check every provider again.
+		e.background.Add(1)
+		go func() {
+			defer e.background.Done()
+			e.checkCredentials(e.providers.enabledNames())
+		}()
 	}
 }
 
@@ -262,7 +288,11 @@ func (e *Engine) updateProviderMetrics() {
 	}
 	m.ProviderActive.Reset()
 	for _, name := range e.providers.enabledNames() {
-		m.ProviderActive.WithLabelValues(name).Set(1)
+		if e.providers.isEnabled(name) {
+			m.ProviderActive.WithLabelValues(name).Set(1)
+		} else {
+			m.ProviderActive.WithLabelValues(name).Set(0)
+		}
 	}
 	for name := range e.providers.disabledHints() {
 		m.ProviderActive.WithLabelValues(name).Set(0)

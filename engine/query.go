@@ -130,12 +130,21 @@ func (e *Engine) Status(ctx context.Context) (*reaper.EngineStatus, error) {
 	e.init()
 	st := &reaper.EngineStatus{Providers: map[string]reaper.ProviderStatus{}}
 	for _, name := range e.providers.enabledNames() {
-		ps := reaper.ProviderStatus{Enabled: true}
+		ps := reaper.ProviderStatus{Enabled: e.providers.isEnabled(name)}
 		if q := e.providers.queue(name); q != nil {
 			qs := q.status()
 			ps.Queued, ps.Running, ps.LastError = qs.Queued, qs.Running, qs.LastError
 			if qs.PausedUntil.After(e.clock.Now()) {
 				ps.PausedUntil = qs.PausedUntil
+			}
+			q.mu.Lock()
+			ps.Credentials, ps.LastOK = q.credentials, q.lastOK
+			if q.credErr != "" && ps.LastError == "" {
+				ps.LastError = q.credErr
+			}
+			q.mu.Unlock()
+			if !ps.Enabled {
+				ps.Hint = e.providers.enableHint(name)
 			}
 		}
 		st.Providers[name] = ps
@@ -161,10 +170,17 @@ func (e *Engine) Status(ctx context.Context) (*reaper.EngineStatus, error) {
 		if st.NextDeadline, err = tx.NextDeadline(); err != nil {
 			return err
 		}
-		confirming, unverified := map[string]int{}, map[string]int{}
+		confirming, unverified, stuck := map[string]int{}, map[string]int{}, map[string]int{}
+		oldest := map[string]time.Time{}
 		if err := tx.Closing("", func(ent *reaper.Entry) error {
 			if !ent.NotFoundAt.IsZero() {
 				confirming[ent.Provider]++
+			}
+			if ent.Stuck {
+				stuck[ent.Provider]++
+			}
+			if o := oldest[ent.Provider]; o.IsZero() || ent.ClosingSince.Before(o) {
+				oldest[ent.Provider] = ent.ClosingSince
 			}
 			return nil
 		}); err != nil {
@@ -179,7 +195,7 @@ func (e *Engine) Status(ctx context.Context) (*reaper.EngineStatus, error) {
 			return err
 		}
 		for name, ps := range st.Providers {
-			ps.Confirming, ps.Unverified = confirming[name], unverified[name]
+			ps.Confirming, ps.Unverified, ps.Stuck, ps.OldestClosing = confirming[name], unverified[name], stuck[name], oldest[name]
 			st.Providers[name] = ps
 		}
 		return tx.Quarantined(func(q reaper.QuarantinedRecord) error {
@@ -196,6 +212,26 @@ func (e *Engine) Status(ctx context.Context) (*reaper.EngineStatus, error) {
 		})
 	})
 	return st, err
+}
+
+// OldestClosingAge returns how long the longest-closing entry has been
+// closing, in seconds (0 when none is): the metric to alert on for closes
+// that do not complete.
+func (e *Engine) OldestClosingAge() float64 {
+	e.init()
+	var oldest time.Time
+	err := e.Store.View(context.Background(), func(tx reaper.Tx) error {
+		return tx.Closing("", func(ent *reaper.Entry) error {
+			if oldest.IsZero() || ent.ClosingSince.Before(oldest) {
+				oldest = ent.ClosingSince
+			}
+			return nil
+		})
+	})
+	if err != nil || oldest.IsZero() {
+		return 0
+	}
+	return max(0, e.clock.Since(oldest).Seconds())
 }
 
 // Health returns nil while the engine can use its ledger, and otherwise

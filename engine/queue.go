@@ -56,6 +56,12 @@ type closeQueue struct {
 	listAt, lastList time.Time
 	listSignal       chan struct{}
 	observing        bool
+
+	// credentials is the outcome of the last credential check (credOK,
+	// credRefused, credDegraded; empty before one), credErr its error;
+	// lastOK is the last call the provider answered well.
+	credentials, credErr string
+	lastOK               time.Time
 }
 
 func newCloseQueue(name string, limit int) *closeQueue {
@@ -180,7 +186,7 @@ func (q *closeQueue) observe(err error, now time.Time, minPause, maxPause time.D
 	defer q.mu.Unlock()
 	if err == nil {
 		recovered = q.failing
-		q.failing, q.lastErr = false, ""
+		q.failing, q.lastErr, q.lastOK = false, "", now
 		return recovered
 	}
 	if providerWide(reaper.ErrorClass(err)) {

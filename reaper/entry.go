@@ -87,6 +87,11 @@ type Entry struct {
 	InFlight bool `json:"in_flight,omitempty"`
 	// ClosingSince is when the entry moved to closing.
 	ClosingSince time.Time `json:"closing_since,omitzero"`
+	// Stuck is set when the provider refused the close for a reason no
+	// retry can change (ErrInvalid: an id it cannot parse): no more
+	// attempts are made. An operator releases the entry, or registers the
+	// right id.
+	Stuck bool `json:"stuck,omitempty"`
 	// NotFoundAt is set when the provider answered not-found to the last
 	// close: a claim the engine confirms with the provider's listing. Zero
 	// otherwise.

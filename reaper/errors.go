@@ -38,6 +38,12 @@ var (
 	// ErrTransient is returned for failures that may pass on their own: 5xx
 	// responses, timeouts, refused or reset connections.
 	ErrTransient = errors.New("transient provider error")
+
+	// ErrInvalid is returned when the provider refused the request as
+	// malformed, for a reason that no retry can change: an id it cannot
+	// parse (HTTP 400). The engine stops retrying the close and shows the
+	// entry stuck with the error, for an operator.
+	ErrInvalid = errors.New("refused as invalid")
 )
 
 // ErrCorrupt is returned when a ledger record cannot be decoded. The engine
@@ -133,8 +139,8 @@ func RetryAfter(err error) (time.Duration, bool) {
 
 // ErrorClass returns a short stable name for the class of a provider error,
 // used in the ledger's audit log and in metrics labels: "rate_limited",
-// "conflict", "unauthorized", "not_found", "timeout", "canceled" or
-// "transient" (the default for anything unclassified).
+// "conflict", "unauthorized", "not_found", "invalid", "timeout", "canceled"
+// or "transient" (the default for anything unclassified).
 func ErrorClass(err error) string {
 	switch {
 	case err == nil:
@@ -147,6 +153,8 @@ func ErrorClass(err error) string {
 		return "unauthorized"
 	case errors.Is(err, ErrNotFound):
 		return "not_found"
+	case errors.Is(err, ErrInvalid):
+		return "invalid"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
 	case errors.Is(err, context.Canceled):

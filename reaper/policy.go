@@ -125,7 +125,8 @@ func sessionState(e *Entry, s *Session, now time.Time) (Reason, time.Time) {
 //     session stopped vouching for it (the session ended, or is missing).
 //   - closing and not held by a running daemon (InFlight false): its next
 //     attempt (at once when none is set).
-//   - closing and InFlight, closed, released: never.
+//   - closing and InFlight (held by a daemon) or Stuck (refused for good),
+//     closed, released: never.
 //
 // A session's lease end is not folded in: it is the session's own deadline
 // (Session.Deadline), so that a heartbeat rewrites one record, not one per
@@ -152,7 +153,7 @@ func DueAt(e *Entry, s *Session) time.Time {
 		}
 		return at
 	case StateClosing:
-		if e.InFlight {
+		if e.InFlight || e.Stuck {
 			return time.Time{}
 		}
 		switch {

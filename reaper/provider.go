@@ -12,8 +12,8 @@ import (
 //
 // Providers report failures; the engine decides what they mean. Every error
 // returned by Close or List should therefore wrap one of the classification
-// sentinels (ErrNotFound, ErrUnauthorized, ErrRateLimited, ErrConflict,
-// ErrTransient), normally through a *ProviderError. An error that wraps none of them is
+// sentinels (ErrNotFound, ErrInvalid, ErrUnauthorized, ErrRateLimited,
+// ErrConflict, ErrTransient), normally through a *ProviderError. An error that wraps none of them is
 // treated as transient: the close is retried and the entry is never recorded
 // as closed.
 type Provider interface {
@@ -54,6 +54,17 @@ type Provider interface {
 	List(ctx context.Context, f ListFilter) ([]Sandbox, error)
 }
 
+// Checker is implemented by providers that can check their credentials
+// with one cheap authenticated call (the first page of their listing,
+// limited to one item, or the provider's own "who am I"). The daemon calls
+// it at start and at each reload. Check returns nil when the provider
+// accepted the credentials, and an error wrapping ErrUnauthorized (naming
+// the variable to fix) when it refused them; other errors are classified
+// as for Close.
+type Checker interface {
+	Check(ctx context.Context) error
+}
+
 // ListFilter narrows Provider.List.
 type ListFilter struct {
 	// Labels, when non-empty, selects sandboxes carrying all of these
@@ -74,6 +85,14 @@ type Sandbox struct {
 	State string `json:"state,omitempty"`
 	// Labels are the sandbox's labels, metadata or tags.
 	Labels map[string]string `json:"labels,omitempty"`
+	// Name is the sandbox's name, where the provider has names.
+	Name string `json:"name,omitempty"`
+	// App is the app the sandbox belongs to (Modal).
+	App string `json:"app,omitempty"`
+	// Template is the template or snapshot it was created from, where the
+	// provider reports one (E2B template, Daytona snapshot, Runloop
+	// blueprint).
+	Template string `json:"template,omitempty"`
 }
 
 type attemptKey struct{}

@@ -166,4 +166,15 @@ type ProviderStatus struct {
 	// Unverified counts live entries that the provider's listing does not
 	// show to reaperd's credentials.
 	Unverified int `json:"unverified"`
+	// Stuck counts closes the provider refused for good (no more attempts
+	// are made); OldestClosing is when the longest-closing entry of the
+	// provider moved to closing (zero when none is closing).
+	Stuck         int       `json:"stuck"`
+	OldestClosing time.Time `json:"oldest_closing,omitzero"`
+	// Credentials is the result of the last credential check: "ok",
+	// "refused" (the provider is disabled until a reload or a later check
+	// passes) or "degraded" (the check failed otherwise); empty before the
+	// first check. LastOK is the last call the provider answered well.
+	Credentials string    `json:"credentials,omitempty"`
+	LastOK      time.Time `json:"last_ok,omitzero"`
 }

@@ -107,6 +107,9 @@ type ProviderConfig struct {
 	TokenSecretFile string `toml:"token_secret_file"`
 	// Environment is the Modal environment.
 	Environment string `toml:"environment"`
+	// Environments are more Modal environments whose sandboxes are listed
+	// (modal only). Empty means only Environment, or the token's default.
+	Environments []string `toml:"environments"`
 	// Timeout bounds each request. Empty means 30s.
 	Timeout Duration `toml:"timeout"`
 	// Rate caps close calls per second (burst the same). Zero means 10;
@@ -210,8 +213,13 @@ func (c *Config) validate() error {
 		if p.TokenSecret != "" && p.TokenSecretFile != "" {
 			return fmt.Errorf("[providers.%s]: give token_secret or token_secret_file, not both", name)
 		}
-		if name != modal.Type && (p.TokenID != "" || p.TokenSecret != "" || p.TokenSecretFile != "" || p.Environment != "") {
-			return fmt.Errorf("[providers.%s]: token_id, token_secret and environment are for modal only", name)
+		if name != modal.Type && (p.TokenID != "" || p.TokenSecret != "" || p.TokenSecretFile != "" || p.Environment != "" || len(p.Environments) > 0) {
+			return fmt.Errorf("[providers.%s]: token_id, token_secret, environment and environments are for modal only", name)
+		}
+		for _, env := range p.Environments {
+			if strings.TrimSpace(env) == "" {
+				return fmt.Errorf("[providers.%s]: environments holds an empty name", name)
+			}
 		}
 		if name == modal.Type && (p.APIKey != "" || p.APIKeyFile != "") {
 			return fmt.Errorf("[providers.modal]: modal uses token_id and token_secret, not api_key")
@@ -345,6 +353,7 @@ func BuildProviders(c *Config, getenv func(string) string) (*engine.ProviderSet,
 			setIf(&cfg.TokenSecret, secret)
 			setIf(&cfg.ServerURL, pc.APIURL)
 			setIf(&cfg.Environment, pc.Environment)
+			cfg.Environments = pc.Environments
 			cfg.Timeout = timeout
 			hint = "set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (or [providers.modal]) and restart reaperd"
 			if cfg.Enabled() {

@@ -225,7 +225,7 @@ func TestReloadAndMetrics(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"reaperd_registrations_total", "reaperd_passes_total", "reaperd_provider_enabled", "go_goroutines"} {
+	for _, want := range []string{"reaperd_registrations_total", "reaperd_passes_total", "reaperd_provider_enabled", "reaperd_oldest_closing_seconds", "go_goroutines"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

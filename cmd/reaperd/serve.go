@@ -164,6 +164,10 @@ func (m *Main) serve(ctx context.Context, o serveOptions) error {
 		DiscoverOnSweep: cfg.Discover == nil || *cfg.Discover,
 	}
 
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "reaperd_oldest_closing_seconds",
+		Help: "How long the longest-closing entry has been closing (0 when none is): alert when closes do not complete."},
+		eng.OldestClosingAge))
+
 	ln, err := listenSocket(socketPath, cfg.SocketGroup)
 	if err != nil {
 		return err

@@ -55,11 +55,23 @@ func writeEngineStatus(m *Main, es *reaper.EngineStatus) {
 	for _, name := range slices.Sorted(maps.Keys(es.Providers)) {
 		p := es.Providers[name]
 		if !p.Enabled {
+			if p.Credentials == "refused" {
+				fmt.Fprintf(m.Stdout, "queue:     %s: DISABLED: %s\n", name, p.Hint)
+			}
 			continue
 		}
 		line := fmt.Sprintf("queue:     %s: %d queued, %d running", name, p.Queued, p.Running)
 		if !p.PausedUntil.IsZero() {
 			line += ", paused until " + fmtTime(p.PausedUntil)
+		}
+		if p.Credentials == "degraded" {
+			line += ", credential check failed"
+		}
+		if p.Stuck > 0 {
+			line += fmt.Sprintf(", %d STUCK (refused for good; release them)", p.Stuck)
+		}
+		if !p.OldestClosing.IsZero() {
+			line += ", closing since " + fmtTime(p.OldestClosing)
 		}
 		if p.Confirming > 0 {
 			line += fmt.Sprintf(", %d not-founds being confirmed", p.Confirming)

@@ -23,6 +23,10 @@ const (
 	EnvAPIKey         = "DAYTONA_API_KEY"
 	EnvAPIURL         = "DAYTONA_API_URL"
 	EnvOrganizationID = "DAYTONA_ORGANIZATION_ID"
+	// EnvServerURL is the deprecated name of DAYTONA_API_URL, still read by
+	// Daytona's official SDKs (Go, Python, TypeScript) when DAYTONA_API_URL
+	// is unset; ConfigFromEnv does the same.
+	EnvServerURL = "DAYTONA_SERVER_URL"
 )
 
 // Defaults filled in by ConfigFromEnv and New.
@@ -38,6 +42,19 @@ const pageLimit = 100
 
 // maxPages bounds List against a server that never stops handing out cursors.
 const maxPages = 10000
+
+// List order. GET /sandbox sorts by lastActivityAt, newest first, unless told
+// otherwise, and its cursor is the (sort value, id) of the last item: a
+// sandbox that sees activity while List pages moves ahead of the cursor and
+// is skipped. Creation time never changes. Ascending, a sandbox created
+// while List pages is appended rather than missed, and the millisecond
+// cursor of Daytona's Postgres search can only repeat a row created in the
+// same millisecond as the cursor's (List drops the repeat), where descending
+// it would skip one.
+const (
+	listSort  = apiclient.SANDBOXLISTSORTFIELD_CREATED_AT
+	listOrder = apiclient.SANDBOXLISTSORTDIRECTION_ASC
+)
 
 // Config configures a Daytona provider.
 type Config struct {
@@ -65,7 +82,9 @@ type Config struct {
 }
 
 // ConfigFromEnv reads Daytona's conventional environment variables through
-// getenv (os.Getenv in the daemon) and fills in defaults.
+// getenv (os.Getenv in the daemon) and fills in defaults. The API URL is
+// DAYTONA_API_URL, else the deprecated DAYTONA_SERVER_URL, else
+// DefaultAPIURL, as Daytona's SDKs resolve it.
 func ConfigFromEnv(getenv func(string) string) Config {
 	c := Config{
 		APIKey:         strings.TrimSpace(getenv(EnvAPIKey)),
@@ -73,6 +92,9 @@ func ConfigFromEnv(getenv func(string) string) Config {
 		OrganizationID: strings.TrimSpace(getenv(EnvOrganizationID)),
 		Timeout:        DefaultTimeout,
 		DeleteWait:     DefaultDeleteWait,
+	}
+	if c.APIURL == "" {
+		c.APIURL = strings.TrimSpace(getenv(EnvServerURL))
 	}
 	if c.APIURL == "" {
 		c.APIURL = DefaultAPIURL
@@ -115,7 +137,10 @@ type Provider struct {
 	now              func() time.Time
 }
 
-var _ reaper.Provider = (*Provider)(nil)
+var (
+	_ reaper.Provider = (*Provider)(nil)
+	_ reaper.Checker  = (*Provider)(nil)
+)
 
 // New validates c and returns a provider. It never logs, and its errors never
 // contain the API key.
@@ -196,7 +221,8 @@ func (p *Provider) requestContext(ctx context.Context) (context.Context, context
 // further lookup: Daytona answers 404 for sandboxes that exist too.
 func (p *Provider) Close(ctx context.Context, id string) error {
 	if strings.TrimSpace(id) == "" || strings.ContainsAny(id, "/?#") {
-		return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrTransient,
+		// No request could name this sandbox, now or later.
+		return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrInvalid,
 			Err: fmt.Errorf("delete sandbox: invalid sandbox id %q", id)}
 	}
 	if err := ctx.Err(); err != nil {
@@ -312,7 +338,8 @@ func (p *Provider) lookup(ctx context.Context, id string) (state string, err err
 }
 
 // List returns the sandboxes visible to the API key, all pages, destroyed
-// ones left out. f.Labels is sent as Daytona's JSON "labels" filter.
+// ones left out, oldest first (see listSort). f.Labels is sent as Daytona's
+// JSON "labels" filter.
 func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sandbox, error) {
 	labels, err := labelsParam(f.Labels)
 	if err != nil {
@@ -330,7 +357,7 @@ func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sand
 			return nil, p.classify(ctx, "list", "", "list sandboxes", nil, err)
 		}
 		rctx, cancel := p.requestContext(ctx)
-		req := p.api.SandboxAPI.ListSandboxes(rctx).Limit(pageLimit)
+		req := p.api.SandboxAPI.ListSandboxes(rctx).Limit(pageLimit).Sort(listSort).Order(listOrder)
 		if cursor != "" {
 			req = req.Cursor(cursor)
 		}
@@ -372,6 +399,34 @@ func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sand
 		}
 		cursor = next
 	}
+}
+
+// Check lists one sandbox (GET /sandbox?limit=1), to see that the API key
+// is accepted. A 401 or 403 is reaper.ErrUnauthorized naming
+// DAYTONA_API_KEY; a 404 means DAYTONA_API_URL does not point at the API
+// and is reported as transient, naming that variable.
+func (p *Provider) Check(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return p.classify(ctx, "check", "", "list sandboxes", nil, err)
+	}
+	rctx, cancel := p.requestContext(ctx)
+	defer cancel()
+	req := p.api.SandboxAPI.ListSandboxes(rctx).Limit(1).Sort(listSort).Order(listOrder)
+	if p.org != "" {
+		req = req.XDaytonaOrganizationID(p.org)
+	}
+	_, resp, err := req.Execute()
+	status := statusOf(resp)
+	if status >= 200 && status < 300 {
+		return nil
+	}
+	cerr := p.classify(ctx, "check", "", "list sandboxes", resp, err)
+	var pe *reaper.ProviderError
+	if errors.As(cerr, &pe) && pe.Kind == reaper.ErrNotFound {
+		pe.Kind = reaper.ErrTransient
+		pe.Hint = "check " + EnvAPIURL
+	}
+	return cerr
 }
 
 func hasLabels(have, want map[string]string) bool {

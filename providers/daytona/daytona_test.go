@@ -82,6 +82,22 @@ func TestConfigFromEnv(t *testing.T) {
 			want: Config{APIKey: "key", APIURL: "http://localhost:3000/api", OrganizationID: "org-1",
 				Timeout: DefaultTimeout, DeleteWait: DefaultDeleteWait},
 		},
+		{
+			// The deprecated name, still read by Daytona's SDKs.
+			name: "server url fallback",
+			env:  map[string]string{"DAYTONA_SERVER_URL": " http://old.example/api "},
+			want: Config{APIURL: "http://old.example/api", Timeout: DefaultTimeout, DeleteWait: DefaultDeleteWait},
+		},
+		{
+			name: "api url wins over server url",
+			env:  map[string]string{"DAYTONA_API_URL": "http://new.example/api", "DAYTONA_SERVER_URL": "http://old.example/api"},
+			want: Config{APIURL: "http://new.example/api", Timeout: DefaultTimeout, DeleteWait: DefaultDeleteWait},
+		},
+		{
+			name: "blank api url falls back",
+			env:  map[string]string{"DAYTONA_API_URL": "  ", "DAYTONA_SERVER_URL": "http://old.example/api"},
+			want: Config{APIURL: "http://old.example/api", Timeout: DefaultTimeout, DeleteWait: DefaultDeleteWait},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -571,8 +587,8 @@ func TestListLabelsFilterEncoding(t *testing.T) {
 	odd := map[string]string{"team": "a", "note": "x&y=z é"}
 	want1 := srv.Create(odd, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	want2 := srv.Create(map[string]string{"team": "a", "note": "x&y=z é", "extra": "1"}, time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC))
-	srv.Create(map[string]string{"team": "a"}, time.Time{})
-	srv.Create(map[string]string{"team": "b", "note": "x&y=z é"}, time.Time{})
+	srv.Create(map[string]string{"team": "a"}, time.Date(2026, 1, 3, 0, 0, 0, 0, time.UTC))
+	srv.Create(map[string]string{"team": "b", "note": "x&y=z é"}, time.Date(2026, 1, 4, 0, 0, 0, 0, time.UTC))
 
 	got, err := p.List(context.Background(), reaper.ListFilter{Labels: odd})
 	if err != nil {
@@ -593,8 +609,9 @@ func TestListLabelsFilterEncoding(t *testing.T) {
 		if err := json.Unmarshal([]byte(r.Query.Get("labels")), &sent); err != nil || !reflect.DeepEqual(sent, odd) {
 			t.Fatalf("page %d labels = %q (%v), want JSON of %v", i, r.Query.Get("labels"), err, odd)
 		}
-		if r.Query.Get("limit") != "100" || r.Query.Get("includeErroredDeleted") != "false" {
-			t.Fatalf("page %d query = %v, want limit=100 includeErroredDeleted=false", i, r.Query)
+		if r.Query.Get("limit") != "100" || r.Query.Get("includeErroredDeleted") != "false" ||
+			r.Query.Get("sort") != "createdAt" || r.Query.Get("order") != "asc" {
+			t.Fatalf("page %d query = %v, want limit=100 includeErroredDeleted=false sort=createdAt order=asc", i, r.Query)
 		}
 		if (i == 0) != (r.Query.Get("cursor") == "") {
 			t.Fatalf("page %d cursor = %q", i, r.Query.Get("cursor"))
@@ -658,13 +675,18 @@ func TestListLenientDecode(t *testing.T) {
 	}{
 		{
 			name: "unknown state",
-			body: `{"items":[{"id":"a","organizationId":"o","name":"a","target":"us","user":"daytona","public":false,"cpu":1,"gpu":0,"memory":1,"disk":3,"labels":{"k":"v"},"toolboxProxyUrl":"u","state":"hibernating","createdAt":"2026-03-04T05:06:07.000Z"}],"nextCursor":null}`,
-			want: []reaper.Sandbox{{ID: "a", State: "hibernating", Labels: map[string]string{"k": "v"}, CreatedAt: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}},
+			body: `{"items":[{"id":"a","organizationId":"o","name":"agent-a","snapshot":"snap-1","target":"us","user":"daytona","public":false,"cpu":1,"gpu":0,"memory":1,"disk":3,"labels":{"k":"v"},"toolboxProxyUrl":"u","state":"hibernating","createdAt":"2026-03-04T05:06:07.000Z"}],"nextCursor":null}`,
+			want: []reaper.Sandbox{{ID: "a", Name: "agent-a", Template: "snap-1", State: "hibernating", Labels: map[string]string{"k": "v"}, CreatedAt: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}},
 		},
 		{
 			name: "missing required property",
-			body: `{"items":[{"id":"b","state":"stopped","labels":{},"createdAt":"2026-03-04T05:06:07.5Z"}],"nextCursor":null}`,
-			want: []reaper.Sandbox{{ID: "b", State: "stopped", Labels: map[string]string{}, CreatedAt: time.Date(2026, 3, 4, 5, 6, 7, 5e8, time.UTC)}},
+			body: `{"items":[{"id":"b","name":"agent-b","snapshot":"snap-2","state":"stopped","labels":{},"createdAt":"2026-03-04T05:06:07.5Z"}],"nextCursor":null}`,
+			want: []reaper.Sandbox{{ID: "b", Name: "agent-b", Template: "snap-2", State: "stopped", Labels: map[string]string{}, CreatedAt: time.Date(2026, 3, 4, 5, 6, 7, 5e8, time.UTC)}},
+		},
+		{
+			name: "no snapshot",
+			body: `{"items":[{"id":"c","organizationId":"o","name":"c","snapshot":null,"target":"us","user":"daytona","public":false,"cpu":1,"gpu":0,"memory":1,"disk":3,"labels":{},"toolboxProxyUrl":"u","state":"started","createdAt":"2026-03-04T05:06:07.000Z"}],"nextCursor":null}`,
+			want: []reaper.Sandbox{{ID: "c", Name: "c", State: "started", Labels: map[string]string{}, CreatedAt: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}},
 		},
 	}
 	for _, tt := range tests {
@@ -760,11 +782,13 @@ func TestOrganizationHeader(t *testing.T) {
 	}
 }
 
+// TestCloseRejectsBadID: an id no request can name is refused without a
+// request, as reaper.ErrInvalid: no retry can change it.
 func TestCloseRejectsBadID(t *testing.T) {
 	p, log := script{}.start(t, Config{})
 	for _, id := range []string{"", " ", "a/b", "a?b"} {
-		if err := p.Close(context.Background(), id); err == nil || !errors.Is(err, reaper.ErrTransient) {
-			t.Fatalf("Close(%q) = %v, want an error", id, err)
+		if err := p.Close(context.Background(), id); !errors.Is(err, reaper.ErrInvalid) || errors.Is(err, reaper.ErrNotFound) {
+			t.Fatalf("Close(%q) = %v, want ErrInvalid", id, err)
 		}
 	}
 	if got := log(); len(got) != 0 {
@@ -803,4 +827,161 @@ func sandboxIDs(sbs []reaper.Sandbox) []string {
 func sortedStrings(s ...string) []string {
 	slices.Sort(s)
 	return s
+}
+
+// hookTransport calls after once each list response has been read, before
+// the provider sees it: a point between two pages of a List.
+type hookTransport struct {
+	next  http.RoundTripper
+	after func(page int)
+
+	mu    sync.Mutex
+	pages int
+}
+
+func (h *hookTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := h.next.RoundTrip(r)
+	if err == nil && r.Method == http.MethodGet && r.URL.Path == "/api/sandbox" {
+		h.mu.Lock()
+		h.pages++
+		n := h.pages
+		h.mu.Unlock()
+		h.after(n)
+	}
+	return resp, err
+}
+
+// TestListOrderSurvivesActivity: in Daytona's default order (last activity,
+// newest first) a sandbox that sees activity while the list is paged jumps
+// ahead of the cursor and is missed; List asks for creation time, which
+// does not change, and finds every sandbox.
+func TestListOrderSurvivesActivity(t *testing.T) {
+	srv := newFake(t)
+	srv.SetPageSize(2)
+	at := time.Date(2026, 3, 4, 5, 0, 0, 0, time.UTC)
+	var all []string
+	for i := range 5 {
+		all = append(all, srv.Create(nil, at.Add(time.Duration(i)*time.Minute)))
+	}
+	oldest := all[0] // last in the default order
+	activity := at.Add(time.Hour)
+	touch := func(page int) {
+		if page == 1 {
+			activity = activity.Add(time.Minute)
+			srv.Touch(oldest, activity)
+		}
+	}
+
+	// The default order, paged with the generated client as any caller
+	// that sends no sort would.
+	raw := newTestProvider(t, Config{APIURL: srv.URL})
+	ctx := context.Background()
+	var seen []string
+	cursor := ""
+	for page := 1; ; page++ {
+		rctx, cancel := raw.requestContext(ctx)
+		req := raw.api.SandboxAPI.ListSandboxes(rctx).Limit(100)
+		if cursor != "" {
+			req = req.Cursor(cursor)
+		}
+		res, _, err := req.Execute()
+		cancel()
+		if err != nil {
+			t.Fatalf("page %d: %v", page, err)
+		}
+		for _, it := range res.Items {
+			seen = append(seen, it.Id)
+		}
+		touch(page)
+		if cursor = res.GetNextCursor(); cursor == "" {
+			break
+		}
+	}
+	if slices.Contains(seen, oldest) || len(seen) != len(all)-1 {
+		t.Fatalf("default order listed %v; want every sandbox but %s, which gained activity after the first page", seen, oldest)
+	}
+
+	// The provider's order, with the same activity between its pages.
+	hook := &hookTransport{next: http.DefaultTransport, after: touch}
+	p := newTestProvider(t, Config{APIURL: srv.URL, HTTPClient: &http.Client{Transport: hook, Timeout: time.Second}})
+	got, err := p.List(ctx, reaper.ListFilter{})
+	if err != nil {
+		t.Fatalf("List = %v", err)
+	}
+	if hook.pages != 3 {
+		t.Fatalf("List read %d pages, want 3", hook.pages)
+	}
+	if ids := sandboxIDs(got); !slices.Equal(ids, sortedStrings(slices.Clone(all)...)) {
+		t.Fatalf("List = %v, want all of %v", ids, all)
+	}
+	for i, sb := range got {
+		if sb.ID != all[i] {
+			t.Fatalf("List order = %v, want oldest first %v", sandboxIDs(got), all)
+		}
+	}
+}
+
+// TestListNameAndTemplate: Name is the sandbox's name, Template its
+// snapshot, empty when Daytona reports none.
+func TestListNameAndTemplate(t *testing.T) {
+	srv := newFake(t)
+	p := newTestProvider(t, Config{APIURL: srv.URL})
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	named := srv.Create(map[string]string{"n": "1"}, at)
+	srv.Rename(named, "agent-7")
+	srv.SetSnapshot(named, "python-3.12")
+	unnamed := srv.Create(map[string]string{"n": "2"}, at.Add(time.Minute))
+	fromImage := srv.Create(map[string]string{"n": "3"}, at.Add(2*time.Minute))
+	srv.SetSnapshot(fromImage, "")
+
+	got, err := p.List(context.Background(), reaper.ListFilter{})
+	if err != nil {
+		t.Fatalf("List = %v", err)
+	}
+	want := []reaper.Sandbox{
+		{ID: named, Name: "agent-7", Template: "python-3.12", State: "started", Labels: map[string]string{"n": "1"}, CreatedAt: at},
+		{ID: unnamed, Name: unnamed, Template: daytonatest.DefaultSnapshot, State: "started", Labels: map[string]string{"n": "2"}, CreatedAt: at.Add(time.Minute)},
+		{ID: fromImage, Name: fromImage, State: "started", Labels: map[string]string{"n": "3"}, CreatedAt: at.Add(2 * time.Minute)},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("List =\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	srv := newFake(t)
+	srv.Create(nil, time.Time{})
+	srv.Create(nil, time.Time{})
+	p := newTestProvider(t, Config{APIURL: srv.URL, OrganizationID: "org-9"})
+	if err := p.Check(context.Background()); err != nil {
+		t.Fatalf("Check = %v, want nil", err)
+	}
+	log := srv.Log()
+	if len(log) != 1 || log[0].Method != "GET" || log[0].Path != "/api/sandbox" || log[0].Query.Get("limit") != "1" || log[0].OrganizationID != "org-9" {
+		t.Fatalf("Check sent %+v, want one GET /api/sandbox?limit=1 with the organization", log)
+	}
+
+	wrong := newTestProvider(t, Config{APIURL: srv.URL, APIKey: "dtn_wrong_key_fedcba9876543210"})
+	err := wrong.Check(context.Background())
+	if !errors.Is(err, reaper.ErrUnauthorized) || !strings.Contains(err.Error(), "DAYTONA_API_KEY") || strings.Contains(err.Error(), "dtn_wrong") {
+		t.Fatalf("Check with a wrong key = %v, want ErrUnauthorized naming DAYTONA_API_KEY, without the key", err)
+	}
+	var pe *reaper.ProviderError
+	if !errors.As(err, &pe) || pe.Op != "check" || pe.StatusCode != 401 {
+		t.Fatalf("Check error = %#v, want op check, HTTP 401", err)
+	}
+
+	// A URL that is not the API: its 404 is no sandbox's, and names the
+	// variable to fix.
+	elsewhere := newTestProvider(t, Config{APIURL: srv.URL + "/v2"})
+	err = elsewhere.Check(context.Background())
+	if !errors.Is(err, reaper.ErrTransient) || errors.Is(err, reaper.ErrNotFound) || !strings.Contains(err.Error(), "DAYTONA_API_URL") {
+		t.Fatalf("Check against a wrong path = %v, want ErrTransient naming DAYTONA_API_URL", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.Check(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Check with a canceled context = %v, want context.Canceled", err)
+	}
 }

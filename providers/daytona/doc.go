@@ -8,6 +8,8 @@
 //
 //	DAYTONA_API_KEY          API key, sent as "Authorization: Bearer <key>"; without it the provider is disabled
 //	DAYTONA_API_URL          API base URL, default https://app.daytona.io/api
+//	DAYTONA_SERVER_URL       deprecated name of DAYTONA_API_URL, read only when DAYTONA_API_URL is
+//	                         unset or blank, as Daytona's SDKs do
 //	DAYTONA_ORGANIZATION_ID  optional, sent as X-Daytona-Organization-ID; an API key is already
 //	                         bound to one organization, so it is normally left unset
 //
@@ -46,11 +48,34 @@
 //	5xx, other 4xx, timeouts, refused or reset connections
 //	                       ErrTransient
 //
+// An empty id, or one holding "/", "?" or "#", which no request can name, is
+// refused without a request as reaper.ErrInvalid.
+//
 // List pages through GET /sandbox with Daytona's cursor pagination (limit
-// 100, nextCursor) and sends ListFilter.Labels as the "labels" query
-// parameter, a JSON object ({"team":"a"}) the API matches by containment. It
-// returns id, createdAt, state and labels of every sandbox not destroyed;
-// stopped, archived, paused and still-destroying sandboxes are included.
+// 100, nextCursor), sorted by creation time, oldest first
+// (sort=createdAt&order=asc), and sends ListFilter.Labels as the "labels"
+// query parameter, a JSON object ({"team":"a"}) the API matches by
+// containment. It returns id, name, snapshot (as Sandbox.Template, empty
+// when Daytona reports none, as for a sandbox built from an image),
+// createdAt, state and labels of every sandbox not destroyed; stopped,
+// archived, paused and still-destroying sandboxes are included. A sandbox
+// created without a name is named after its id by Daytona.
+//
+// The sort is explicit because Daytona's default order is by last activity,
+// newest first, and its cursor is the (sort value, id) of a page's last
+// item: a sandbox that sees activity while List pages jumps ahead of the
+// cursor and would be missed, and the listing is the engine's proof that a
+// sandbox is gone. Creation time does not change. Ascending rather than
+// descending, because the cursor of Daytona's Postgres search carries
+// milliseconds while the database keeps microseconds: ascending, a sandbox
+// created in the cursor's millisecond is listed again (List drops the
+// repeat); descending, it would be skipped. A sandbox created while List
+// pages is appended, not missed.
+//
+// Check lists one sandbox (GET /sandbox?limit=1) to check the API key: nil
+// when accepted, reaper.ErrUnauthorized naming DAYTONA_API_KEY on 401 or
+// 403, reaper.ErrTransient naming DAYTONA_API_URL on 404 (the URL is not the
+// API), and otherwise classified as Close classifies.
 //
 // # Caveats
 //

@@ -15,8 +15,10 @@ import (
 )
 
 // TestIntegration runs against the real Daytona account named by
-// DAYTONA_API_KEY (and DAYTONA_API_URL, DAYTONA_ORGANIZATION_ID). It lists
-// and closes an id that does not exist (ErrNotFound). With
+// DAYTONA_API_KEY (and DAYTONA_API_URL, or the deprecated DAYTONA_SERVER_URL,
+// and DAYTONA_ORGANIZATION_ID). It checks the key (Check, and a wrong key is
+// ErrUnauthorized), lists (oldest first, with names) and closes an id that
+// does not exist (ErrNotFound). With
 // DAYTONA_REAPERD_IT_CREATE=1 it also creates one small sandbox (auto-delete
 // after 30 minutes, as a safety net), closes it through the provider, and
 // closes it again (nil or ErrNotFound).
@@ -34,13 +36,27 @@ func TestIntegration(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
+	if err := p.Check(ctx); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	bad := c
+	bad.APIKey = "dtn_reaperd_integration_not_a_key"
+	if q, err := New(bad); err != nil {
+		t.Fatalf("New(wrong key): %v", err)
+	} else if err := q.Check(ctx); !errors.Is(err, reaper.ErrUnauthorized) {
+		t.Fatalf("Check with a wrong key = %v, want ErrUnauthorized", err)
+	}
+
 	all, err := p.List(ctx, reaper.ListFilter{})
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}
-	for _, sb := range all {
-		if sb.ID == "" || sb.State == "destroyed" {
+	for i, sb := range all {
+		if sb.ID == "" || sb.State == "destroyed" || sb.Name == "" {
 			t.Errorf("List returned %+v", sb)
+		}
+		if i > 0 && sb.CreatedAt.Before(all[i-1].CreatedAt) {
+			t.Errorf("List is not oldest first: %s (%v) after %s (%v)", sb.ID, sb.CreatedAt, all[i-1].ID, all[i-1].CreatedAt)
 		}
 	}
 	t.Logf("%d live sandboxes", len(all))
@@ -79,6 +95,11 @@ func TestIntegration(t *testing.T) {
 		t.Fatalf("List(run label): %v", err)
 	}
 	t.Logf("List(run label) = %+v (the list is eventually consistent)", found)
+	for _, f := range found {
+		if f.ID == sb.Id && f.Name != sb.Name {
+			t.Errorf("List(run label) name = %q, want %q", f.Name, sb.Name)
+		}
+	}
 
 	deadline := time.Now().Add(2 * time.Minute)
 	for attempt := 1; ; attempt++ {

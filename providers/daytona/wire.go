@@ -206,6 +206,8 @@ func labelsParam(labels map[string]string) (string, error) {
 // this client version does not know).
 type rawSandbox struct {
 	ID        string            `json:"id"`
+	Name      string            `json:"name"`
+	Snapshot  string            `json:"snapshot"`
 	State     string            `json:"state"`
 	Labels    map[string]string `json:"labels"`
 	CreatedAt string            `json:"createdAt"`
@@ -220,13 +222,17 @@ func rawState(body []byte) string {
 }
 
 // decodeList turns one page of GET /sandbox into sandboxes and the next
-// cursor ("" on the last page).
+// cursor ("" on the last page). Name is the sandbox's name (Daytona names
+// every sandbox; an unnamed one is named after its id) and Template its
+// snapshot, when the API reports one (a sandbox built from an image or a
+// Dockerfile may have none).
 func decodeList(res *apiclient.ListSandboxesResponse, resp *http.Response, err error) ([]reaper.Sandbox, string, error) {
 	if err == nil && res != nil {
 		var raw map[string]string // id -> state, read only if needed
 		out := make([]reaper.Sandbox, 0, len(res.Items))
 		for _, it := range res.Items {
-			sb := reaper.Sandbox{ID: it.Id, Labels: it.Labels, CreatedAt: parseTime(it.CreatedAt)}
+			sb := reaper.Sandbox{ID: it.Id, Name: it.Name, Template: it.GetSnapshot(),
+				Labels: it.Labels, CreatedAt: parseTime(it.CreatedAt)}
 			if it.State != nil && *it.State != apiclient.SANDBOXSTATE_UNKNOWN_DEFAULT_OPEN_API {
 				sb.State = string(*it.State)
 			} else if it.State != nil {
@@ -256,7 +262,8 @@ func decodeList(res *apiclient.ListSandboxesResponse, resp *http.Response, err e
 		if it.CreatedAt != "" {
 			at = &it.CreatedAt
 		}
-		out = append(out, reaper.Sandbox{ID: it.ID, State: it.State, Labels: it.Labels, CreatedAt: parseTime(at)})
+		out = append(out, reaper.Sandbox{ID: it.ID, Name: it.Name, Template: it.Snapshot, State: it.State,
+			Labels: it.Labels, CreatedAt: parseTime(at)})
 	}
 	next := ""
 	if page.NextCursor != nil {

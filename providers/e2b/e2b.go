@@ -1,6 +1,7 @@
 package e2b
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -29,17 +30,16 @@ const DefaultTimeout = 30 * time.Second
 // pageLimit is the page size asked for when listing; the API's maximum.
 const pageLimit = 100
 
-// maxPages bounds one List call, as a guard against a server that keeps
-// handing out next tokens: 100 pages of 100 sandboxes.
-const maxPages = 1000
-
 // Limits on how much of a response body is read.
 const (
 	maxListBody  = 16 << 20
 	maxErrorBody = 64 << 10
 )
 
-const hintAPIKey = "check E2B_API_KEY"
+const (
+	hintAPIKey = "check E2B_API_KEY"
+	hintAPIURL = "check E2B_API_URL"
+)
 
 // Config configures the E2B provider.
 type Config struct {
@@ -83,7 +83,10 @@ type Provider struct {
 	client  *http.Client
 }
 
-var _ reaper.Provider = (*Provider)(nil)
+var (
+	_ reaper.Provider = (*Provider)(nil)
+	_ reaper.Checker  = (*Provider)(nil)
+)
 
 // New validates c and returns a provider. The error never contains the key.
 func New(c Config) (*Provider, error) {
@@ -135,10 +138,14 @@ func (p *Provider) Name() string { return Type }
 // further lookup: E2B answers it for a sandbox already killed, but also for
 // one of another team, so the engine confirms it with the listing. A 404
 // without that body (a wrong E2B_API_URL path, a proxy) is not the API
-// speaking and is reported as transient.
+// speaking and is reported as transient. A 400 with the API's body is the
+// API refusing the id itself ("Invalid sandbox ID": not lowercase letters
+// and digits, with at most one "-clientID" suffix), which no retry changes:
+// reaper.ErrInvalid.
 func (p *Provider) Close(ctx context.Context, id string) error {
 	if id == "" {
-		return &reaper.ProviderError{Provider: Type, Op: "close", Err: errors.New("empty sandbox id")}
+		return &reaper.ProviderError{Provider: Type, Op: "close", Kind: reaper.ErrInvalid,
+			Err: errors.New("delete sandbox: empty sandbox id")}
 	}
 	resp, err := p.do(ctx, http.MethodDelete, p.baseURL+"/sandboxes/"+url.PathEscape(id))
 	if err != nil {
@@ -159,8 +166,23 @@ func (p *Provider) Close(ctx context.Context, id string) error {
 				StatusCode: resp.StatusCode, Err: fmt.Errorf("delete sandbox: %s", p.redact(describeBody(resp, body)))}
 		}
 		return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrTransient,
-			StatusCode: resp.StatusCode, Hint: "check E2B_API_URL",
+			StatusCode: resp.StatusCode, Hint: hintAPIURL,
 			Err: fmt.Errorf("delete sandbox: 404 without the API's error body: %s", describeBody(resp, body))}
+	case resp.StatusCode == http.StatusBadRequest:
+		// The kill handler's only 400 is its check of the id
+		// (utils.ShortID): permanent. Without the API's body it is some
+		// proxy's, and retried.
+		body, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		if err != nil {
+			return p.transportError(ctx, "close", id, "read delete answer", err)
+		}
+		pe := &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrTransient,
+			StatusCode: resp.StatusCode, Err: fmt.Errorf("delete sandbox: %s", p.redact(describeBody(resp, body)))}
+		var ae apiError
+		if json.Unmarshal(body, &ae) == nil && ae.Code == http.StatusBadRequest {
+			pe.Kind = reaper.ErrInvalid
+		}
+		return pe
 	default:
 		return p.statusError("close", id, "delete sandbox", resp)
 	}
@@ -175,12 +197,8 @@ func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sand
 		token string
 		used  = map[string]bool{}
 	)
-	for page := 0; ; page++ {
-		if page >= maxPages {
-			return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
-				Err: fmt.Errorf("list sandboxes: more than %d pages", maxPages)}
-		}
-		items, next, err := p.listPage(ctx, f.Labels, token)
+	for {
+		items, next, err := p.listPage(ctx, "list", f.Labels, "running,paused", pageLimit, token)
 		if err != nil {
 			return nil, err
 		}
@@ -190,15 +208,23 @@ func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sand
 			}
 			seen[it.SandboxID] = true
 			out = append(out, reaper.Sandbox{
-				ID:        it.SandboxID,
+				ID: it.SandboxID,
+				// startedAt is when the sandbox last started: E2B resets
+				// it on every resume, so it is the age of the sandbox's
+				// current run, not of the sandbox. The API reports no
+				// creation time.
 				CreatedAt: it.StartedAt,
 				State:     it.State,
 				Labels:    it.Metadata,
+				Template:  cmp.Or(it.Alias, it.TemplateID),
 			})
 		}
 		if next == "" {
 			return out, nil
 		}
+		// Pages go on as long as the server hands out new tokens. A token
+		// seen before means the server is looping: the listing cannot be
+		// trusted to be complete.
 		if used[next] {
 			return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
 				Err: errors.New("list sandboxes: the server repeated a next token")}
@@ -208,43 +234,60 @@ func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sand
 	}
 }
 
-// listedSandbox is the part of the API's ListedSandbox schema reaperd uses.
-type listedSandbox struct {
-	SandboxID string            `json:"sandboxID"`
-	StartedAt time.Time         `json:"startedAt"`
-	State     string            `json:"state"`
-	Metadata  map[string]string `json:"metadata"`
+// Check lists at most one running sandbox (GET /v2/sandboxes?limit=1&
+// state=running), to see that the API key is accepted. A 401 or 403 is
+// reaper.ErrUnauthorized naming E2B_API_KEY; a 404 means E2B_API_URL does
+// not point at the API and is reported as transient, naming it.
+func (p *Provider) Check(ctx context.Context) error {
+	_, _, err := p.listPage(ctx, "check", nil, "running", 1, "")
+	var pe *reaper.ProviderError
+	if errors.As(err, &pe) && pe.StatusCode == http.StatusNotFound {
+		pe.Hint = hintAPIURL
+	}
+	return err
 }
 
-func (p *Provider) listPage(ctx context.Context, labels map[string]string, token string) ([]listedSandbox, string, error) {
+// listedSandbox is the part of the API's ListedSandbox schema reaperd uses.
+type listedSandbox struct {
+	SandboxID  string            `json:"sandboxID"`
+	TemplateID string            `json:"templateID"`
+	Alias      string            `json:"alias"`
+	StartedAt  time.Time         `json:"startedAt"`
+	State      string            `json:"state"`
+	Metadata   map[string]string `json:"metadata"`
+}
+
+// listPage fetches one page of GET /v2/sandboxes; op names the caller in
+// errors ("list", "check").
+func (p *Provider) listPage(ctx context.Context, op string, labels map[string]string, states string, limit int, token string) ([]listedSandbox, string, error) {
 	q := url.Values{}
 	if len(labels) > 0 {
 		q.Set("metadata", EncodeMetadata(labels))
 	}
-	q.Set("state", "running,paused")
-	q.Set("limit", strconv.Itoa(pageLimit))
+	q.Set("state", states)
+	q.Set("limit", strconv.Itoa(limit))
 	if token != "" {
 		q.Set("nextToken", token)
 	}
 	resp, err := p.do(ctx, http.MethodGet, p.baseURL+"/v2/sandboxes?"+q.Encode())
 	if err != nil {
-		return nil, "", p.transportError(ctx, "list", "", "list sandboxes", err)
+		return nil, "", p.transportError(ctx, op, "", "list sandboxes", err)
 	}
 	defer drainClose(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return nil, "", p.statusError("list", "", "list sandboxes", resp)
+		return nil, "", p.statusError(op, "", "list sandboxes", resp)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxListBody+1))
 	if err != nil {
-		return nil, "", p.transportError(ctx, "list", "", "read sandbox list", err)
+		return nil, "", p.transportError(ctx, op, "", "read sandbox list", err)
 	}
 	if len(body) > maxListBody {
-		return nil, "", &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient, StatusCode: resp.StatusCode,
+		return nil, "", &reaper.ProviderError{Provider: Type, Op: op, Kind: reaper.ErrTransient, StatusCode: resp.StatusCode,
 			Err: fmt.Errorf("read sandbox list: body larger than %d bytes", maxListBody)}
 	}
 	var items []listedSandbox
 	if err := json.Unmarshal(body, &items); err != nil {
-		return nil, "", &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient, StatusCode: resp.StatusCode,
+		return nil, "", &reaper.ProviderError{Provider: Type, Op: op, Kind: reaper.ErrTransient, StatusCode: resp.StatusCode,
 			Err: fmt.Errorf("decode sandbox list: %w", err)}
 	}
 	return items, resp.Header.Get("X-Next-Token"), nil
@@ -355,12 +398,11 @@ func (p *Provider) statusError(op, id, verb string, resp *http.Response) error {
 	case s == http.StatusTooManyRequests:
 		pe.Kind = reaper.ErrRateLimited
 		pe.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
-	case s == http.StatusConflict:
-		pe.Kind = reaper.ErrConflict
 	default:
-		// 5xx, 408 and anything else the API does not document for this
-		// call (3xx from a proxy, 400, ...): nothing here says the sandbox
-		// is gone, so the close must be retried.
+		// 5xx, 408 and anything else the API does not answer to these
+		// calls (3xx from a proxy, 409, ...): nothing here says the sandbox
+		// is gone, so the close must be retried. The kill handler answers
+		// no 409 (e2b-dev/infra, handlers/sandbox_kill.go).
 		pe.Kind = reaper.ErrTransient
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))

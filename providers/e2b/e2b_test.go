@@ -3,6 +3,7 @@ package e2b
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -49,6 +50,11 @@ func TestConformance(t *testing.T) {
 		Name:          Type,
 		CredentialEnv: "E2B_API_KEY",
 		RetryAfter:    true,
+		// The kill handler has no 409 answer.
+		Conflict: false,
+		// E2B refuses "does-not-exist-0000" as malformed (400): more than
+		// one "-".
+		UnknownID: "doesnotexist0000",
 		Setup: func(t *testing.T) (reaper.Provider, providertest.Fake) {
 			return newFake(t)
 		},
@@ -349,8 +355,8 @@ func TestCloseNotFoundAtFake(t *testing.T) {
 	if !errors.As(err, &pe) || pe.Kind != reaper.ErrNotFound || pe.Op != "close" || pe.ID != id || pe.StatusCode != http.StatusNotFound {
 		t.Fatalf("second Close = %#v, want ErrNotFound for close %s with HTTP 404", err, id)
 	}
-	if !strings.Contains(err.Error(), "Sandbox not found") {
-		t.Fatalf("second Close = %q, want E2B's message", err)
+	if want := `Sandbox "` + id + `" doesn't exist or you don't have access to it`; !strings.Contains(err.Error(), want) {
+		t.Fatalf("second Close = %q, want E2B's message %q", err, want)
 	}
 
 	live := srv.Create(nil, created)
@@ -436,14 +442,17 @@ func TestClassify(t *testing.T) {
 		{"close 404 empty", "close", answer{404, nil, ""}, reaper.ErrTransient, 0, false, "check E2B_API_URL"},
 		{"close 401", "close", answer{401, nil, `{"code":401,"message":"Invalid API key"}`}, reaper.ErrUnauthorized, 0, false, "check E2B_API_KEY"},
 		{"close 403", "close", answer{403, nil, `{"code":403,"message":"team blocked"}`}, reaper.ErrUnauthorized, 0, false, "team blocked"},
-		{"close 409", "close", answer{409, nil, `{"code":409,"message":"in transition"}`}, reaper.ErrConflict, 0, false, "in transition"},
+		// E2B's kill handler never answers 409; should anything between
+		// answer it, it is retried as transient, not taken for E2B's word.
+		{"close 409", "close", answer{409, nil, `{"code":409,"message":"in transition"}`}, reaper.ErrTransient, 0, false, "in transition"},
 		{"close 429 seconds", "close", answer{429, map[string]string{"Retry-After": "3"}, `{"code":429,"message":"slow down"}`}, reaper.ErrRateLimited, 3 * time.Second, false, "slow down"},
 		{"close 429 date", "close", answer{429, map[string]string{"Retry-After": httpDate}, ``}, reaper.ErrRateLimited, 90 * time.Second, true, ""},
 		{"close 429 none", "close", answer{429, nil, `{"code":429,"message":"x"}`}, reaper.ErrRateLimited, 0, false, ""},
 		{"close 500", "close", answer{500, nil, `{"code":500,"message":"Error killing sandbox: boom"}`}, reaper.ErrTransient, 0, false, "boom"},
 		{"close 502 html", "close", answer{502, map[string]string{"Content-Type": "text/html"}, `<html>bad gateway</html>`}, reaper.ErrTransient, 0, false, "text/html"},
 		{"close 302", "close", answer{302, map[string]string{"Location": "https://elsewhere.example/steal"}, ``}, reaper.ErrTransient, 0, false, "HTTP 302"},
-		{"close 400", "close", answer{400, nil, `{"code":400,"message":"bad id"}`}, reaper.ErrTransient, 0, false, "bad id"},
+		{"close 400", "close", answer{400, nil, `{"code":400,"message":"Invalid sandbox ID"}`}, reaper.ErrInvalid, 0, false, "delete sandbox: Invalid sandbox ID"},
+		{"close 400 not the API's", "close", answer{400, map[string]string{"Content-Type": "text/html"}, `<html>400 Bad Request</html>`}, reaper.ErrTransient, 0, false, "text/html"},
 		{"list malformed json", "list", answer{200, nil, `[{"sandboxID":`}, reaper.ErrTransient, 0, false, "decode sandbox list"},
 		{"list object not array", "list", answer{200, nil, `{"code":200}`}, reaper.ErrTransient, 0, false, "decode sandbox list"},
 		{"list bad time", "list", answer{200, nil, `[{"sandboxID":"a","startedAt":"yesterday"}]`}, reaper.ErrTransient, 0, false, "decode sandbox list"},
@@ -494,6 +503,9 @@ func TestClassify(t *testing.T) {
 			}
 			if tt.want != reaper.ErrNotFound && errors.Is(err, reaper.ErrNotFound) {
 				t.Fatalf("err = %v, classified as not found too", err)
+			}
+			if got := reaper.ErrorClass(err); got != reaper.ErrorClass(tt.want) {
+				t.Fatalf("ErrorClass(%v) = %q, want %q", err, got, reaper.ErrorClass(tt.want))
 			}
 			var pe *reaper.ProviderError
 			if !errors.As(err, &pe) || pe.Provider != Type || pe.Op != tt.op || pe.StatusCode != tt.ans.status {
@@ -563,5 +575,181 @@ func TestParseRetryAfter(t *testing.T) {
 		if got := parseRetryAfter(tt.in, now); got != tt.want {
 			t.Errorf("parseRetryAfter(%q) = %v, want %v", tt.in, got, tt.want)
 		}
+	}
+}
+
+// TestCloseMalformedID: the API refuses a malformed id with 400 before it
+// looks anything up; Close reports it as reaper.ErrInvalid with the API's
+// message, after that one request. An id with the "-clientID" suffix old
+// SDKs append is well-formed.
+func TestCloseMalformedID(t *testing.T) {
+	p, srv := newFake(t)
+	live := srv.Create(nil, created)
+	for _, id := range []string{"does-not-exist-0000", "UPPER", "a_b", "a.b", live + "-client-x", "-x"} {
+		err := p.Close(ctxT(t), id)
+		var pe *reaper.ProviderError
+		if !errors.As(err, &pe) || pe.Kind != reaper.ErrInvalid || pe.StatusCode != http.StatusBadRequest || pe.ID != id ||
+			errors.Is(err, reaper.ErrNotFound) || !strings.Contains(err.Error(), e2btest.MessageInvalidID) {
+			t.Errorf("Close(%q) = %#v, want ErrInvalid (HTTP 400) with the API's message", id, err)
+		}
+	}
+	if err := p.Close(ctxT(t), ""); !errors.Is(err, reaper.ErrInvalid) {
+		t.Errorf("Close(\"\") = %v, want ErrInvalid", err)
+	}
+	if !srv.Alive(live) {
+		t.Fatal("a refused id killed a sandbox")
+	}
+	if err := p.Close(ctxT(t), live+"-6532622b"); err != nil || srv.Alive(live) {
+		t.Fatalf("Close(id-clientID) = %v (alive %v), want nil and gone", err, srv.Alive(live))
+	}
+	if err := p.Close(ctxT(t), "unknownsandbox0"); !errors.Is(err, reaper.ErrNotFound) {
+		t.Fatalf("Close(well-formed unknown id) = %v, want ErrNotFound", err)
+	}
+}
+
+// TestFakeHasNoConflict: FailConflict changes nothing at the fake, as E2B
+// has no 409 answer to a kill.
+func TestFakeHasNoConflict(t *testing.T) {
+	p, srv := newFake(t)
+	id := srv.Create(nil, created)
+	srv.Fail(providertest.Failure{Kind: providertest.FailConflict})
+	if err := p.Close(ctxT(t), id); err != nil || srv.Alive(id) {
+		t.Fatalf("Close under FailConflict = %v (alive %v), want nil and gone", err, srv.Alive(id))
+	}
+	for _, r := range srv.RequestLog() {
+		if r.Status == http.StatusConflict {
+			t.Fatalf("the fake answered 409 to %s %s", r.Method, r.Path)
+		}
+	}
+}
+
+// TestListToTheEnd: List follows next tokens past any page count, and
+// refuses a server that hands out a token it handed out before.
+func TestListToTheEnd(t *testing.T) {
+	t.Run("ManyPages", func(t *testing.T) {
+		// One sandbox a page, more pages than the former cap of 1000.
+		const n = 1200
+		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			i := 0
+			if tok := r.URL.Query().Get("nextToken"); tok != "" {
+				fmt.Sscanf(tok, "p%d", &i)
+			}
+			if i+1 < n {
+				w.Header().Set("X-Next-Token", fmt.Sprintf("p%d", i+1))
+			}
+			fmt.Fprintf(w, `[{"sandboxID":"s%d","startedAt":"2026-03-04T05:06:07Z","state":"running"}]`, i)
+		}))
+		defer ts.Close()
+		got, err := newProvider(t, ts.URL, testKey).List(ctxT(t), reaper.ListFilter{})
+		if err != nil || len(got) != n || got[n-1].ID != fmt.Sprintf("s%d", n-1) {
+			t.Fatalf("List = %d sandboxes, %v; want %d", len(got), err, n)
+		}
+	})
+	t.Run("ManyPagesAtFake", func(t *testing.T) {
+		p, srv := newFake(t)
+		srv.SetPageSize(1)
+		var want []string
+		for i := range 5 {
+			want = append(want, srv.Create(nil, created.Add(time.Duration(i)*time.Second)))
+		}
+		got, err := p.List(ctxT(t), reaper.ListFilter{})
+		if err != nil || len(got) != len(want) {
+			t.Fatalf("List = %v, %v; want %d sandboxes", got, err, len(want))
+		}
+	})
+	t.Run("Loop", func(t *testing.T) {
+		// Tokens a, b, a, ...: a loop of two pages.
+		var mu sync.Mutex
+		pages := 0
+		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			pages++
+			mu.Unlock()
+			next := "YQ=="
+			if r.URL.Query().Get("nextToken") == "YQ==" {
+				next = "Yg=="
+			}
+			w.Header().Set("X-Next-Token", next)
+			w.Write([]byte(`[]`))
+		}))
+		defer ts.Close()
+		_, err := newProvider(t, ts.URL, testKey).List(ctxT(t), reaper.ListFilter{})
+		if !errors.Is(err, reaper.ErrTransient) || !strings.Contains(err.Error(), "repeated a next token") {
+			t.Fatalf("List = %v, want ErrTransient naming the repeated token", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if pages != 3 {
+			t.Fatalf("List asked for %d pages, want 3", pages)
+		}
+	})
+}
+
+// TestListTemplateAndStart: Template is the template's alias when E2B
+// reports one, else its id; CreatedAt is the last start, which a resume
+// moves.
+func TestListTemplateAndStart(t *testing.T) {
+	p, srv := newFake(t)
+	plain := srv.Create(map[string]string{"n": "1"}, created)
+	aliased := srv.Create(map[string]string{"n": "2"}, created.Add(time.Minute))
+	srv.SetTemplate(aliased, "tpl0123456789abcdef", "code-interpreter-v1")
+	resumed := srv.Create(map[string]string{"n": "3"}, created.Add(2*time.Minute))
+	srv.Pause(resumed)
+	restart := created.Add(3 * time.Hour)
+	srv.Resume(resumed, restart)
+
+	got, err := p.List(ctxT(t), reaper.ListFilter{})
+	if err != nil {
+		t.Fatalf("List = %v", err)
+	}
+	byID := map[string]reaper.Sandbox{}
+	for _, sb := range got {
+		byID[sb.ID] = sb
+	}
+	want := map[string]reaper.Sandbox{
+		plain:   {ID: plain, CreatedAt: created, State: "running", Labels: map[string]string{"n": "1"}, Template: e2btest.DefaultTemplateID},
+		aliased: {ID: aliased, CreatedAt: created.Add(time.Minute), State: "running", Labels: map[string]string{"n": "2"}, Template: "code-interpreter-v1"},
+		resumed: {ID: resumed, CreatedAt: restart, State: "running", Labels: map[string]string{"n": "3"}, Template: e2btest.DefaultTemplateID},
+	}
+	if len(byID) != len(want) {
+		t.Fatalf("List = %+v, want %+v", got, want)
+	}
+	for id, w := range want {
+		g := byID[id]
+		if g.ID != w.ID || !g.CreatedAt.Equal(w.CreatedAt) || g.State != w.State || !maps.Equal(g.Labels, w.Labels) || g.Template != w.Template || g.Name != "" {
+			t.Errorf("List[%s] = %+v, want %+v", id, g, w)
+		}
+	}
+}
+
+func TestCheck(t *testing.T) {
+	p, srv := newFake(t)
+	srv.Create(nil, created)
+	srv.Create(nil, created)
+	if err := p.Check(ctxT(t)); err != nil {
+		t.Fatalf("Check = %v, want nil", err)
+	}
+	log := srv.RequestLog()
+	if len(log) != 1 || log[0].Method != "GET" || log[0].Path != "/v2/sandboxes" || log[0].Query.Get("limit") != "1" || log[0].Query.Get("state") != "running" {
+		t.Fatalf("Check sent %+v, want one GET /v2/sandboxes?limit=1&state=running", log)
+	}
+
+	const wrong = "e2b_wrongwrongwrongwrongwrongwrongwrongwron"
+	err := newProvider(t, srv.URL, wrong).Check(ctxT(t))
+	var pe *reaper.ProviderError
+	if !errors.Is(err, reaper.ErrUnauthorized) || !errors.As(err, &pe) || pe.Op != "check" || !strings.Contains(err.Error(), "E2B_API_KEY") || strings.Contains(err.Error(), wrong) {
+		t.Fatalf("Check with a wrong key = %v, want ErrUnauthorized for op check naming E2B_API_KEY, without the key", err)
+	}
+
+	err = newProvider(t, srv.URL+"/v1", testKey).Check(ctxT(t))
+	if !errors.Is(err, reaper.ErrTransient) || errors.Is(err, reaper.ErrNotFound) || !strings.Contains(err.Error(), "E2B_API_URL") {
+		t.Fatalf("Check against a wrong path = %v, want ErrTransient naming E2B_API_URL", err)
+	}
+
+	srv.Fail(providertest.Failure{Kind: providertest.FailHang})
+	c, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.Check(c); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Check with a canceled context = %v, want context.Canceled", err)
 	}
 }

@@ -18,9 +18,11 @@ import (
 
 // TestIntegration runs against the real E2B API when E2B_API_KEY is set
 // (go test -tags integration ./providers/e2b). It creates one short-lived
-// sandbox from the "base" template, pauses it, finds it by its metadata,
-// closes it (twice: the second close may answer nil or ErrNotFound), and
-// checks that it is gone. Closing an id E2B does not know is ErrNotFound.
+// sandbox from the "base" template, pauses it, finds it by its metadata
+// (with its template), closes it (twice: the second close may answer nil or
+// ErrNotFound), and checks that it is gone. Check accepts the key and
+// refuses a wrong one (ErrUnauthorized). Closing an id E2B does not know is
+// ErrNotFound; closing a malformed one is ErrInvalid (HTTP 400).
 func TestIntegration(t *testing.T) {
 	cfg := ConfigFromEnv(os.Getenv)
 	if !cfg.Enabled() {
@@ -37,8 +39,23 @@ func TestIntegration(t *testing.T) {
 	run := fmt.Sprintf("it-%d", time.Now().UnixNano())
 	labels := map[string]string{"reaperd-integration": run, "odd key&=": "odd value+%"}
 
+	if err := p.Check(ctx); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	bad := cfg
+	bad.APIKey = "e2b_reaperdintegrationnotakey0000000000000"
+	if q, err := New(bad); err != nil {
+		t.Fatalf("New(wrong key): %v", err)
+	} else if err := q.Check(ctx); !errors.Is(err, reaper.ErrUnauthorized) {
+		t.Fatalf("Check with a wrong key = %v, want ErrUnauthorized", err)
+	}
+
 	if err := p.Close(ctx, "reaperdnotasandbox000"); !errors.Is(err, reaper.ErrNotFound) {
 		t.Fatalf("Close(unknown) = %v, want ErrNotFound", err)
+	}
+	var pe *reaper.ProviderError
+	if err := p.Close(ctx, "not-a-sandbox-id"); !errors.Is(err, reaper.ErrInvalid) || !errors.As(err, &pe) || pe.StatusCode != http.StatusBadRequest {
+		t.Fatalf("Close(malformed) = %v, want ErrInvalid with HTTP 400", err)
 	}
 
 	id := createSandbox(ctx, t, cfg, labels)
@@ -49,9 +66,10 @@ func TestIntegration(t *testing.T) {
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}
-	if len(got) != 1 || got[0].ID != id || got[0].State != "paused" || got[0].CreatedAt.IsZero() {
-		t.Fatalf("List(labels) = %+v, want the paused sandbox %s", got, id)
+	if len(got) != 1 || got[0].ID != id || got[0].State != "paused" || got[0].CreatedAt.IsZero() || got[0].Template == "" {
+		t.Fatalf("List(labels) = %+v, want the paused sandbox %s with its template", got, id)
 	}
+	t.Logf("template of a sandbox created from \"base\": %q", got[0].Template)
 
 	if err := p.Close(ctx, id); err != nil {
 		t.Fatalf("Close(%s) = %v", id, err)

@@ -5,30 +5,38 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"runtime/debug"
+	"math"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
-	pb "github.com/modal-labs/libmodal/modal-go/proto/modal_proto"
+	pb "github.com/modal-labs/modal-client/go/proto/modal_proto"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 )
 
 // Metadata the Modal control plane reads on every call, as the Go SDK sends
-// it (modal-go client.go: injectRequiredHeaders, authTokenInterceptor,
-// retryInterceptor).
+// it (modal-client/go v0.11.1 client.go: injectRequiredHeaders,
+// authTokenInterceptor, retryInterceptor).
 const (
-	mdClientType     = "x-modal-client-type"
-	mdClientVersion  = "x-modal-client-version"
-	mdLibmodal       = "x-modal-libmodal-version"
-	mdTokenID        = "x-modal-token-id"
-	mdTokenSecret    = "x-modal-token-secret"
-	mdAuthToken      = "x-modal-auth-token"
-	mdIdempotencyKey = "x-idempotency-key"
-	mdRetryAttempt   = "x-retry-attempt"
+	mdClientType           = "x-modal-client-type"
+	mdClientVersion        = "x-modal-client-version"
+	mdLibmodal             = "x-modal-libmodal-version"
+	mdHost                 = "x-modal-host"
+	mdTokenID              = "x-modal-token-id"
+	mdTokenSecret          = "x-modal-token-secret"
+	mdAuthToken            = "x-modal-auth-token"
+	mdIdempotencyKey       = "x-idempotency-key"
+	mdRetryAttempt         = "x-retry-attempt"
+	mdThrottleRetryAttempt = "x-throttle-retry-attempt"
+
+	// mdRetryAfter is the response metadata an HTTP front end may send with
+	// a throttled answer. The SDK does not read it (its retry interceptor
+	// reads only the RPCRetryPolicy status detail); reaperd honours it too.
+	mdRetryAfter = "retry-after"
 
 	// clientVersion is the Python client version the Go SDK claims to
 	// behave like.
@@ -46,31 +54,82 @@ const (
 
 var clientTypeLibmodalGo = strconv.Itoa(int(pb.ClientType_CLIENT_TYPE_LIBMODAL_GO))
 
-// libmodalVersion is the SDK version compiled in, as the SDK reports it.
-var libmodalVersion = sync.OnceValue(func() string {
-	if info, ok := debug.ReadBuildInfo(); ok {
-		for _, dep := range info.Deps {
-			if dep.Path == "github.com/modal-labs/libmodal/modal-go" {
-				return "modal-go/" + dep.Version
-			}
-		}
-	}
-	return "modal-go/v0.6.0"
-})
-
-// headerInterceptor adds the token pair and the client identification.
+// headerInterceptor adds the token pair and the client identification, as
+// the SDK does (its x-modal-libmodal-version is "modal-go/" and the SDK's
+// Client.Version()).
 func (p *Provider) headerInterceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	ctx = metadata.AppendToOutgoingContext(ctx,
 		mdClientType, clientTypeLibmodalGo,
 		mdClientVersion, clientVersion,
-		mdLibmodal, libmodalVersion(),
+		mdLibmodal, "modal-go/"+p.sdkVersion,
+		mdHost, p.host,
 		mdTokenID, p.cfg.TokenID,
 		mdTokenSecret, p.cfg.TokenSecret,
 		mdIdempotencyKey, uuid.NewString(),
 		mdRetryAttempt, "0",
+		mdThrottleRetryAttempt, "0",
 	)
 	return invoker(ctx, method, req, reply, cc, opts...)
 }
+
+// retryAfterInterceptor reads a "retry-after" entry of a failed call's
+// response header or trailer metadata and attaches its delay to the error
+// (see retryAfterError), so that wrap can pass it on whichever layer (the
+// SDK or this package) made the call.
+func retryAfterInterceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	var header, trailer metadata.MD
+	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Header(&header), grpc.Trailer(&trailer))...)
+	if err == nil {
+		return nil
+	}
+	var d time.Duration
+	for _, md := range []metadata.MD{header, trailer} {
+		for _, v := range md.Get(mdRetryAfter) {
+			if x, ok := parseRetryAfter(v, time.Now()); ok {
+				d = max(d, x)
+			}
+		}
+	}
+	if d > 0 {
+		return &retryAfterError{err: err, after: d}
+	}
+	return err
+}
+
+// retryAfterError is a failed call's error with the delay of its
+// retry-after metadata.
+type retryAfterError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryAfterError) Error() string { return e.err.Error() }
+func (e *retryAfterError) Unwrap() error { return e.err }
+
+// parseRetryAfter reads a retry-after value: seconds (an integer, as HTTP
+// has it, or a decimal) or an HTTP date.
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if s, err := strconv.ParseFloat(v, 64); err == nil {
+		if s <= 0 || math.IsNaN(s) || math.IsInf(s, 0) || s > maxRetryAfter.Seconds() {
+			return 0, false
+		}
+		return time.Duration(s * float64(time.Second)).Round(time.Millisecond), true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := t.Sub(now); d > 0 && d <= maxRetryAfter {
+			return d.Round(time.Second), true
+		}
+	}
+	return 0, false
+}
+
+// maxRetryAfter bounds a delay the server asks for; a larger one is treated
+// as none (the engine's own backoff applies).
+const maxRetryAfter = 24 * time.Hour
 
 // timeoutInterceptor bounds each call by the configured timeout (or the
 // caller's earlier deadline).

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
-	modalsdk "github.com/modal-labs/libmodal/modal-go"
+	modalsdk "github.com/modal-labs/modal-client/go"
+	pb "github.com/modal-labs/modal-client/go/proto/modal_proto"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -15,7 +17,8 @@ import (
 )
 
 // grpcStatus returns the status of the innermost gRPC error in err's chain
-// (the SDK wraps some of them), with its own message and details.
+// (the SDK and retryAfterInterceptor wrap some of them), with its own
+// message and details.
 func grpcStatus(err error) (*status.Status, bool) {
 	var gs interface{ GRPCStatus() *status.Status }
 	if errors.As(err, &gs) {
@@ -26,11 +29,12 @@ func grpcStatus(err error) (*status.Status, bool) {
 	return nil, false
 }
 
-// wrap classifies err from a call made for op ("close" or "list") into a
-// *reaper.ProviderError. When the caller's ctx has ended, the error wraps
-// ctx.Err() whatever the call returned. NOT_FOUND, and the SDK's
-// NotFoundError that FromID turns it into, are reaper.ErrNotFound.
-func (p *Provider) wrap(ctx context.Context, op, id string, err error) error {
+// wrap classifies err from a call made for op ("close", "list" or "check")
+// into a *reaper.ProviderError. When the caller's ctx has ended, the error
+// wraps ctx.Err() whatever the call returned. NOT_FOUND, and the SDK's
+// NotFoundError, are reaper.ErrNotFound; INVALID_ARGUMENT, and the SDK's
+// InvalidError, are reaper.ErrInvalid.
+func (p *Provider) wrap(ctx context.Context, op, id string, err error) *reaper.ProviderError {
 	pe := &reaper.ProviderError{Provider: Type, Op: op, ID: id, Kind: reaper.ErrTransient, Err: err}
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		if st, ok := grpcStatus(err); errors.Is(err, ctxErr) ||
@@ -42,9 +46,13 @@ func (p *Provider) wrap(ctx context.Context, op, id string, err error) error {
 		return pe
 	}
 	if nf := (modalsdk.NotFoundError{}); errors.As(err, &nf) {
-		// FromID's answer to NOT_FOUND: the SDK keeps no gRPC status.
 		pe.Kind = reaper.ErrNotFound
 		pe.Err = fmt.Errorf("%s: %s", codes.NotFound, nf.Exception)
+		return pe
+	}
+	if inv := (modalsdk.InvalidError{}); errors.As(err, &inv) {
+		pe.Kind = reaper.ErrInvalid
+		pe.Err = fmt.Errorf("%s: %s", codes.InvalidArgument, inv.Exception)
 		return pe
 	}
 	st, ok := grpcStatus(err)
@@ -52,13 +60,17 @@ func (p *Provider) wrap(ctx context.Context, op, id string, err error) error {
 		return pe // not a gRPC status: a local failure, retried
 	}
 	pe.Err = fmt.Errorf("%s: %s", st.Code(), st.Message())
+	// A delay the server asks for applies whatever the code: the engine's
+	// backoff honours it for any error.
+	pe.RetryAfter = retryDelay(err, st)
 	switch st.Code() {
 	case codes.Unauthenticated, codes.PermissionDenied:
 		pe.Kind = reaper.ErrUnauthorized
 		pe.Hint = credentialHint
 	case codes.ResourceExhausted:
 		pe.Kind = reaper.ErrRateLimited
-		pe.RetryAfter = retryDelay(st)
+	case codes.InvalidArgument:
+		pe.Kind = reaper.ErrInvalid
 	case codes.DeadlineExceeded:
 		// Our per-call timeout or the server's: a timeout either way.
 		pe.Err = fmt.Errorf("call timed out (limit %s): %w", p.cfg.Timeout, context.DeadlineExceeded)
@@ -67,29 +79,45 @@ func (p *Provider) wrap(ctx context.Context, op, id string, err error) error {
 		}
 	case codes.NotFound:
 		// For close: the sandbox, or so Modal says (a sandbox of another
-		// workspace is NOT_FOUND too). For list: the environment.
+		// workspace is NOT_FOUND too). For list: the environment (see
+		// wrapList).
 		pe.Kind = reaper.ErrNotFound
-		if op == "list" && p.cfg.Environment != "" {
-			pe.Hint = "check " + EnvEnvironment
-		}
 	default:
 		// UNAVAILABLE, INTERNAL, UNKNOWN, ABORTED and the rest: retried.
 	}
 	return pe
 }
 
-// retryDelay returns the delay of a google.rpc.RetryInfo detail, or zero.
-func retryDelay(st *status.Status) time.Duration {
-	for _, d := range st.Details() {
-		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
-			if err := ri.GetRetryDelay().CheckValid(); err == nil {
-				if d := ri.GetRetryDelay().AsDuration(); d > 0 {
-					return d
+// retryDelay returns the delay a failed call asked for, or zero: the
+// largest of a modal.client.RPCRetryPolicy status detail (what Modal's
+// server sends: the SDK's retry interceptor sleeps retry_after_secs before
+// it retries, client.go getServerRetryPolicy), a google.rpc.RetryInfo
+// status detail, and a retry-after response metadata entry
+// (retryAfterInterceptor).
+func retryDelay(err error, st *status.Status) time.Duration {
+	var d time.Duration
+	for _, detail := range st.Details() {
+		switch x := detail.(type) {
+		case *pb.RPCRetryPolicy:
+			s := float64(x.GetRetryAfterSecs())
+			if s > 0 && !math.IsInf(s, 0) && s <= maxRetryAfter.Seconds() {
+				// float32 seconds: keep whole milliseconds (7 stays 7s,
+				// 0.1 is not 100.000001ms).
+				d = max(d, time.Duration(s*float64(time.Second)).Round(time.Millisecond))
+			}
+		case *errdetails.RetryInfo:
+			if rd := x.GetRetryDelay(); rd != nil && rd.CheckValid() == nil {
+				if v := rd.AsDuration(); v > 0 && v <= maxRetryAfter {
+					d = max(d, v)
 				}
 			}
 		}
 	}
-	return 0
+	var ra *retryAfterError
+	if errors.As(err, &ra) {
+		d = max(d, ra.after)
+	}
+	return d
 }
 
 func errorText(err error) string {

@@ -1,6 +1,7 @@
 package modal
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -15,11 +16,13 @@ import (
 	"sync"
 	"time"
 
-	modalsdk "github.com/modal-labs/libmodal/modal-go"
-	pb "github.com/modal-labs/libmodal/modal-go/proto/modal_proto"
+	modalsdk "github.com/modal-labs/modal-client/go"
+	pb "github.com/modal-labs/modal-client/go/proto/modal_proto"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/reaperd/reaperd/reaper"
 )
@@ -32,6 +35,11 @@ const DefaultServerURL = "https://api.modal.com:443"
 
 // DefaultTimeout bounds each gRPC call when Config.Timeout is zero.
 const DefaultTimeout = 30 * time.Second
+
+// closeWait bounds how long Close waits, after Modal accepted the
+// terminate, for the sandbox to report that it has finished (never longer
+// than Config.Timeout).
+const closeWait = 10 * time.Second
 
 // Environment variables read by ConfigFromEnv; they are the ones the Modal
 // client libraries read.
@@ -55,16 +63,24 @@ type Config struct {
 	// http://host:port for a plaintext server (tests). Empty means
 	// DefaultServerURL.
 	ServerURL string
-	// Environment is the Modal environment whose sandboxes List returns.
-	// Empty means the workspace's default environment.
+	// Environment is a Modal environment whose sandboxes List returns
+	// (MODAL_ENVIRONMENT). Empty means none beyond Environments, or, when
+	// Environments is empty too, the token's default environment.
 	Environment string
+	// Environments are further Modal environments whose sandboxes List
+	// returns, each by name. List covers Environment and every one of
+	// these (each listed once); when both are empty it covers the token's
+	// default environment only. Close needs no environment: Modal
+	// terminates a sandbox by its id, whichever environment holds it.
+	Environments []string
 	// Timeout bounds each gRPC call; zero means DefaultTimeout.
 	Timeout time.Duration
 }
 
 // ConfigFromEnv reads MODAL_TOKEN_ID, MODAL_TOKEN_SECRET, MODAL_SERVER_URL
 // and MODAL_ENVIRONMENT through getenv and fills in the defaults. It does not
-// read ~/.modal.toml.
+// read ~/.modal.toml. Environments is left empty: Modal has no variable for
+// a list.
 func ConfigFromEnv(getenv func(string) string) Config {
 	c := Config{
 		TokenID:     strings.TrimSpace(getenv(EnvTokenID)),
@@ -86,24 +102,49 @@ func (c Config) Enabled() bool {
 	return c.TokenID != "" || c.TokenSecret != ""
 }
 
+// ListEnvironments returns the environments List covers, in order, each
+// once: Environment, then Environments. A single "" stands for the token's
+// default environment, when neither names one.
+func (c Config) ListEnvironments() []string {
+	var out []string
+	for _, e := range append([]string{c.Environment}, c.Environments...) {
+		if e = strings.TrimSpace(e); e != "" && !slices.Contains(out, e) {
+			out = append(out, e)
+		}
+	}
+	if len(out) == 0 {
+		return []string{""}
+	}
+	return out
+}
+
 // Provider closes and lists Modal sandboxes. Close goes through the official
-// Modal Go SDK (Sandboxes.FromID, then Sandbox.Terminate); List calls the
-// SandboxList RPC directly, on the same authenticated connection, because
-// the SDK's List drops the creation time and tags.
+// Modal Go SDK (Sandboxes.FromID, Sandbox.Terminate, Sandbox.Wait), which
+// routes each call to the V1 or V2 RPC by the shape of the sandbox id; List
+// calls SandboxList and SandboxListV2 directly, on the same authenticated
+// connection, because the SDK's listing keeps only ids.
 type Provider struct {
-	cfg    Config
-	target string // host:port
-	conn   *grpc.ClientConn
-	rpc    pb.ModalClientClient
-	tokens *tokenCache
+	cfg        Config
+	envs       []string // environments List covers; "" is the default one
+	target     string   // host:port
+	host       string   // x-modal-host
+	sdkVersion string
+	conn       *grpc.ClientConn
+	rpc        pb.ModalClientClient
+	sdk        *modalsdk.Client
+	tokens     *tokenCache
+
+	appMu    sync.Mutex
+	appNames map[string]string // app id -> app name, from AppList
 
 	mu     sync.Mutex
-	sdk    *modalsdk.Client
-	init   *sdkInit // in-flight SDK client construction, if any
 	closed bool
 }
 
-var _ reaper.Provider = (*Provider)(nil)
+var (
+	_ reaper.Provider = (*Provider)(nil)
+	_ reaper.Checker  = (*Provider)(nil)
+)
 
 // New validates c and returns a provider. It does not contact Modal: the
 // connection is opened and the token exchanged on the first call.
@@ -118,23 +159,36 @@ func New(c Config) (*Provider, error) {
 	case c.Timeout < 0:
 		return nil, fmt.Errorf("new modal provider: negative timeout %s", c.Timeout)
 	}
+	for _, e := range c.Environments {
+		if strings.TrimSpace(e) == "" {
+			return nil, errors.New("new modal provider: blank name in the list of environments (name the default environment explicitly)")
+		}
+	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
 	}
 	if c.ServerURL == "" {
 		c.ServerURL = DefaultServerURL
 	}
-	target, creds, err := parseServerURL(c.ServerURL)
+	target, host, creds, err := parseServerURL(c.ServerURL)
 	if err != nil {
 		return nil, fmt.Errorf("new modal provider: %s: %w", EnvServerURL, err)
 	}
-	p := &Provider{cfg: c, target: target, tokens: newTokenCache()}
+	p := &Provider{
+		cfg:      c,
+		envs:     c.ListEnvironments(),
+		target:   target,
+		host:     host,
+		tokens:   newTokenCache(),
+		appNames: map[string]string{},
+	}
 	conn, err := grpc.NewClient(target,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithChainUnaryInterceptor(
-			p.authInterceptor,    // x-modal-auth-token, fetched with the chain below
-			p.headerInterceptor,  // token pair and client identification
-			p.timeoutInterceptor, // per-call deadline
+			p.authInterceptor,     // x-modal-auth-token, fetched with the chain below
+			p.headerInterceptor,   // token pair and client identification
+			p.timeoutInterceptor,  // per-call deadline
+			retryAfterInterceptor, // retry-after response metadata
 		),
 	)
 	if err != nil {
@@ -142,15 +196,35 @@ func New(c Config) (*Provider, error) {
 	}
 	p.conn = conn
 	p.rpc = pb.NewModalClientClient(conn)
+
+	params := &modalsdk.ClientParams{
+		TokenID:     c.TokenID,
+		TokenSecret: c.TokenSecret,
+		Environment: p.envs[0],
+		Logger:      slog.New(slog.DiscardHandler),
+		// Our connection: our endpoint, auth metadata and deadlines. The SDK
+		// then dials nothing itself and installs none of its interceptors
+		// (its retry loop included). ControlPlaneConn stays nil: Shutdown
+		// closes the connection.
+		ControlPlaneClient: p.rpc,
+	}
+	skipConfigFile(params)
+	sdk, err := modalsdk.NewClientWithOptions(params)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("new modal provider: modal client: %w", err)
+	}
+	p.sdk = sdk
+	p.sdkVersion = sdk.Version()
 	return p, nil
 }
 
 // parseServerURL turns https://host[:port] or http://host[:port] into a gRPC
-// target and its transport credentials.
-func parseServerURL(raw string) (string, credentials.TransportCredentials, error) {
+// target, its host name and its transport credentials.
+func parseServerURL(raw string) (target, host string, _ credentials.TransportCredentials, _ error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", nil, fmt.Errorf("parse server url: %w", err)
+		return "", "", nil, fmt.Errorf("parse server url: %w", err)
 	}
 	var creds credentials.TransportCredentials
 	port := ""
@@ -162,71 +236,160 @@ func parseServerURL(raw string) (string, credentials.TransportCredentials, error
 		creds = insecure.NewCredentials()
 		port = "80"
 	default:
-		return "", nil, fmt.Errorf("server url %q: scheme must be https:// or http://", raw)
+		return "", "", nil, fmt.Errorf("server url %q: scheme must be https:// or http://", raw)
 	}
 	if u.Host == "" || u.Hostname() == "" {
-		return "", nil, fmt.Errorf("server url %q: no host", raw)
+		return "", "", nil, fmt.Errorf("server url %q: no host", raw)
 	}
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return "", nil, fmt.Errorf("server url %q: want scheme://host[:port] only", raw)
+		return "", "", nil, fmt.Errorf("server url %q: want scheme://host[:port] only", raw)
 	}
 	if u.Port() != "" {
 		port = u.Port()
 	}
-	return net.JoinHostPort(u.Hostname(), port), creds, nil
+	return net.JoinHostPort(u.Hostname(), port), u.Hostname(), creds, nil
 }
 
 // Name returns Type.
 func (p *Provider) Name() string { return Type }
 
-// Close terminates the sandbox. Terminating a sandbox that has already
-// finished succeeds at Modal (the sandbox is in its final state), and Close
-// returns nil for it. A sandbox Modal does not know (NOT_FOUND, from FromID's
-// SandboxWait or from SandboxTerminate) is reaper.ErrNotFound, with no
-// further call: Modal answers so for a sandbox of another workspace too, so
-// the engine confirms it with the listing.
+// Close terminates the sandbox with the SDK (SandboxTerminate for a V1 id,
+// SandboxTerminateV2 for any other), then waits, at most closeWait and
+// Config.Timeout, for Modal to report it finished (SandboxWait or
+// SandboxWaitV2). Terminating a sandbox that has already finished succeeds
+// at Modal (the sandbox is in its final state), and Close returns nil for
+// it. A sandbox Modal does not know (NOT_FOUND) is reaper.ErrNotFound, with
+// no further call: Modal answers so for a sandbox of another workspace too,
+// so the engine confirms it with the listing.
 func (p *Provider) Close(ctx context.Context, id string) error {
 	if id == "" {
-		return fmt.Errorf("close %s sandbox: empty id", Type)
+		return &reaper.ProviderError{Provider: Type, Op: "close", Kind: reaper.ErrInvalid, Err: errors.New("empty sandbox id")}
 	}
-	c, err := p.client(ctx)
+	c, err := p.client()
+	if err != nil {
+		return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrTransient, Err: err}
+	}
+	// FromID makes no call: it builds a handle whose calls go to the V1 or
+	// the V2 RPCs by the id's shape.
+	sb, err := c.Sandboxes.FromID(ctx, id, nil)
 	if err != nil {
 		return p.wrap(ctx, "close", id, err)
 	}
-	sb, err := c.Sandboxes.FromID(ctx, id)
-	if err != nil {
+	defer func() { _ = sb.Detach() }()
+	if _, err := sb.Terminate(ctx, nil); err != nil {
 		return p.wrap(ctx, "close", id, err)
 	}
-	if err := sb.Terminate(ctx); err != nil {
+	// Modal accepted the terminate; termination itself is asynchronous
+	// (the SDK offers Terminate with Wait for this). Wait for the result.
+	bound := min(closeWait, p.cfg.Timeout)
+	wctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	if _, err := sb.Wait(wctx, nil); err != nil {
+		// The wait's own bound ended it: at the client (wctx), or at the
+		// server, which holds the same deadline (grpc-timeout) and may
+		// answer DEADLINE_EXCEEDED a moment before wctx is done.
+		if st, ok := grpcStatus(err); ctx.Err() == nil && (wctx.Err() != nil || (ok && st.Code() == codes.DeadlineExceeded)) {
+			return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrTransient,
+				Err: fmt.Errorf("terminate accepted, but the sandbox had not finished after %s: %w", bound, context.DeadlineExceeded)}
+		}
 		return p.wrap(ctx, "close", id, err)
 	}
 	return nil
 }
 
-// List returns the sandboxes that have not finished, newest first as Modal
-// pages them, carrying every label in f (Modal tags, filtered server-side).
+// Check makes one cheap authenticated call, WorkspaceNameLookup (Modal's
+// "who am I", what the Modal Python client calls to verify a new token),
+// after exchanging the token pair for an auth token if none is cached.
+func (p *Provider) Check(ctx context.Context) error {
+	if _, err := p.client(); err != nil {
+		return &reaper.ProviderError{Provider: Type, Op: "check", Kind: reaper.ErrTransient, Err: err}
+	}
+	if _, err := p.rpc.WorkspaceNameLookup(ctx, &emptypb.Empty{}); err != nil {
+		return p.wrap(ctx, "check", "", err)
+	}
+	return nil
+}
+
+// listRPC is SandboxList or SandboxListV2.
+type listRPC struct {
+	name string
+	call func(context.Context, *pb.SandboxListRequest, ...grpc.CallOption) (*pb.SandboxListResponse, error)
+}
+
+// List returns the sandboxes that have not finished in every configured
+// environment, newest first, carrying every label in f (Modal tags,
+// filtered server-side and checked again here). In each environment it
+// reads both SandboxList (V1 sandboxes) and SandboxListV2 (V1 and V2
+// sandboxes, the listing the SDK uses since V2 became its default) to the
+// end, and reports each sandbox once. App names come from AppList, once per
+// environment holding an app not seen before.
 func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sandbox, error) {
+	if _, err := p.client(); err != nil {
+		return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient, Err: err}
+	}
 	tags := make([]*pb.SandboxTag, 0, len(f.Labels))
 	for _, k := range sortedKeys(f.Labels) {
 		tags = append(tags, pb.SandboxTag_builder{TagName: k, TagValue: f.Labels[k]}.Build())
 	}
+	rpcs := []listRPC{
+		{"SandboxList", p.rpc.SandboxList},
+		{"SandboxListV2", p.rpc.SandboxListV2},
+	}
 	var (
-		out    []reaper.Sandbox
+		out  []reaper.Sandbox
+		seen = map[string]bool{}
+	)
+	for _, env := range p.envs {
+		var infos []*pb.SandboxInfo
+		for _, rpc := range rpcs {
+			page, err := p.listAll(ctx, rpc, env, tags)
+			if err != nil {
+				return nil, err
+			}
+			for _, info := range page {
+				if !seen[info.GetId()] && hasLabels(info, f.Labels) {
+					seen[info.GetId()] = true
+					infos = append(infos, info)
+				}
+			}
+		}
+		names, err := p.appNamesFor(ctx, env, infos)
+		if err != nil {
+			return nil, err
+		}
+		for _, info := range infos {
+			sb := sandboxFromInfo(info)
+			sb.App = names[info.GetAppId()]
+			out = append(out, sb)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b reaper.Sandbox) int {
+		return cmp.Or(b.CreatedAt.Compare(a.CreatedAt), strings.Compare(a.ID, b.ID))
+	})
+	return out, nil
+}
+
+// listAll reads every page of one listing RPC in one environment. Modal
+// pages back in time with before_timestamp (the oldest created_at of the
+// previous page) until an empty page.
+func (p *Provider) listAll(ctx context.Context, rpc listRPC, env string, tags []*pb.SandboxTag) ([]*pb.SandboxInfo, error) {
+	var (
+		out    []*pb.SandboxInfo
 		seen   = map[string]bool{}
 		before float64 // 0: from the newest
 	)
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, p.wrap(ctx, "list", "", err)
+			return nil, p.wrapList(ctx, env, err)
 		}
-		resp, err := p.rpc.SandboxList(ctx, pb.SandboxListRequest_builder{
+		resp, err := rpc.call(ctx, pb.SandboxListRequest_builder{
 			BeforeTimestamp: before,
-			EnvironmentName: p.cfg.Environment,
+			EnvironmentName: env,
 			IncludeFinished: false,
 			Tags:            tags,
 		}.Build())
 		if err != nil {
-			return nil, p.wrap(ctx, "list", "", err)
+			return nil, p.wrapList(ctx, env, err)
 		}
 		page := resp.GetSandboxes()
 		if len(page) == 0 {
@@ -239,32 +402,116 @@ func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sand
 				continue
 			}
 			seen[info.GetId()] = true
-			out = append(out, sandboxFromInfo(info))
+			out = append(out, info)
 		}
 		// The next page holds sandboxes created before the oldest one of
 		// this page. A cursor that does not move back in time would loop.
 		if oldest <= 0 || (before > 0 && oldest >= before) {
 			return nil, &reaper.ProviderError{
 				Provider: Type, Op: "list", Kind: reaper.ErrTransient,
-				Err: fmt.Errorf("list sandboxes: page cursor did not advance (before_timestamp %.6f, oldest created_at %.6f)", before, oldest),
+				Err: fmt.Errorf("%s%s: page cursor did not advance (before_timestamp %.6f, oldest created_at %.6f)",
+					rpc.name, envText(env), before, oldest),
 			}
 		}
 		before = oldest
 	}
 }
 
-// Shutdown stops the SDK's background token refresh and closes the
-// connection. The provider is unusable afterwards.
+// appNamesFor returns the names of the apps of infos, calling AppList for
+// env when one of them is not known yet.
+func (p *Provider) appNamesFor(ctx context.Context, env string, infos []*pb.SandboxInfo) (map[string]string, error) {
+	p.appMu.Lock()
+	missing := false
+	for _, info := range infos {
+		if id := info.GetAppId(); id != "" {
+			if _, ok := p.appNames[id]; !ok {
+				missing = true
+				break
+			}
+		}
+	}
+	p.appMu.Unlock()
+	if missing {
+		resp, err := p.rpc.AppList(ctx, pb.AppListRequest_builder{EnvironmentName: env}.Build())
+		if err != nil {
+			return nil, p.wrapList(ctx, env, err)
+		}
+		p.appMu.Lock()
+		for _, app := range resp.GetApps() {
+			// A deployed app has a name; an ephemeral one (modal run) only
+			// the description it was given, which is the name in its code.
+			if name := cmp.Or(app.GetName(), app.GetDescription()); app.GetAppId() != "" && name != "" {
+				p.appNames[app.GetAppId()] = name
+			}
+		}
+		p.appMu.Unlock()
+	}
+	p.appMu.Lock()
+	defer p.appMu.Unlock()
+	names := make(map[string]string, len(infos))
+	for _, info := range infos {
+		if name, ok := p.appNames[info.GetAppId()]; ok {
+			names[info.GetAppId()] = name
+		}
+	}
+	return names, nil
+}
+
+// wrapList classifies an error of a listing call in env. NOT_FOUND there is
+// the environment's.
+func (p *Provider) wrapList(ctx context.Context, env string, err error) error {
+	pe := p.wrap(ctx, "list", "", err)
+	if errors.Is(pe.Kind, reaper.ErrNotFound) {
+		pe.Hint = "check the Modal environments configured (" + EnvEnvironment + "): environment " + cmp.Or(env, "(default)")
+	} else if env != "" && pe.Err != nil && ctx.Err() == nil {
+		pe.Err = fmt.Errorf("environment %q: %w", env, pe.Err)
+	}
+	return pe
+}
+
+func envText(env string) string {
+	if env == "" {
+		return ""
+	}
+	return fmt.Sprintf(" in environment %q", env)
+}
+
+// Shutdown closes the connection. The provider is unusable afterwards.
 func (p *Provider) Shutdown() {
 	p.mu.Lock()
-	p.closed = true
-	c := p.sdk
-	p.sdk = nil
-	p.mu.Unlock()
-	if c != nil {
-		c.Close()
+	if p.closed {
+		p.mu.Unlock()
+		return
 	}
+	p.closed = true
+	p.mu.Unlock()
+	p.sdk.Close()
 	_ = p.conn.Close()
+}
+
+func (p *Provider) client() (*modalsdk.Client, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, errors.New("provider shut down")
+	}
+	return p.sdk, nil
+}
+
+func hasLabels(info *pb.SandboxInfo, want map[string]string) bool {
+	if len(want) == 0 {
+		return true
+	}
+	have := make(map[string]string, len(info.GetTags()))
+	for _, t := range info.GetTags() {
+		have[t.GetTagName()] = t.GetTagValue()
+	}
+	for k, v := range want {
+		if hv, ok := have[k]; !ok || hv != v {
+			return false
+		}
+	}
+	return true
 }
 
 func sandboxFromInfo(info *pb.SandboxInfo) reaper.Sandbox {
@@ -272,6 +519,7 @@ func sandboxFromInfo(info *pb.SandboxInfo) reaper.Sandbox {
 		ID:        info.GetId(),
 		CreatedAt: unixSeconds(info.GetCreatedAt()),
 		State:     sandboxState(info),
+		Name:      info.GetName(),
 	}
 	if tags := info.GetTags(); len(tags) > 0 {
 		sb.Labels = make(map[string]string, len(tags))
@@ -285,11 +533,14 @@ func sandboxFromInfo(info *pb.SandboxInfo) reaper.Sandbox {
 // sandboxState names the state of a listed sandbox. Modal's SandboxInfo has
 // no state field; it is derived from the sandbox's task: "pending" until a
 // task has started, "running" after, and the lower-cased result status
-// ("terminated", "timeout", ...) once the task has a result.
+// ("terminated", "timeout", ...) once the task, or the sandbox's handle
+// metadata, has a result.
 func sandboxState(info *pb.SandboxInfo) string {
 	task := info.GetTaskInfo()
-	if r := task.GetResult(); r != nil && r.GetStatus() != pb.GenericResult_GENERIC_STATUS_UNSPECIFIED {
-		return strings.ToLower(strings.TrimPrefix(r.GetStatus().String(), "GENERIC_STATUS_"))
+	for _, r := range []*pb.GenericResult{task.GetResult(), info.GetMetadata().GetResult()} {
+		if r != nil && r.GetStatus() != pb.GenericResult_GENERIC_STATUS_UNSPECIFIED {
+			return strings.ToLower(strings.TrimPrefix(r.GetStatus().String(), "GENERIC_STATUS_"))
+		}
 	}
 	switch {
 	case task.GetFinishedAt() > 0:
@@ -319,73 +570,6 @@ func sortedKeys(m map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
-}
-
-// sdkInit is one construction of the SDK client, shared by the calls that
-// wait for it.
-type sdkInit struct {
-	done chan struct{}
-	c    *modalsdk.Client
-	err  error
-}
-
-// client returns the SDK client, constructing it on first use. Construction
-// fetches an auth token (NewClientWithOptions starts the SDK's token
-// manager), so it runs in its own goroutine, bounded by the per-call
-// timeout, and a caller whose ctx ends stops waiting for it.
-func (p *Provider) client(ctx context.Context) (*modalsdk.Client, error) {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return nil, errors.New("provider shut down")
-	}
-	if p.sdk != nil {
-		c := p.sdk
-		p.mu.Unlock()
-		return c, nil
-	}
-	in := p.init
-	if in == nil {
-		in = &sdkInit{done: make(chan struct{})}
-		p.init = in
-		go p.construct(in)
-	}
-	p.mu.Unlock()
-	select {
-	case <-in.done:
-		return in.c, in.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-func (p *Provider) construct(in *sdkInit) {
-	params := &modalsdk.ClientParams{
-		TokenID:     p.cfg.TokenID,
-		TokenSecret: p.cfg.TokenSecret,
-		Environment: p.cfg.Environment,
-		Logger:      slog.New(slog.DiscardHandler),
-		// Our connection: our endpoint, auth metadata and deadlines. The SDK
-		// then dials nothing itself and installs none of its interceptors
-		// (its retry loop included).
-		ControlPlaneClient: p.rpc,
-	}
-	skipConfigFile(params)
-	c, err := modalsdk.NewClientWithOptions(params)
-
-	p.mu.Lock()
-	p.init = nil
-	if err == nil {
-		if p.closed {
-			c.Close()
-			c, err = nil, errors.New("provider shut down")
-		} else {
-			p.sdk = c
-		}
-	}
-	in.c, in.err = c, err
-	p.mu.Unlock()
-	close(in.done)
 }
 
 // skipConfigFile keeps NewClientWithOptions from reading ~/.modal.toml (or

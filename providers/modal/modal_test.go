@@ -1,19 +1,21 @@
 package modal
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	modalsdk "github.com/modal-labs/libmodal/modal-go"
-	pb "github.com/modal-labs/libmodal/modal-go/proto/modal_proto"
+	modalsdk "github.com/modal-labs/modal-client/go"
+	pb "github.com/modal-labs/modal-client/go/proto/modal_proto"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -66,6 +68,52 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// v2Fake is the fake with Create making V2 sandboxes, so that the
+// conformance suite runs against Modal's V2 backend too.
+type v2Fake struct{ *modaltest.Server }
+
+func (f v2Fake) Create(labels map[string]string, createdAt time.Time) string {
+	return f.CreateV2(labels, createdAt)
+}
+
+func TestConformanceV2(t *testing.T) {
+	providertest.Run(t, providertest.Options{
+		Name:          Type,
+		CredentialEnv: EnvTokenID,
+		RetryAfter:    true,
+		Setup: func(t *testing.T) (reaper.Provider, providertest.Fake) {
+			p, srv := setup(t)
+			return p, v2Fake{srv}
+		},
+	})
+}
+
+// TestConformanceEnvironments runs the suite with the provider listing two
+// environments and the sandboxes in the second.
+func TestConformanceEnvironments(t *testing.T) {
+	providertest.Run(t, providertest.Options{
+		Name:          Type,
+		CredentialEnv: EnvTokenID,
+		RetryAfter:    true,
+		Setup: func(t *testing.T) (reaper.Provider, providertest.Fake) {
+			p, srv := setup(t, func(c *Config) {
+				c.Environments = []string{modaltest.DefaultEnvironment, modaltest.DevEnvironment}
+			})
+			return p, devFake{srv}
+		},
+	})
+}
+
+// devFake is the fake with Create making sandboxes, V1 and V2 in turn, in
+// DevEnvironment.
+type devFake struct{ *modaltest.Server }
+
+func (f devFake) Create(labels map[string]string, createdAt time.Time) string {
+	return f.CreateSandbox(modaltest.SandboxSpec{
+		V2: len(f.Sandboxes())%2 == 1, Environment: modaltest.DevEnvironment, Tags: labels, CreatedAt: createdAt,
+	})
+}
+
 func count(reqs []string, method string) int {
 	n := 0
 	for _, r := range reqs {
@@ -86,52 +134,61 @@ func TestCloseFinishedSandbox(t *testing.T) {
 		{"terminated", pb.GenericResult_GENERIC_STATUS_TERMINATED},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			p, srv := setup(t)
-			id := srv.Create(nil, created)
-			srv.Finish(id, tt.result)
-			for i := range 2 {
-				if err := p.Close(testCtx(t), id); err != nil {
-					t.Fatalf("Close #%d of a finished sandbox = %v, want nil", i+1, err)
+		for _, v2 := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/v2=%v", tt.name, v2), func(t *testing.T) {
+				p, srv := setup(t)
+				id := srv.CreateSandbox(modaltest.SandboxSpec{V2: v2, CreatedAt: created})
+				srv.Finish(id, tt.result)
+				for i := range 2 {
+					if err := p.Close(testCtx(t), id); err != nil {
+						t.Fatalf("Close #%d of a finished sandbox = %v, want nil", i+1, err)
+					}
 				}
-			}
-			sbs := srv.Sandboxes()
-			if len(sbs) != 1 {
-				t.Fatalf("fake has %d sandboxes, want 1", len(sbs))
-			}
-			if got, want := sbs[0].Terminations, 2; got != want {
-				t.Errorf("SandboxTerminate calls = %d, want %d", got, want)
-			}
-			if got := sbs[0].Result; got != tt.result {
-				t.Errorf("result after Close = %v, want the original %v", got, tt.result)
-			}
-		})
+				sbs := srv.Sandboxes()
+				if len(sbs) != 1 {
+					t.Fatalf("fake has %d sandboxes, want 1", len(sbs))
+				}
+				if got, want := sbs[0].Terminations, 2; got != want {
+					t.Errorf("SandboxTerminate calls = %d, want %d", got, want)
+				}
+				if got := sbs[0].Result; got != tt.result {
+					t.Errorf("result after Close = %v, want the original %v", got, tt.result)
+				}
+			})
+		}
 	}
 }
 
 // TestCloseNotFound: an id Modal answers NOT_FOUND for is ErrNotFound, for
-// the engine to confirm with the listing, and Close calls nothing after
-// FromID's SandboxWait. That includes a live sandbox Modal answers
+// the engine to confirm with the listing, and Close calls nothing after the
+// terminate that answered it. That includes a live sandbox Modal answers
 // NOT_FOUND for (a token of another workspace: FailSpuriousNotFound), which
 // stays running and listed.
 func TestCloseNotFound(t *testing.T) {
 	tests := []struct {
-		name  string
-		id    func(srv *modaltest.Server) string
-		alive bool // the sandbox lives on at the fake
+		name      string
+		id        func(srv *modaltest.Server) string
+		alive     bool   // the sandbox lives on at the fake
+		terminate string // the RPC the SDK routes the id to
 	}{
-		{"never existed", func(*modaltest.Server) string { return "sb-0000000000000000000000" }, false},
-		{"not an id", func(*modaltest.Server) string { return "does-not-exist-0000" }, false},
+		{"never existed", func(*modaltest.Server) string { return "sb-0000000000000000000000" }, false, "SandboxTerminate"},
+		{"never existed, V2", func(*modaltest.Server) string { return "sb-01ARZ3NDEKTSV4RRFFQ69G5FAV" }, false, "SandboxTerminateV2"},
+		{"not an id", func(*modaltest.Server) string { return "does-not-exist-0000" }, false, "SandboxTerminateV2"},
 		{"forgotten by Modal", func(srv *modaltest.Server) string {
 			id := srv.Create(nil, created)
 			srv.Forget(id)
 			return id
-		}, false},
+		}, false, "SandboxTerminate"},
 		{"spurious", func(srv *modaltest.Server) string {
 			id := srv.Create(nil, created)
 			srv.Fail(providertest.Failure{Kind: providertest.FailSpuriousNotFound})
 			return id
-		}, true},
+		}, true, "SandboxTerminate"},
+		{"spurious, V2", func(srv *modaltest.Server) string {
+			id := srv.CreateV2(nil, created)
+			srv.Fail(providertest.Failure{Kind: providertest.FailSpuriousNotFound})
+			return id
+		}, true, "SandboxTerminateV2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -151,18 +208,161 @@ func TestCloseNotFound(t *testing.T) {
 			if srv.Alive(id) != tt.alive {
 				t.Fatalf("alive at the fake = %v, want %v", srv.Alive(id), tt.alive)
 			}
+			reqs := srv.Requests()
+			if want := []string{"AuthTokenGet", tt.terminate}; !slices.Equal(reqs, want) {
+				t.Errorf("requests = %v, want %v: one terminate and nothing after a not-found", reqs, want)
+			}
 			if tt.alive {
 				got, err := p.List(testCtx(t), reaper.ListFilter{})
 				if err != nil || len(got) != 1 || got[0].ID != id {
 					t.Fatalf("List = %v, %v; want [%s]", got, err, id)
 				}
 			}
-			reqs := srv.Requests()
-			if got := count(reqs, "SandboxWait"); got != 1 {
-				t.Errorf("SandboxWait calls = %d, want 1 (requests %v)", got, reqs)
+		})
+	}
+}
+
+// closeRPCs returns the sandbox RPCs among reqs.
+func closeRPCs(reqs []string) []string {
+	var out []string
+	for _, r := range reqs {
+		if strings.HasPrefix(r, "SandboxTerminate") || strings.HasPrefix(r, "SandboxWait") {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// TestCloseV1AndV2: Close terminates and waits for a V1 sandbox with the V1
+// RPCs and for a V2 sandbox with the V2 RPCs, in any configured environment;
+// both are listed before and gone from the listing after.
+func TestCloseV1AndV2(t *testing.T) {
+	p, srv := setup(t, func(c *Config) { c.Environments = []string{modaltest.DefaultEnvironment, modaltest.DevEnvironment} })
+	v1 := srv.Create(map[string]string{"team": "a"}, created)
+	v2 := srv.CreateV2(map[string]string{"team": "a"}, created.Add(time.Second))
+	devV1 := srv.CreateSandbox(modaltest.SandboxSpec{Environment: modaltest.DevEnvironment, CreatedAt: created.Add(2 * time.Second)})
+	devV2 := srv.CreateSandbox(modaltest.SandboxSpec{V2: true, Environment: modaltest.DevEnvironment, CreatedAt: created.Add(3 * time.Second)})
+	other := srv.CreateV2(nil, created.Add(4*time.Second))
+
+	listed := func() []string {
+		t.Helper()
+		got, err := p.List(testCtx(t), reaper.ListFilter{})
+		if err != nil {
+			t.Fatalf("List = %v", err)
+		}
+		var ids []string
+		for _, sb := range got {
+			ids = append(ids, sb.ID)
+		}
+		return ids
+	}
+	// The trap: a V1 terminate for a V2 id answers NOT_FOUND for a running
+	// sandbox (what libmodal v0.6.0 would send).
+	if _, err := p.rpc.SandboxTerminate(testCtx(t), pb.SandboxTerminateRequest_builder{SandboxId: v2}.Build()); status.Code(err) != codes.NotFound || !srv.Alive(v2) {
+		t.Fatalf("V1 SandboxTerminate for V2 sandbox %s = %v (alive %v), want NOT_FOUND and still running", v2, err, srv.Alive(v2))
+	}
+	if got, want := listed(), []string{other, devV2, devV1, v2, v1}; !slices.Equal(got, want) {
+		t.Fatalf("List before = %v, want %v (newest first, both backends, both environments)", got, want)
+	}
+	for _, tt := range []struct {
+		id   string
+		want []string
+	}{
+		{v1, []string{"SandboxTerminate", "SandboxWait"}},
+		{v2, []string{"SandboxTerminateV2", "SandboxWaitV2"}},
+		{devV1, []string{"SandboxTerminate", "SandboxWait"}},
+		{devV2, []string{"SandboxTerminateV2", "SandboxWaitV2"}},
+	} {
+		before := len(srv.Requests())
+		if err := p.Close(testCtx(t), tt.id); err != nil {
+			t.Fatalf("Close(%s) = %v", tt.id, err)
+		}
+		if got := closeRPCs(srv.Requests()[before:]); !slices.Equal(got, tt.want) {
+			t.Errorf("Close(%s) called %v, want %v", tt.id, got, tt.want)
+		}
+		if srv.Alive(tt.id) {
+			t.Errorf("%s alive after Close", tt.id)
+		}
+		if sb, _ := srv.Get(tt.id); sb.Terminations != 1 || sb.Result != pb.GenericResult_GENERIC_STATUS_TERMINATED {
+			t.Errorf("%s: terminations %d, result %v", tt.id, sb.Terminations, sb.Result)
+		}
+	}
+	if got, want := listed(), []string{other}; !slices.Equal(got, want) {
+		t.Fatalf("List after = %v, want %v", got, want)
+	}
+	if !srv.Alive(other) {
+		t.Fatal("Close terminated another sandbox")
+	}
+}
+
+// TestCloseRoutesByIDShape: the SDK sends V1 RPCs only for "sb-" and 22
+// base-62 characters and V2 RPCs for every other id (sandbox.go,
+// getSandboxVersion), which is what the fake's backends expect.
+func TestCloseRoutesByIDShape(t *testing.T) {
+	for _, id := range []string{
+		"sb-0000000000000000000000",
+		"sb-nGEijt9WbBMlGrsPH9FOaZ",
+		"sb-nGEijt9WbBMlGrsPH9FOa_",
+		"sb-123",
+		"sb-01ARZ3NDEKTSV4RRFFQ69G5FAV",
+		"sb-01arz3ndektsv4rrffq69g5fav",
+		"sb-foo-bar",
+		"fu-01ARZ3NDEKTSV4RRFFQ69G5FAV",
+		"not-a-sandbox-id",
+		modaltest.NewV1ID(),
+		modaltest.NewV2ID(),
+	} {
+		p, srv := setup(t)
+		if err := p.Close(testCtx(t), id); !errors.Is(err, reaper.ErrNotFound) {
+			t.Fatalf("Close(%s) = %v, want ErrNotFound", id, err)
+		}
+		want := "SandboxTerminateV2"
+		if modaltest.IsV1ID(id) {
+			want = "SandboxTerminate"
+		}
+		if got := closeRPCs(srv.Requests()); !slices.Equal(got, []string{want}) {
+			t.Errorf("Close(%s) called %v, want [%s]", id, got, want)
+		}
+	}
+}
+
+// TestCloseWaitsForFinish: Close returns nil once Modal reports the
+// terminated sandbox finished; a sandbox still shutting down when the wait
+// ends is a transient timeout, and the next Close completes it.
+func TestCloseWaitsForFinish(t *testing.T) {
+	for _, v2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("v2=%v", v2), func(t *testing.T) {
+			p, srv := setup(t)
+			create := srv.Create
+			if v2 {
+				create = srv.CreateV2
 			}
-			if got := count(reqs, "SandboxTerminate"); got != 0 {
-				t.Errorf("SandboxTerminate calls = %d, want 0 after a not-found", got)
+
+			srv.SetTerminateDelay(100 * time.Millisecond)
+			quick := create(nil, created)
+			if err := p.Close(testCtx(t), quick); err != nil || srv.Alive(quick) {
+				t.Fatalf("Close (finishes after 100ms) = %v, alive %v; want nil and gone", err, srv.Alive(quick))
+			}
+
+			srv.SetTerminateDelay(3 * testTimeout)
+			slow := create(nil, created)
+			start := time.Now()
+			err := p.Close(testCtx(t), slow)
+			if !errors.Is(err, reaper.ErrTransient) || reaper.ErrorClass(err) != "timeout" || !strings.Contains(err.Error(), "terminate accepted") {
+				t.Fatalf("Close (finishes after %v) = %v (class %q), want a transient timeout", 3*testTimeout, err, reaper.ErrorClass(err))
+			}
+			if el := time.Since(start); el > 3*testTimeout {
+				t.Errorf("Close took %v with a %v timeout", el, testTimeout)
+			}
+			if !srv.Alive(slow) {
+				t.Fatal("sandbox finished before its delay")
+			}
+			time.Sleep(3 * testTimeout)
+			if err := p.Close(testCtx(t), slow); err != nil || srv.Alive(slow) {
+				t.Fatalf("Close once finished = %v, alive %v", err, srv.Alive(slow))
+			}
+			if sb, _ := srv.Get(slow); sb.Terminations != 2 {
+				t.Errorf("terminations = %d, want 2", sb.Terminations)
 			}
 		})
 	}
@@ -192,30 +392,43 @@ func TestWrapNotFound(t *testing.T) {
 }
 
 func TestRateLimited(t *testing.T) {
+	const (
+		policy = modaltest.SignalRetryPolicy
+		info   = modaltest.SignalRetryInfo
+		header = modaltest.SignalRetryAfterHeader
+	)
 	tests := []struct {
 		name      string
+		signal    modaltest.ThrottleSignal
 		retry     time.Duration
 		wantDelay time.Duration
-		wantOK    bool
 	}{
-		{"with RetryInfo", 7 * time.Second, 7 * time.Second, true},
-		{"with sub-second RetryInfo", 1500 * time.Millisecond, 1500 * time.Millisecond, true},
-		{"without RetryInfo", 0, 0, false},
+		{"RPCRetryPolicy", policy, 7 * time.Second, 7 * time.Second},
+		{"sub-second RPCRetryPolicy", policy, 1500 * time.Millisecond, 1500 * time.Millisecond},
+		{"RPCRetryPolicy of a float32 tenth", policy, 100 * time.Millisecond, 100 * time.Millisecond},
+		{"RetryInfo", info, 7 * time.Second, 7 * time.Second},
+		{"sub-second RetryInfo", info, 1500 * time.Millisecond, 1500 * time.Millisecond},
+		{"retry-after header", header, 7 * time.Second, 7 * time.Second},
+		{"sub-second retry-after header", header, 1500 * time.Millisecond, 1500 * time.Millisecond},
+		{"all three", policy | info | header, 9 * time.Second, 9 * time.Second},
+		{"no signal", 0, 7 * time.Second, 0},
+		{"no delay", policy | info | header, 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p, srv := setup(t)
 			id := srv.Create(nil, created)
+			srv.SetThrottleSignal(tt.signal)
 			srv.Fail(providertest.Failure{Kind: providertest.FailRateLimited, RetryAfter: tt.retry})
-			errs := map[string]error{"close": p.Close(testCtx(t), id)}
+			errs := map[string]error{"close": p.Close(testCtx(t), id), "check": p.Check(testCtx(t))}
 			_, errs["list"] = p.List(testCtx(t), reaper.ListFilter{})
 			for op, err := range errs {
 				if !errors.Is(err, reaper.ErrRateLimited) {
 					t.Fatalf("%s when throttled = %v, want ErrRateLimited", op, err)
 				}
 				d, ok := reaper.RetryAfter(err)
-				if d != tt.wantDelay || ok != tt.wantOK {
-					t.Errorf("%s: RetryAfter = %v, %v; want %v, %v", op, d, ok, tt.wantDelay, tt.wantOK)
+				if d != tt.wantDelay || ok != (tt.wantDelay > 0) {
+					t.Errorf("%s: RetryAfter = %v, %v; want %v", op, d, ok, tt.wantDelay)
 				}
 				if got := reaper.ErrorClass(err); got != "rate_limited" {
 					t.Errorf("%s: ErrorClass = %q, want rate_limited", op, got)
@@ -225,6 +438,52 @@ func TestRateLimited(t *testing.T) {
 				t.Fatal("sandbox terminated while throttled")
 			}
 		})
+	}
+}
+
+// TestRetryDelayOtherCodes: a delay the server asks for is passed on with
+// any code, for the engine's backoff.
+func TestRetryDelayOtherCodes(t *testing.T) {
+	p, _ := setup(t)
+	st, err := status.New(codes.Unavailable, "overloaded").WithDetails(pb.RPCRetryPolicy_builder{RetryAfterSecs: 3}.Build())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := p.wrap(context.Background(), "close", "sb-1", st.Err())
+	if !errors.Is(got, reaper.ErrTransient) || got.RetryAfter != 3*time.Second {
+		t.Fatalf("wrap(UNAVAILABLE with RPCRetryPolicy 3s) = %v (retry after %v)", got, got.RetryAfter)
+	}
+	got = p.wrap(context.Background(), "close", "sb-1",
+		&retryAfterError{err: status.Error(codes.Unavailable, "overloaded"), after: 2 * time.Second})
+	if !errors.Is(got, reaper.ErrTransient) || got.RetryAfter != 2*time.Second {
+		t.Fatalf("wrap(UNAVAILABLE with retry-after 2s) = %v (retry after %v)", got, got.RetryAfter)
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	tests := []struct {
+		in     string
+		want   time.Duration
+		wantOK bool
+	}{
+		{"7", 7 * time.Second, true},
+		{" 7 ", 7 * time.Second, true},
+		{"1.5", 1500 * time.Millisecond, true},
+		{"0", 0, false},
+		{"-3", 0, false},
+		{"", 0, false},
+		{"soon", 0, false},
+		{"NaN", 0, false},
+		{"1e300", 0, false},
+		{"Wed, 04 Mar 2026 05:06:37 GMT", 30 * time.Second, true},
+		{"Wed, 04 Mar 2026 05:06:00 GMT", 0, false}, // in the past
+	}
+	for _, tt := range tests {
+		got, ok := parseRetryAfter(tt.in, now)
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("parseRetryAfter(%q) = %v, %v; want %v, %v", tt.in, got, ok, tt.want, tt.wantOK)
+		}
 	}
 }
 
@@ -326,10 +585,149 @@ func TestListStaleCursor(t *testing.T) {
 }
 
 func TestListUnknownEnvironment(t *testing.T) {
-	p, _ := setup(t, func(c *Config) { c.Environment = "staging" })
-	_, err := p.List(testCtx(t), reaper.ListFilter{})
-	if !errors.Is(err, reaper.ErrNotFound) || !strings.Contains(err.Error(), EnvEnvironment) {
-		t.Fatalf("List in an unknown environment = %v, want ErrNotFound naming %s", err, EnvEnvironment)
+	for _, c := range []func(*Config){
+		func(c *Config) { c.Environment = "staging" },
+		func(c *Config) { c.Environments = []string{modaltest.DevEnvironment, "staging"} },
+	} {
+		p, _ := setup(t, c)
+		_, err := p.List(testCtx(t), reaper.ListFilter{})
+		if !errors.Is(err, reaper.ErrNotFound) || !strings.Contains(err.Error(), EnvEnvironment) || !strings.Contains(err.Error(), "staging") {
+			t.Fatalf("List in an unknown environment = %v, want ErrNotFound naming %s and the environment", err, EnvEnvironment)
+		}
+	}
+}
+
+// TestListEnvironments: List covers Environment and every one of
+// Environments, each once, and only the default environment when none is
+// configured; it reports sandbox and app names, and asks AppList once per
+// environment for apps it has not seen.
+func TestListEnvironments(t *testing.T) {
+	p, srv := setup(t, func(c *Config) {
+		c.Environment = modaltest.DevEnvironment
+		c.Environments = []string{"staging", modaltest.DevEnvironment, modaltest.DefaultEnvironment}
+	})
+	srv.AddEnvironment("staging")
+	srv.AddEnvironment("prod") // not configured
+	type want struct{ env, name, app string }
+	sandboxes := map[string]want{}
+	add := func(v2 bool, env, app, name string, at time.Duration) string {
+		id := srv.CreateSandbox(modaltest.SandboxSpec{
+			V2: v2, Environment: env, App: app, Name: name,
+			Tags: map[string]string{"env": env}, CreatedAt: created.Add(at),
+		})
+		sandboxes[id] = want{env, name, cmp.Or(app, modaltest.DefaultApp)}
+		return id
+	}
+	add(false, modaltest.DefaultEnvironment, "", "", 0)
+	add(true, modaltest.DefaultEnvironment, "agents", "box-a", time.Second)
+	add(false, modaltest.DevEnvironment, "agents", "box-b", 2*time.Second)
+	add(true, modaltest.DevEnvironment, "", "", 3*time.Second)
+	add(true, "staging", "ci", "box-c", 4*time.Second)
+	prod := srv.CreateSandbox(modaltest.SandboxSpec{Environment: "prod"})
+
+	got, err := p.List(testCtx(t), reaper.ListFilter{})
+	if err != nil {
+		t.Fatalf("List = %v", err)
+	}
+	if len(got) != len(sandboxes) {
+		t.Fatalf("List = %+v, want the %d sandboxes of main, dev and staging", got, len(sandboxes))
+	}
+	for _, sb := range got {
+		w, ok := sandboxes[sb.ID]
+		if !ok {
+			t.Fatalf("List returned %s (prod: %s), not in a configured environment", sb.ID, prod)
+		}
+		if sb.Name != w.name || sb.App != w.app || sb.Labels["env"] != w.env {
+			t.Errorf("%s: name %q app %q labels %v; want %q, %q, env=%s", sb.ID, sb.Name, sb.App, sb.Labels, w.name, w.app, w.env)
+		}
+	}
+	// Each environment once, each with both listings (a page, if it has
+	// sandboxes, then the empty page that ends it) and one AppList: V1
+	// listings 2 (main) + 2 (dev) + 1 (staging), V2 listings 2 + 2 + 2.
+	reqs := srv.Requests()
+	for m, n := range map[string]int{"SandboxList": 5, "SandboxListV2": 6, "AppList": 3} {
+		if c := count(reqs, m); c != n {
+			t.Errorf("%s calls = %d, want %d (requests %v)", m, c, n, reqs)
+		}
+	}
+	// App names are remembered; a new app is looked up in its environment.
+	if _, err := p.List(testCtx(t), reaper.ListFilter{}); err != nil {
+		t.Fatal(err)
+	}
+	if c := count(srv.Requests(), "AppList"); c != 3 {
+		t.Errorf("AppList calls after a second List = %d, want still 3", c)
+	}
+	fresh := add(true, "staging", "new-app", "", 5*time.Second)
+	got, err = p.List(testCtx(t), reaper.ListFilter{Labels: map[string]string{"env": "staging"}})
+	if err != nil || len(got) != 2 || got[0].ID != fresh || got[0].App != "new-app" {
+		t.Fatalf("List(env=staging) = %+v, %v; want %s of new-app first", got, err, fresh)
+	}
+	if c := count(srv.Requests(), "AppList"); c != 4 {
+		t.Errorf("AppList calls after a new app = %d, want 4", c)
+	}
+
+	// Unconfigured: the default environment only.
+	p2, err := New(Config{TokenID: testTokenID, TokenSecret: testTokenSecret, ServerURL: srv.URL, Timeout: testTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Shutdown()
+	got, err = p2.List(testCtx(t), reaper.ListFilter{})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("List (default environment) = %+v, %v; want the 2 sandboxes of main", got, err)
+	}
+	for _, sb := range got {
+		if sandboxes[sb.ID].env != modaltest.DefaultEnvironment {
+			t.Errorf("List (default environment) returned %s of %q", sb.ID, sandboxes[sb.ID].env)
+		}
+	}
+}
+
+func TestConfigListEnvironments(t *testing.T) {
+	tests := []struct {
+		env  string
+		envs []string
+		want []string
+	}{
+		{"", nil, []string{""}},
+		{"dev", nil, []string{"dev"}},
+		{"", []string{"a", "b"}, []string{"a", "b"}},
+		{"dev", []string{"a", "dev", " a "}, []string{"dev", "a"}},
+		{" ", []string{}, []string{""}},
+	}
+	for _, tt := range tests {
+		c := Config{Environment: tt.env, Environments: tt.envs}
+		if got := c.ListEnvironments(); !slices.Equal(got, tt.want) {
+			t.Errorf("ListEnvironments(%q, %q) = %q, want %q", tt.env, tt.envs, got, tt.want)
+		}
+	}
+}
+
+// TestCheck: one WorkspaceNameLookup (after the token exchange); refused
+// credentials are ErrUnauthorized naming both variables.
+func TestCheck(t *testing.T) {
+	p, srv := setup(t)
+	if err := p.Check(testCtx(t)); err != nil {
+		t.Fatalf("Check = %v", err)
+	}
+	if got, want := srv.Requests(), []string{"AuthTokenGet", "WorkspaceNameLookup"}; !slices.Equal(got, want) {
+		t.Errorf("requests = %v, want %v", got, want)
+	}
+	// x-modal-libmodal-version is "modal-go/" and the SDK's version.
+	if p.sdkVersion != "0.11.1" {
+		t.Errorf("SDK version = %q, want 0.11.1 (go.mod pins it)", p.sdkVersion)
+	}
+	bad, _ := setup(t, func(c *Config) { c.TokenSecret = "as-wrong" })
+	err := bad.Check(testCtx(t))
+	if !errors.Is(err, reaper.ErrUnauthorized) || !strings.Contains(err.Error(), EnvTokenID) || !strings.Contains(err.Error(), EnvTokenSecret) {
+		t.Fatalf("Check with a wrong secret = %v, want ErrUnauthorized naming %s and %s", err, EnvTokenID, EnvTokenSecret)
+	}
+	if strings.Contains(err.Error(), "as-wrong") {
+		t.Fatalf("Check error %q contains the secret", err)
+	}
+	p.Shutdown()
+	if err := p.Check(testCtx(t)); err == nil {
+		t.Fatal("Check after Shutdown = nil")
 	}
 }
 
@@ -395,8 +793,8 @@ func TestAuthTokenRefreshed(t *testing.T) {
 	// every call, and each is still accepted while it lasts.
 	srv.SetTokenTTL(30 * time.Second)
 	for i := range 3 {
-		if _, err := p.List(testCtx(t), reaper.ListFilter{}); err != nil {
-			t.Fatalf("List #%d = %v", i+1, err)
+		if err := p.Check(testCtx(t)); err != nil {
+			t.Fatalf("Check #%d = %v", i+1, err)
 		}
 	}
 	if got := srv.TokensIssued(); got != 3 {
@@ -404,12 +802,12 @@ func TestAuthTokenRefreshed(t *testing.T) {
 	}
 	// A token past its exp (by the provider's clock) is replaced too.
 	srv.SetTokenTTL(time.Hour)
-	if _, err := p.List(testCtx(t), reaper.ListFilter{}); err != nil {
+	if err := p.Check(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
 	p.tokens.now = func() time.Time { return time.Now().Add(time.Hour - 30*time.Second) }
-	if _, err := p.List(testCtx(t), reaper.ListFilter{}); err != nil {
-		t.Fatalf("List with an expired token = %v", err)
+	if err := p.Check(testCtx(t)); err != nil {
+		t.Fatalf("Check with an expired token = %v", err)
 	}
 	if got := srv.TokensIssued(); got != 5 {
 		t.Errorf("auth tokens issued = %d, want 5", got)
@@ -544,7 +942,7 @@ func TestConfigFromEnv(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := ConfigFromEnv(func(k string) string { return tt.env[k] })
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("ConfigFromEnv = %+v, want %+v", got, tt.want)
 			}
 			if got.Enabled() != tt.enabled {

@@ -99,6 +99,11 @@ type Options struct {
 	// Conflict is true when the provider has a "state change in progress"
 	// answer to a delete (FailConflict).
 	Conflict bool
+	// UnknownID is a well-formed id the provider does not have, which
+	// CloseUnknown closes; empty means "does-not-exist-0000". A provider
+	// whose API refuses ids of that shape as malformed (E2B answers 400 to
+	// an id with more than one "-") names one its API looks up.
+	UnknownID string
 }
 
 // Run runs the conformance suite.
@@ -157,7 +162,11 @@ func Run(t *testing.T, o Options) {
 
 	t.Run("CloseUnknown", func(t *testing.T) {
 		p, _ := o.Setup(t)
-		err := p.Close(ctx(t), "does-not-exist-0000")
+		unknown := o.UnknownID
+		if unknown == "" {
+			unknown = "does-not-exist-0000"
+		}
+		err := p.Close(ctx(t), unknown)
 		if !errors.Is(err, reaper.ErrNotFound) {
 			t.Fatalf("Close(unknown) = %v, want ErrNotFound: a not-found is a claim for the engine to confirm, never nil", err)
 		}
@@ -185,6 +194,30 @@ func Run(t *testing.T, o Options) {
 		if err := p.Close(ctx(t), id); err != nil || f.Alive(id) {
 			t.Fatalf("Close once the provider answers truly = %v (alive %v), want nil and gone", err, f.Alive(id))
 		}
+	})
+
+	t.Run("Check", func(t *testing.T) {
+		p, f := o.Setup(t)
+		c, ok := p.(reaper.Checker)
+		if !ok {
+			t.Fatalf("%T does not implement reaper.Checker: every provider checks its credentials at start", p)
+		}
+		if err := c.Check(ctx(t)); err != nil {
+			t.Fatalf("Check with good credentials = %v, want nil", err)
+		}
+		f.Fail(Failure{Kind: FailUnauthorized})
+		err := c.Check(ctx(t))
+		if !errors.Is(err, reaper.ErrUnauthorized) {
+			t.Fatalf("Check with bad credentials = %v, want ErrUnauthorized", err)
+		}
+		if o.CredentialEnv != "" && !strings.Contains(err.Error(), o.CredentialEnv) {
+			t.Fatalf("Check error %q must name %s", err, o.CredentialEnv)
+		}
+		f.Fail(Failure{Kind: FailServerError})
+		if err := c.Check(ctx(t)); !errors.Is(err, reaper.ErrTransient) {
+			t.Fatalf("Check on a server error = %v, want ErrTransient", err)
+		}
+		f.Fail(Failure{})
 	})
 
 	t.Run("Unauthorized", func(t *testing.T) {

@@ -13,8 +13,13 @@
 // is still billed for its disk, is closed the same way. Close returns nil when
 // the shutdown is accepted and when the devbox is already shut down or failed
 // (whether Runloop answers such a shutdown with 200 or refuses it with 400: a
-// refusal is checked with GET /v1/devboxes/{id}). A 404, to the shutdown or
-// to that GET, is reaper.ErrNotFound, and Close makes no further request.
+// refusal is checked with GET /v1/devboxes/{id}). Runloop documents no other
+// meaning for a 400 to a shutdown, so it is never reported as
+// reaper.ErrInvalid: a devbox the GET shows still live is reaper.ErrConflict
+// while it changes state (queued, provisioning, suspending, ...), else
+// reaper.ErrTransient. Only an empty id is reaper.ErrInvalid, without a
+// request. A 404, to the shutdown or to that GET, is reaper.ErrNotFound, and
+// Close makes no further request.
 // Runloop keeps shut down devboxes as records, so a 404 means an id this
 // account never had (a devbox of another account included), or a
 // RUNLOOP_BASE_URL that does not point at the API; the engine confirms it
@@ -27,12 +32,22 @@
 // sent with force=true, which Runloop honours even then, abandoning the
 // snapshot.
 //
-// List calls GET /v1/devboxes once per live status (provisioning,
-// initializing, running, suspending, suspended, resuming), following the
-// starting_after cursor while has_more is true. Runloop has no metadata
-// filter on the devbox list, so ListFilter.Labels is matched here against
-// each devbox's metadata. Devboxes that are shut down or failed are never
-// returned.
+// List calls GET /v1/devboxes once per live status, in lifecycle order
+// (scheduled, queued, provisioning, initializing, running, suspending,
+// suspended, resuming), following the starting_after cursor while has_more
+// is true. A queued devbox is waiting for infrastructure (FLEX devboxes start
+// so) and is live: it will hold compute once allocated, and a shutdown
+// releases it. scheduled is the deprecated name of queued, which the API
+// still reports. Runloop has no metadata filter on the devbox list, so
+// ListFilter.Labels is matched here against each devbox's metadata. Devboxes
+// that are shut down or failed are never returned. A sandbox's Name is the
+// devbox's name (empty when it has none), its Template the blueprint_id it
+// was created from, else its snapshot_id, and its CreatedAt its
+// create_time_ms.
+//
+// Check lists one devbox (GET /v1/devboxes?limit=1) to check the API key:
+// nil when accepted, reaper.ErrUnauthorized naming RUNLOOP_API_KEY on 401 or
+// 403, reaper.ErrTransient naming RUNLOOP_BASE_URL on 404.
 //
 // # Caveats
 //

@@ -18,11 +18,12 @@ import (
 )
 
 // TestIntegration runs against the real Runloop account named by
-// RUNLOOP_API_KEY (and RUNLOOP_BASE_URL). It closes an id the account does
-// not have (ErrNotFound), creates one small devbox with a five-minute
-// lifetime, tagged reaperd-integration, lists it, and closes it twice (the
-// second close may answer nil or ErrNotFound). It costs a few seconds of
-// devbox time.
+// RUNLOOP_API_KEY (and RUNLOOP_BASE_URL). It checks the key (Check, and a
+// wrong key is ErrUnauthorized), closes an id the account does not have
+// (ErrNotFound), creates one small devbox with a five-minute lifetime,
+// named and tagged reaperd-integration, lists it (with its name, possibly
+// still queued), and closes it twice (the second close may answer nil or
+// ErrNotFound). It costs a few seconds of devbox time.
 func TestIntegration(t *testing.T) {
 	cfg := runloop.ConfigFromEnv(os.Getenv)
 	if !cfg.Enabled() {
@@ -34,6 +35,17 @@ func TestIntegration(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+
+	if err := p.Check(ctx); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	bad := cfg
+	bad.APIKey = "rl_reaperd_integration_not_a_key"
+	if q, err := runloop.New(bad); err != nil {
+		t.Fatalf("New(wrong key): %v", err)
+	} else if err := q.Check(ctx); !errors.Is(err, reaper.ErrUnauthorized) {
+		t.Fatalf("Check with a wrong key = %v, want ErrUnauthorized", err)
+	}
 
 	if _, err := p.List(ctx, reaper.ListFilter{}); err != nil {
 		t.Fatalf("List: %v", err)
@@ -55,9 +67,10 @@ func TestIntegration(t *testing.T) {
 	if err != nil {
 		t.Fatalf("List(label): %v", err)
 	}
-	if len(got) != 1 || got[0].ID != id || got[0].CreatedAt.IsZero() {
-		t.Fatalf("List(label) = %+v, want only %s with a creation time", got, id)
+	if len(got) != 1 || got[0].ID != id || got[0].CreatedAt.IsZero() || got[0].Name != "reaperd-integration" {
+		t.Fatalf("List(label) = %+v, want only %s with a creation time and its name", got, id)
 	}
+	t.Logf("new devbox listed as %s", got[0].State)
 
 	// A devbox still provisioning may refuse the shutdown as a state change
 	// in progress; the engine would retry, and so does this test.

@@ -40,6 +40,12 @@ const (
 
 // Devbox statuses, as the Runloop API names them.
 const (
+	// StatusQueued: waiting for infrastructure to be allocated (FLEX
+	// devboxes start so).
+	StatusQueued = "queued"
+	// StatusScheduled is the deprecated name of StatusQueued, which the
+	// API still reports and accepts as a filter.
+	StatusScheduled    = "scheduled"
 	StatusProvisioning = "provisioning"
 	StatusInitializing = "initializing"
 	StatusRunning      = "running"
@@ -50,11 +56,15 @@ const (
 	StatusShutdown     = "shutdown"
 )
 
-// liveStatuses are the statuses List asks for, one status filter at a time:
-// every devbox that still holds compute or storage at Runloop. Terminal
-// devboxes (shutdown, failure) stay listed by the API forever, so listing
-// without a filter would grow with the account's whole history.
+// liveStatuses are the statuses List asks for, one status filter at a time,
+// in lifecycle order (a devbox moving on while List runs is then found
+// under its next status): every devbox that is or will be holding compute
+// or storage at Runloop. Terminal devboxes (shutdown, failure) stay listed
+// by the API forever, so listing without a filter would grow with the
+// account's whole history.
 var liveStatuses = []string{
+	StatusScheduled,
+	StatusQueued,
 	StatusProvisioning,
 	StatusInitializing,
 	StatusRunning,
@@ -72,7 +82,7 @@ func Terminal(status string) bool {
 // transitional reports whether a devbox in this status is changing state.
 func transitional(status string) bool {
 	switch status {
-	case StatusProvisioning, StatusInitializing, StatusSuspending, StatusResuming:
+	case StatusScheduled, StatusQueued, StatusProvisioning, StatusInitializing, StatusSuspending, StatusResuming:
 		return true
 	}
 	return false
@@ -150,7 +160,10 @@ type Provider struct {
 	client     *http.Client
 }
 
-var _ reaper.Provider = (*Provider)(nil)
+var (
+	_ reaper.Provider = (*Provider)(nil)
+	_ reaper.Checker  = (*Provider)(nil)
+)
 
 // New validates c and returns a Provider.
 func New(c Config) (*Provider, error) {
@@ -223,9 +236,12 @@ func (p *Provider) Name() string { return Type }
 // devboxView is the part of Runloop's DevboxView that reaperd reads.
 type devboxView struct {
 	ID           string            `json:"id"`
+	Name         string            `json:"name"`
 	Status       string            `json:"status"`
 	CreateTimeMs int64             `json:"create_time_ms"`
 	Metadata     map[string]string `json:"metadata"`
+	BlueprintID  string            `json:"blueprint_id"`
+	SnapshotID   string            `json:"snapshot_id"`
 }
 
 // devboxListView is Runloop's DevboxListView.
@@ -242,7 +258,7 @@ type devboxListView struct {
 // looks no further.
 func (p *Provider) Close(ctx context.Context, id string) error {
 	if id == "" {
-		return &reaper.ProviderError{Provider: Type, Op: "close", Kind: reaper.ErrTransient,
+		return &reaper.ProviderError{Provider: Type, Op: "close", Kind: reaper.ErrInvalid,
 			Err: errors.New("shut down devbox: empty devbox id")}
 	}
 	attempt := reaper.CloseAttempt(ctx)
@@ -264,7 +280,10 @@ func (p *Provider) Close(ctx context.Context, id string) error {
 	case r.status == http.StatusBadRequest || r.status == http.StatusUnprocessableEntity:
 		// Runloop refuses a state change that does not apply to the devbox's
 		// current status; a devbox that is already shut down or failed is
-		// closed.
+		// closed. Runloop documents no meaning for a 400 here (its
+		// generated SDK names only the 409 of a snapshot in progress), so
+		// it is not taken for a malformed id (reaper.ErrInvalid): the
+		// devbox's own status decides.
 		return p.checkTerminal(ctx, id, r)
 	}
 	pe := p.statusError("close", id, what, r)
@@ -389,6 +408,26 @@ func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sand
 	return out, nil
 }
 
+// Check lists one devbox (GET /v1/devboxes?limit=1), to see that the API key
+// is accepted. A 401 or 403 is reaper.ErrUnauthorized naming
+// RUNLOOP_API_KEY; a 404 means RUNLOOP_BASE_URL does not point at the API
+// and is reported as transient, naming it.
+func (p *Provider) Check(ctx context.Context) error {
+	q := url.Values{"limit": {"1"}, "include_total_count": {"false"}}
+	r, err := p.do(ctx, http.MethodGet, "/v1/devboxes", q)
+	if err != nil {
+		return p.transportError(ctx, "check", "", "list devboxes", err)
+	}
+	if r.status >= 200 && r.status <= 299 {
+		return nil
+	}
+	pe := p.statusError("check", "", "list devboxes", r)
+	if r.status == http.StatusNotFound {
+		pe.Hint = "check " + EnvBaseURL
+	}
+	return pe
+}
+
 func hasLabels(have, want map[string]string) bool {
 	for k, v := range want {
 		if got, ok := have[k]; !ok || got != v {
@@ -398,8 +437,10 @@ func hasLabels(have, want map[string]string) bool {
 	return true
 }
 
+// toSandbox converts a devbox. Template is the blueprint it was created
+// from, else the disk snapshot, when Runloop reports either.
 func toSandbox(d devboxView) reaper.Sandbox {
-	s := reaper.Sandbox{ID: d.ID, State: d.Status}
+	s := reaper.Sandbox{ID: d.ID, Name: d.Name, State: d.Status, Template: cmp.Or(d.BlueprintID, d.SnapshotID)}
 	if d.CreateTimeMs > 0 {
 		s.CreatedAt = time.UnixMilli(d.CreateTimeMs).UTC()
 	}

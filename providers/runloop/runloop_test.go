@@ -543,6 +543,21 @@ func TestCloseClassification(t *testing.T) {
 			wantKind: reaper.ErrTransient, wantText: "devbox is running",
 		},
 		{
+			name: "400 for a queued devbox",
+			stub: stub{
+				shutdown: answer(400, nil, `{"message":"cannot shut down"}`),
+				get:      answer(200, nil, `{"id":"dbx_1","status":"queued"}`),
+			},
+			wantKind: reaper.ErrConflict, wantText: "devbox is queued",
+		},
+		{
+			name: "400 for a shut down devbox",
+			stub: stub{
+				shutdown: answer(400, nil, `{"message":"Devbox dbx_1 is already in terminal state shutdown"}`),
+				get:      answer(200, nil, `{"id":"dbx_1","status":"shutdown"}`),
+			},
+		},
+		{
 			name: "400 for a suspending devbox",
 			stub: stub{
 				shutdown: answer(400, nil, `{"message":"cannot shut down"}`),
@@ -663,5 +678,105 @@ func TestListIgnoresServerSideStatusFilterFailure(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("List = %+v, want %+v", got, want)
+	}
+}
+
+// TestListQueued: devboxes waiting for infrastructure (queued, or scheduled,
+// its deprecated name) are live and listed, in lifecycle order of the status
+// requests.
+func TestListQueued(t *testing.T) {
+	srv := newFake(t)
+	p := newProvider(t, srv.URL, nil)
+	queued := srv.CreateWithStatus(runlooptest.StatusQueued, map[string]string{"team": "a"}, created)
+	scheduled := srv.CreateWithStatus(runlooptest.StatusScheduled, map[string]string{"team": "a"}, created.Add(time.Minute))
+	running := srv.Create(map[string]string{"team": "a"}, created.Add(2*time.Minute))
+
+	got, err := p.List(testCtx(t), reaper.ListFilter{Labels: map[string]string{"team": "a"}})
+	if err != nil {
+		t.Fatalf("List = %v", err)
+	}
+	var ids, states []string
+	for _, s := range got {
+		ids = append(ids, s.ID)
+		states = append(states, s.State)
+	}
+	if !slices.Equal(ids, []string{queued, scheduled, running}) || !slices.Equal(states, []string{"queued", "scheduled", "running"}) {
+		t.Fatalf("List = %q %q, want %q in states queued, scheduled, running", ids, states, []string{queued, scheduled, running})
+	}
+	var order []string
+	for _, r := range srv.Requests() {
+		_, q, _ := strings.Cut(r, "status=")
+		order = append(order, q)
+	}
+	want := []string{"scheduled", "queued", "provisioning", "initializing", "running", "suspending", "suspended", "resuming"}
+	if !slices.Equal(order, want) {
+		t.Fatalf("status requests = %q, want %q", order, want)
+	}
+	if err := p.Close(testCtx(t), queued); err != nil || srv.Alive(queued) {
+		t.Fatalf("Close(queued) = %v (alive %v), want nil and shut down", err, srv.Alive(queued))
+	}
+}
+
+// TestListNameAndTemplate: Name is the devbox's name, Template its
+// blueprint, else the snapshot it was created from.
+func TestListNameAndTemplate(t *testing.T) {
+	srv := newFake(t)
+	p := newProvider(t, srv.URL, nil)
+	a := srv.CreateDevbox(runlooptest.DevboxSpec{Name: "agent-a", BlueprintID: "bpt_abc", SnapshotID: "snp_ignored", CreatedAt: created})
+	b := srv.CreateDevbox(runlooptest.DevboxSpec{SnapshotID: "snp_123", CreatedAt: created.Add(time.Minute)})
+	c := srv.CreateDevbox(runlooptest.DevboxSpec{Status: runlooptest.StatusSuspended, Name: "bare", CreatedAt: created.Add(2 * time.Minute)})
+	got, err := p.List(testCtx(t), reaper.ListFilter{})
+	if err != nil {
+		t.Fatalf("List = %v", err)
+	}
+	want := []reaper.Sandbox{
+		{ID: a, Name: "agent-a", Template: "bpt_abc", State: "running", CreatedAt: created},
+		{ID: b, Template: "snp_123", State: "running", CreatedAt: created.Add(time.Minute)},
+		{ID: c, Name: "bare", State: "suspended", CreatedAt: created.Add(2 * time.Minute)},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("List = %+v, want %+v", got, want)
+	}
+}
+
+func TestCloseEmptyID(t *testing.T) {
+	srv := newFake(t)
+	p := newProvider(t, srv.URL, nil)
+	if err := p.Close(testCtx(t), ""); !errors.Is(err, reaper.ErrInvalid) || errors.Is(err, reaper.ErrNotFound) {
+		t.Fatalf("Close(\"\") = %v, want ErrInvalid", err)
+	}
+	if got := srv.Requests(); len(got) != 0 {
+		t.Fatalf("requests = %q, want none", got)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	srv := newFake(t)
+	srv.Create(nil, created)
+	srv.Create(nil, created)
+	p := newProvider(t, srv.URL, nil)
+	if err := p.Check(testCtx(t)); err != nil {
+		t.Fatalf("Check = %v, want nil", err)
+	}
+	if got, want := srv.Requests(), []string{"GET /v1/devboxes?include_total_count=false&limit=1"}; !slices.Equal(got, want) {
+		t.Fatalf("Check sent %q, want %q", got, want)
+	}
+
+	const wrongKey = "rl_wrong_key_secret_value"
+	err := newProvider(t, srv.URL, func(c *runloop.Config) { c.APIKey = wrongKey }).Check(testCtx(t))
+	var pe *reaper.ProviderError
+	if !errors.Is(err, reaper.ErrUnauthorized) || !errors.As(err, &pe) || pe.Op != "check" || !strings.Contains(err.Error(), "RUNLOOP_API_KEY") || strings.Contains(err.Error(), wrongKey) {
+		t.Fatalf("Check with a wrong key = %v, want ErrUnauthorized for op check naming RUNLOOP_API_KEY, without the key", err)
+	}
+
+	err = newProvider(t, srv.URL+"/api", nil).Check(testCtx(t))
+	if !errors.Is(err, reaper.ErrTransient) || errors.Is(err, reaper.ErrNotFound) || !strings.Contains(err.Error(), "RUNLOOP_BASE_URL") {
+		t.Fatalf("Check against a wrong base URL = %v, want ErrTransient naming RUNLOOP_BASE_URL", err)
+	}
+
+	c, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.Check(c); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Check with a canceled context = %v, want context.Canceled", err)
 	}
 }

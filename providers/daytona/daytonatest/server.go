@@ -8,7 +8,7 @@
 // given to NewServer in DAYTONA_API_KEY. The fake answers the routes the
 // provider uses, the way Daytona's NestJS API (apps/api) does:
 //
-//	GET    /api/sandbox                      cursor-paginated list (limit, cursor, labels, states, includeErroredDeleted)
+//	GET    /api/sandbox                      cursor-paginated list (limit, cursor, sort, order, labels, states, includeErroredDeleted)
 //	GET    /api/sandbox/{sandboxIdOrName}    one sandbox; 404 once destroyed
 //	DELETE /api/sandbox/{sandboxIdOrName}    accept a delete: 200 with the sandbox, desiredState "destroyed"
 //
@@ -28,11 +28,26 @@
 // zero) has passed, and then "destroyed": GET answers 404 and the list omits
 // it. A DELETE while the destroy runs is answered 409, as Daytona does.
 //
+// The list is ordered as Daytona's Postgres search orders it: by the "sort"
+// field (name, cpu, memoryGib, diskGib, lastActivityAt or createdAt; default
+// lastActivityAt) in the "order" direction (asc or desc; default desc), the
+// id breaking ties in the same direction. Its nextCursor is the base64 of
+// {"sortValue":…,"id":…} of the page's last item, times in milliseconds as
+// JavaScript's toISOString writes them; the next page holds the items past
+// that value (or equal to it, with a greater id, descending a smaller one),
+// compared with the stored, finer times. So a sandbox whose sort value
+// changes while a client pages can move behind the cursor and be missed: a
+// sandbox gains activity (Touch) and, in the default order, jumps ahead of
+// the pages already read.
+//
 // # Caveats
 //
 // Routes the provider does not use answer like an unknown NestJS route (404
 // "Cannot POST /api/sandbox"). Sandboxes are created through Create, not
 // through POST /sandbox. Filters other than labels and states are ignored.
+// Every sandbox has cpu 1, memory 1 and disk 3, so sorting by those orders
+// by id alone. lastActivityAt is never null (Create sets it to the creation
+// time), so the NULLS LAST rule of the real query has nothing to order.
 // Failures injected with Fail apply to every request until cleared, except
 // FailConflict, which only affects DELETE, and FailSpuriousNotFound, which
 // only affects GET and DELETE of one sandbox: those are answered, after
@@ -91,22 +106,29 @@ type Request struct {
 	Status         int        // status the fake answered
 }
 
+// DefaultSnapshot is the snapshot Create gives a sandbox.
+const DefaultSnapshot = "daytonaio/sandbox:0.4.3"
+
 // Sandbox is a snapshot of one sandbox at the fake.
 type Sandbox struct {
-	ID           string
-	Name         string
-	State        string
-	DesiredState string
-	Pending      bool
-	Labels       map[string]string
-	CreatedAt    time.Time
+	ID             string
+	Name           string
+	Snapshot       string // "" when none
+	State          string
+	DesiredState   string
+	Pending        bool
+	Labels         map[string]string
+	CreatedAt      time.Time
+	LastActivityAt time.Time
 }
 
 type sandbox struct {
 	id, name     string
+	snapshot     string // "" answers null
 	labels       map[string]string
 	createdAt    time.Time
 	updatedAt    time.Time
+	lastActivity time.Time
 	state        string
 	desiredState string
 	pending      bool
@@ -158,24 +180,60 @@ func (s *Server) Close() {
 	})
 }
 
-// Create adds a started sandbox and returns its id.
+// Create adds a started sandbox, named after its id as Daytona names an
+// unnamed one, from DefaultSnapshot, and returns its id. Its last activity
+// is its creation.
 func (s *Server) Create(labels map[string]string, createdAt time.Time) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if createdAt.IsZero() {
 		createdAt = s.now()
 	}
+	createdAt = createdAt.Truncate(time.Microsecond) // Postgres keeps microseconds
 	id := newUUID()
 	l := map[string]string{}
 	for k, v := range labels {
 		l[k] = v
 	}
 	s.sandboxes[id] = &sandbox{
-		id: id, name: id, labels: l,
-		createdAt: createdAt.UTC(), updatedAt: createdAt.UTC(),
+		id: id, name: id, snapshot: DefaultSnapshot, labels: l,
+		createdAt: createdAt.UTC(), updatedAt: createdAt.UTC(), lastActivity: createdAt.UTC(),
 		state: StateStarted, desiredState: StateStarted,
 	}
 	return id
+}
+
+// Rename gives the sandbox another name.
+func (s *Server) Rename(id, name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sb := s.sandboxes[id]; sb != nil {
+		sb.name = name
+	}
+}
+
+// SetSnapshot sets the snapshot the sandbox reports; "" reports none
+// (null), as for a sandbox built from an image.
+func (s *Server) SetSnapshot(id, snapshot string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sb := s.sandboxes[id]; sb != nil {
+		sb.snapshot = snapshot
+	}
+}
+
+// Touch records activity in the sandbox at the given time (the current time
+// when zero), as a toolbox or preview request does at Daytona. It moves the
+// sandbox in a list sorted by lastActivityAt, the default order.
+func (s *Server) Touch(id string, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if at.IsZero() {
+		at = s.now()
+	}
+	if sb := s.sandboxes[id]; sb != nil {
+		sb.lastActivity = at.UTC().Truncate(time.Microsecond)
+	}
 }
 
 // Alive reports whether the sandbox exists and is not destroyed. Stopped,
@@ -283,8 +341,9 @@ func (s *Server) Sandboxes() []Sandbox {
 	for _, sb := range s.sandboxes {
 		s.settle(sb)
 		out = append(out, Sandbox{
-			ID: sb.id, Name: sb.name, State: sb.state, DesiredState: sb.desiredState,
+			ID: sb.id, Name: sb.name, Snapshot: sb.snapshot, State: sb.state, DesiredState: sb.desiredState,
 			Pending: sb.pending, Labels: copyLabels(sb.labels), CreatedAt: sb.createdAt,
+			LastActivityAt: sb.lastActivity,
 		})
 	}
 	slices.SortFunc(out, func(a, b Sandbox) int {
@@ -543,15 +602,35 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	includeErroredDeleted := q.Get("includeErroredDeleted") == "true"
-	var after *cursorKey
-	if v := q.Get("cursor"); v != "" {
-		k, err := decodeCursor(v)
-		if err != nil {
-			writeError(w, r, http.StatusBadRequest, "BAD_REQUEST", "Invalid cursor")
+	sortField := SortLastActivityAt
+	if q.Has("sort") {
+		sortField = q.Get("sort")
+		if !slices.Contains(sortFields, sortField) {
+			writeError(w, r, http.StatusBadRequest, "BAD_REQUEST",
+				"sort must be one of the following values: "+strings.Join(sortFields, ", "))
 			return
 		}
-		after = &k
+	}
+	desc := true
+	if q.Has("order") {
+		switch q.Get("order") {
+		case "asc":
+			desc = false
+		case "desc":
+		default:
+			writeError(w, r, http.StatusBadRequest, "BAD_REQUEST", "order must be one of the following values: asc, desc")
+			return
+		}
+	}
+	includeErroredDeleted := q.Get("includeErroredDeleted") == "true"
+	var after *cursor
+	if v := q.Get("cursor"); v != "" {
+		c, err := decodeCursor(v, sortField)
+		if err != nil {
+			writeError(w, r, http.StatusBadRequest, "BAD_REQUEST", "Invalid cursor provided: "+v)
+			return
+		}
+		after = &c
 	}
 
 	s.mu.Lock()
@@ -572,25 +651,36 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		}
 		match = append(match, sb)
 	}
-	// Newest first, id breaking ties: the order the cursor walks.
-	slices.SortFunc(match, func(a, b *sandbox) int { return keyOf(b).compare(keyOf(a)) })
-	start := 0
-	if after != nil {
-		start = len(match)
-		for i, sb := range match {
-			if after.compare(keyOf(sb)) > 0 { // sb sorts after the cursor
-				start = i
-				break
-			}
-		}
+	// ORDER BY <field> <dir>, id <dir>, and the cursor condition
+	// "<field> <op> value OR (<field> = value AND id <op> cursorId)", op
+	// being > ascending and < descending, as SandboxTypeormSearchAdapter
+	// builds them.
+	dir := 1
+	if desc {
+		dir = -1
 	}
-	end := min(start+limit, len(match))
+	slices.SortFunc(match, func(a, b *sandbox) int {
+		if c := compareField(sortField, a, b); c != 0 {
+			return dir * c
+		}
+		return dir * strings.Compare(a.id, b.id)
+	})
+	if after != nil {
+		match = slices.DeleteFunc(match, func(sb *sandbox) bool {
+			c := after.compareTo(sortField, sb)
+			if c == 0 {
+				c = strings.Compare(sb.id, after.ID)
+			}
+			return dir*c <= 0 // not past the cursor
+		})
+	}
+	end := min(limit, len(match))
 	resp := listResponse{Items: []listItemDTO{}}
-	for _, sb := range match[start:end] {
+	for _, sb := range match[:end] {
 		resp.Items = append(resp.Items, s.listItem(sb))
 	}
 	if end < len(match) {
-		c := keyOf(match[end-1]).encode()
+		c := cursorOf(sortField, match[end-1])
 		resp.NextCursor = &c
 	}
 	s.mu.Unlock()
@@ -606,41 +696,129 @@ func containsLabels(have, want map[string]string) bool {
 	return true
 }
 
-// cursorKey is the position of a sandbox in list order. Cursors are opaque
-// to clients.
-type cursorKey struct {
-	CreatedAt int64  `json:"t"`
-	ID        string `json:"id"`
+// Sort fields of GET /sandbox (SandboxListSortField).
+const (
+	SortName           = "name"
+	SortCPU            = "cpu"
+	SortMemory         = "memoryGib"
+	SortDisk           = "diskGib"
+	SortLastActivityAt = "lastActivityAt"
+	SortCreatedAt      = "createdAt"
+)
+
+var sortFields = []string{SortName, SortCPU, SortMemory, SortDisk, SortLastActivityAt, SortCreatedAt}
+
+// Every sandbox of the fake has these resources.
+const (
+	fakeCPU    = 1
+	fakeMemory = 1
+	fakeDisk   = 3
+)
+
+// compareField compares two sandboxes by one sort field, ascending.
+func compareField(field string, a, b *sandbox) int {
+	switch field {
+	case SortName:
+		return strings.Compare(a.name, b.name)
+	case SortLastActivityAt:
+		return a.lastActivity.Compare(b.lastActivity)
+	case SortCreatedAt:
+		return a.createdAt.Compare(b.createdAt)
+	}
+	return 0 // cpu, memory and disk are the same for every sandbox
 }
 
-func keyOf(sb *sandbox) cursorKey { return cursorKey{CreatedAt: sb.createdAt.UnixNano(), ID: sb.id} }
+// cursor is a decoded nextCursor: the sort value of the last item of a page
+// and its id.
+type cursor struct {
+	SortValue json.RawMessage `json:"sortValue"`
+	ID        string          `json:"id"`
 
-// compare orders keys ascending by (createdAt, id).
-func (k cursorKey) compare(o cursorKey) int {
+	t time.Time // SortValue of a time field
+	s string    // SortValue of name
+	n float64   // SortValue of cpu, memoryGib, diskGib
+}
+
+// cursorOf encodes the cursor after sb, as encodeCursor does: base64 of
+// JSON, dates through toISOString (milliseconds).
+func cursorOf(field string, sb *sandbox) string {
+	var v any
+	switch field {
+	case SortName:
+		v = sb.name
+	case SortLastActivityAt:
+		v = isoTime(sb.lastActivity)
+	case SortCreatedAt:
+		v = isoTime(sb.createdAt)
+	case SortCPU:
+		v = fakeCPU
+	case SortMemory:
+		v = fakeMemory
+	case SortDisk:
+		v = fakeDisk
+	}
+	b, _ := json.Marshal(map[string]any{"sortValue": v, "id": sb.id})
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func decodeCursor(v, field string) (cursor, error) {
+	var c cursor
+	var b []byte
+	var err error
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err = enc.DecodeString(v); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return c, err
+	}
+	if err := json.Unmarshal(b, &c); err != nil || c.ID == "" {
+		return c, fmt.Errorf("bad cursor")
+	}
+	switch field {
+	case SortName:
+		err = json.Unmarshal(c.SortValue, &c.s)
+	case SortLastActivityAt, SortCreatedAt:
+		var iso string
+		if err = json.Unmarshal(c.SortValue, &iso); err == nil {
+			c.t, err = time.Parse(time.RFC3339Nano, iso)
+		}
+	default:
+		err = json.Unmarshal(c.SortValue, &c.n)
+	}
+	return c, err
+}
+
+// compareTo compares sb's sort value with the cursor's, as Postgres compares
+// the stored value with the cursor parameter: sb's time at full precision
+// against the cursor's milliseconds.
+func (c cursor) compareTo(field string, sb *sandbox) int {
+	switch field {
+	case SortName:
+		return strings.Compare(sb.name, c.s)
+	case SortLastActivityAt:
+		return sb.lastActivity.Compare(c.t)
+	case SortCreatedAt:
+		return sb.createdAt.Compare(c.t)
+	case SortCPU:
+		return cmpFloat(fakeCPU, c.n)
+	case SortMemory:
+		return cmpFloat(fakeMemory, c.n)
+	case SortDisk:
+		return cmpFloat(fakeDisk, c.n)
+	}
+	return 0
+}
+
+func cmpFloat(a, b float64) int {
 	switch {
-	case k.CreatedAt < o.CreatedAt:
+	case a < b:
 		return -1
-	case k.CreatedAt > o.CreatedAt:
+	case a > b:
 		return 1
 	}
-	return strings.Compare(k.ID, o.ID)
-}
-
-func (k cursorKey) encode() string {
-	b, _ := json.Marshal(k)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-func decodeCursor(s string) (cursorKey, error) {
-	var k cursorKey
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return k, err
-	}
-	if err := json.Unmarshal(b, &k); err != nil || k.ID == "" {
-		return k, fmt.Errorf("bad cursor")
-	}
-	return k, nil
+	return 0
 }
 
 // sandboxDTO is Daytona's Sandbox schema (the required properties of the
@@ -649,7 +827,7 @@ type sandboxDTO struct {
 	ID                  string            `json:"id"`
 	OrganizationID      string            `json:"organizationId"`
 	Name                string            `json:"name"`
-	Snapshot            string            `json:"snapshot"`
+	Snapshot            *string           `json:"snapshot"`
 	User                string            `json:"user"`
 	Env                 map[string]string `json:"env"`
 	Labels              map[string]string `json:"labels"`
@@ -680,7 +858,7 @@ type listItemDTO struct {
 	Target              string            `json:"target"`
 	State               string            `json:"state"`
 	DesiredState        string            `json:"desiredState"`
-	Snapshot            string            `json:"snapshot"`
+	Snapshot            *string           `json:"snapshot"`
 	User                string            `json:"user"`
 	Public              bool              `json:"public"`
 	CPU                 float64           `json:"cpu"`
@@ -693,6 +871,7 @@ type listItemDTO struct {
 	AutoDeleteInterval  int               `json:"autoDeleteInterval"`
 	CreatedAt           string            `json:"createdAt"`
 	UpdatedAt           string            `json:"updatedAt"`
+	LastActivityAt      string            `json:"lastActivityAt"`
 	ToolboxProxyURL     string            `json:"toolboxProxyUrl"`
 }
 
@@ -708,9 +887,9 @@ func isoTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.00
 
 func (s *Server) dto(sb *sandbox) sandboxDTO {
 	return sandboxDTO{
-		ID: sb.id, OrganizationID: s.OrganizationID, Name: sb.name, Snapshot: "daytonaio/sandbox:0.4.3",
+		ID: sb.id, OrganizationID: s.OrganizationID, Name: sb.name, Snapshot: optional(sb.snapshot),
 		User: "daytona", Env: map[string]string{}, Labels: copyLabels(sb.labels), Target: "us",
-		CPU: 1, Memory: 1, Disk: 3, State: sb.state, DesiredState: sb.desiredState, BackupState: "None",
+		CPU: fakeCPU, Memory: fakeMemory, Disk: fakeDisk, State: sb.state, DesiredState: sb.desiredState, BackupState: "None",
 		AutoStopInterval: 15, AutoArchiveInterval: 10080, AutoDeleteInterval: -1, Volumes: []any{},
 		CreatedAt: isoTime(sb.createdAt), UpdatedAt: isoTime(sb.updatedAt), ToolboxProxyURL: toolboxProxyURL,
 	}
@@ -719,11 +898,19 @@ func (s *Server) dto(sb *sandbox) sandboxDTO {
 func (s *Server) listItem(sb *sandbox) listItemDTO {
 	return listItemDTO{
 		ID: sb.id, OrganizationID: s.OrganizationID, Name: sb.name, Target: "us", State: sb.state,
-		DesiredState: sb.desiredState, Snapshot: "daytonaio/sandbox:0.4.3", User: "daytona",
-		CPU: 1, Memory: 1, Disk: 3, Labels: copyLabels(sb.labels),
+		DesiredState: sb.desiredState, Snapshot: optional(sb.snapshot), User: "daytona",
+		CPU: fakeCPU, Memory: fakeMemory, Disk: fakeDisk, Labels: copyLabels(sb.labels),
 		AutoStopInterval: 15, AutoArchiveInterval: 10080, AutoDeleteInterval: -1,
-		CreatedAt: isoTime(sb.createdAt), UpdatedAt: isoTime(sb.updatedAt), ToolboxProxyURL: toolboxProxyURL,
+		CreatedAt: isoTime(sb.createdAt), UpdatedAt: isoTime(sb.updatedAt),
+		LastActivityAt: isoTime(sb.lastActivity), ToolboxProxyURL: toolboxProxyURL,
 	}
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 func copyLabels(m map[string]string) map[string]string {

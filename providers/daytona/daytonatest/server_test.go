@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +62,8 @@ func TestWire(t *testing.T) {
 		{"bad limit", "GET", "/api/sandbox?limit=500", bearer, providertest.Failure{}, 400, "BAD_REQUEST", ""},
 		{"bad labels", "GET", "/api/sandbox?labels=team%3Da", bearer, providertest.Failure{}, 400, "BAD_REQUEST", ""},
 		{"bad cursor", "GET", "/api/sandbox?cursor=%25%25", bearer, providertest.Failure{}, 400, "BAD_REQUEST", ""},
+		{"bad sort", "GET", "/api/sandbox?sort=updatedAt", bearer, providertest.Failure{}, 400, "BAD_REQUEST", ""},
+		{"bad order", "GET", "/api/sandbox?order=up", bearer, providertest.Failure{}, 400, "BAD_REQUEST", ""},
 		{"throttled delete", "DELETE", "/api/sandbox/" + id, bearer,
 			providertest.Failure{Kind: providertest.FailRateLimited, RetryAfter: 7 * time.Second}, 429, "RATE_LIMIT_EXCEEDED", "Retry-After-sandbox-lifecycle"},
 		{"throttled list", "GET", "/api/sandbox", bearer,
@@ -161,5 +165,138 @@ func TestSpuriousNotFound(t *testing.T) {
 	s.Fail(providertest.Failure{})
 	if status, _, _ := do(t, "GET", s.URL+"/sandbox/"+id, bearer); status != 200 {
 		t.Fatalf("GET after clearing the failure = %d, want 200", status)
+	}
+}
+
+// page lists one page and returns its ids and next cursor.
+func page(t *testing.T, s *Server, query string) ([]string, string) {
+	t.Helper()
+	status, _, body := do(t, "GET", s.URL+"/sandbox?"+query, "Bearer "+key)
+	if status != 200 {
+		t.Fatalf("GET /sandbox?%s = %d %v", query, status, body)
+	}
+	var ids []string
+	for _, it := range body["items"].([]any) {
+		ids = append(ids, it.(map[string]any)["id"].(string))
+	}
+	next, _ := body["nextCursor"].(string)
+	return ids, next
+}
+
+// listAll pages to the end, calling between after each page.
+func listAll(t *testing.T, s *Server, query string, between func(page int)) []string {
+	t.Helper()
+	var all []string
+	cursor := ""
+	for n := 1; n < 100; n++ {
+		q := query
+		if cursor != "" {
+			q += "&cursor=" + url.QueryEscape(cursor)
+		}
+		ids, next := page(t, s, q)
+		all = append(all, ids...)
+		if between != nil {
+			between(n)
+		}
+		if next == "" {
+			return all
+		}
+		cursor = next
+	}
+	t.Fatalf("more than 100 pages")
+	return nil
+}
+
+// TestListOrder: sort and order are honoured; the default is last activity,
+// newest first.
+func TestListOrder(t *testing.T) {
+	s := NewServer(key)
+	defer s.Close()
+	s.SetPageSize(2)
+	at := time.Date(2026, 3, 4, 5, 0, 0, 0, time.UTC)
+	a := s.Create(nil, at)
+	b := s.Create(nil, at.Add(time.Minute))
+	c := s.Create(nil, at.Add(2*time.Minute))
+	s.Touch(a, at.Add(time.Hour)) // a is the most recently active
+	s.Rename(a, "zeta")
+	s.Rename(b, "alpha")
+	s.Rename(c, "mid")
+
+	tests := []struct {
+		query string
+		want  []string
+	}{
+		{"", []string{a, c, b}},
+		{"sort=lastActivityAt&order=desc", []string{a, c, b}},
+		{"sort=lastActivityAt&order=asc", []string{b, c, a}},
+		{"sort=createdAt&order=asc", []string{a, b, c}},
+		{"sort=createdAt", []string{c, b, a}},
+		{"sort=name&order=asc", []string{b, c, a}},
+	}
+	for _, tt := range tests {
+		if got := listAll(t, s, tt.query, nil); !slices.Equal(got, tt.want) {
+			t.Errorf("list %q = %v, want %v", tt.query, got, tt.want)
+		}
+	}
+}
+
+// TestListDefaultOrderSkipsActiveSandbox: the cursor is the last item's
+// (lastActivityAt, id); a sandbox that gains activity after the first page
+// jumps ahead of it and is missed. Sorted by createdAt it is not.
+func TestListDefaultOrderSkipsActiveSandbox(t *testing.T) {
+	for _, tt := range []struct {
+		query  string
+		missed bool
+	}{
+		{"", true},
+		{"sort=createdAt&order=asc", false},
+		{"sort=createdAt&order=desc", false},
+	} {
+		s := NewServer(key)
+		s.SetPageSize(2)
+		at := time.Date(2026, 3, 4, 5, 0, 0, 0, time.UTC)
+		var ids []string
+		for i := range 4 {
+			ids = append(ids, s.Create(nil, at.Add(time.Duration(i)*time.Minute)))
+		}
+		got := listAll(t, s, tt.query, func(n int) {
+			if n == 1 {
+				s.Touch(ids[0], at.Add(time.Hour))
+			}
+		})
+		s.Close()
+		if missed := !slices.Contains(got, ids[0]); missed != tt.missed || len(got) != 4-btoi(tt.missed) {
+			t.Errorf("list %q with activity between pages = %v; missed the active sandbox: %v, want %v", tt.query, got, missed, tt.missed)
+		}
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestCursorMilliseconds: the cursor carries times in milliseconds, the
+// sandboxes microseconds. Ascending, a sandbox in the cursor's millisecond
+// is listed again; descending, one is skipped, as in Daytona's Postgres
+// search.
+func TestCursorMilliseconds(t *testing.T) {
+	s := NewServer(key)
+	defer s.Close()
+	s.SetPageSize(1)
+	ms := time.Date(2026, 3, 4, 5, 0, 0, 0, time.UTC)
+	a := s.Create(nil, ms.Add(100*time.Microsecond))
+	b := s.Create(nil, ms.Add(200*time.Microsecond))
+	c := s.Create(nil, ms.Add(time.Second))
+
+	first, next := page(t, s, "sort=createdAt&order=asc")
+	second, _ := page(t, s, "sort=createdAt&order=asc&cursor="+url.QueryEscape(next))
+	if !slices.Equal(first, []string{a}) || !slices.Equal(second, []string{a}) {
+		t.Errorf("ascending pages = %v, %v; want %s twice (repeated, not skipped)", first, second, a)
+	}
+	if got := listAll(t, s, "sort=createdAt&order=desc", nil); !slices.Equal(got, []string{c, b}) {
+		t.Errorf("descending = %v, want [%s %s]: %s, in the cursor's millisecond, skipped", got, c, b, a)
 	}
 }

@@ -12,8 +12,13 @@
 //   - every request must carry the X-API-Key header; a missing or wrong key
 //     gets 401 with the API's JSON error body {"code":401,"message":...};
 //   - DELETE /sandboxes/{sandboxID} removes a running or a paused sandbox and
-//     answers 204, or 404 {"code":404,"message":"Sandbox not found"}; like the
-//     API it drops a "-clientID" suffix from the id;
+//     answers 204, or 404 {"code":404,"message":"Sandbox \"ID\" doesn't exist
+//     or you don't have access to it"}; it never answers 409, as the API's kill
+//     handler never does;
+//   - both routes of one sandbox check the id as the API does (utils.ShortID):
+//     a "-clientID" suffix, which old SDKs append, is dropped, and an id
+//     with more than one "-", or whose first part is not lowercase letters
+//     and digits, is answered 400 {"code":400,"message":"Invalid sandbox ID"};
 //   - GET /v2/sandboxes lists sandboxes newest first, filtered by the
 //     metadata query (decoded as the API decodes it) and by state (a single
 //     comma-separated value: the parameter is form style, explode false;
@@ -22,22 +27,26 @@
 //     (base64url of "RFC3339Nano-startedAt__sandboxID", as the API mints it),
 //     accepted back as the nextToken query parameter;
 //   - GET /sandboxes/{sandboxID} returns one sandbox or 404
-//     {"code":404,"message":"sandbox \"ID\" doesn't exist or you don't have access to it"}.
+//     {"code":404,"message":"Sandbox \"ID\" doesn't exist or you don't have access to it"}.
+//
+// Listed sandboxes carry templateID and, when SetTemplate gave one, the
+// template's alias.
 //
 // Paused sandboxes are alive: E2B keeps a paused sandbox's snapshot until it
-// is killed, so only a DELETE removes it.
+// is killed, so only a DELETE removes it. Resume runs a paused sandbox again
+// and, as E2B does, makes the resume its startedAt.
 //
 // # Caveats
 //
 // The first page has no upper time bound (the API starts its cursor at the
 // current time), so sandboxes created with future timestamps are listed.
 // Injected failures (Fail) apply to every request, before authentication,
-// except FailConflict, which only affects DELETE, and FailSpuriousNotFound,
-// which only affects DELETE /sandboxes/{sandboxID} and GET
-// /sandboxes/{sandboxID}, after authentication: they are answered exactly as
-// for a sandbox the fake does not have (404 with the bodies above), as E2B
-// answers a key of another team, while the sandbox stays alive and
-// GET /v2/sandboxes still lists it.
+// except FailSpuriousNotFound, which only affects DELETE
+// /sandboxes/{sandboxID} and GET /sandboxes/{sandboxID} with a well-formed
+// id, after authentication: they are answered exactly as for a sandbox the
+// fake does not have (404 with the bodies above), as E2B answers a key of
+// another team, while the sandbox stays alive and GET /v2/sandboxes still
+// lists it. FailConflict changes nothing: E2B has no such answer.
 package e2btest
 
 import (
@@ -49,6 +58,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -67,10 +77,17 @@ const (
 // maxLimit is the API's largest page.
 const maxLimit = 100
 
+// DefaultTemplateID is the template Create gives a sandbox.
+const DefaultTemplateID = "rki5dems9wqfm4r03t7g"
+
+// MessageInvalidID is the API's answer to a malformed sandbox id.
+const MessageInvalidID = "Invalid sandbox ID"
+
 // Sandbox is one sandbox as the fake holds it.
 type Sandbox struct {
 	ID         string
 	TemplateID string
+	Alias      string // "" when the template has none
 	StartedAt  time.Time
 	EndAt      time.Time
 	State      string // "running" or "paused"
@@ -143,7 +160,7 @@ func (s *Server) Create(labels map[string]string, createdAt time.Time) string {
 	id := s.newIDLocked()
 	s.sandboxes[id] = &Sandbox{
 		ID:         id,
-		TemplateID: "rki5dems9wqfm4r03t7g",
+		TemplateID: DefaultTemplateID,
 		StartedAt:  createdAt.UTC(),
 		EndAt:      createdAt.UTC().Add(5 * time.Minute),
 		State:      "running",
@@ -162,6 +179,34 @@ func (s *Server) Pause(id string) bool {
 		return false
 	}
 	sb.State = "paused"
+	return true
+}
+
+// SetTemplate sets the template a sandbox reports: its id and alias ("" for
+// none). It reports whether the sandbox exists.
+func (s *Server) SetTemplate(id, templateID, alias string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sb, ok := s.sandboxes[id]
+	if ok {
+		sb.TemplateID, sb.Alias = templateID, alias
+	}
+	return ok
+}
+
+// Resume resumes a paused sandbox, as POST /sandboxes/{id}/resume does: it
+// runs again, and its startedAt is the time of the resume. It reports
+// whether the sandbox was paused.
+func (s *Server) Resume(id string, at time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sb, ok := s.sandboxes[id]
+	if !ok || sb.State != "paused" {
+		return false
+	}
+	sb.State = "running"
+	sb.StartedAt = at.UTC()
+	sb.EndAt = sb.StartedAt.Add(5 * time.Minute)
 	return true
 }
 
@@ -299,11 +344,6 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		case providertest.FailServerError:
 			writeError(rec, http.StatusInternalServerError, "Error when getting sandboxes")
 			return
-		case providertest.FailConflict:
-			if r.Method == http.MethodDelete {
-				writeError(rec, http.StatusConflict, "Sandbox is in the middle of a state transition")
-				return
-			}
 		}
 
 		switch key := r.Header.Get("X-API-Key"); {
@@ -330,16 +370,32 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// shortID drops the "-clientID" suffix old SDKs append, as the API does.
-func shortID(id string) string {
-	id, _, _ = strings.Cut(id, "-")
-	return id
+var sandboxIDPattern = regexp.MustCompile(`^[a-z0-9]+$`)
+
+// shortID checks a sandbox id as the API's utils.ShortID does: it drops the
+// "-clientID" suffix old SDKs append, and refuses an id with more than one
+// "-" or whose first part is not lowercase letters and digits.
+func shortID(id string) (string, bool) {
+	parts := strings.Split(id, "-")
+	if len(parts) > 2 || !sandboxIDPattern.MatchString(parts[0]) {
+		return "", false
+	}
+	return parts[0], true
+}
+
+// notFoundMessage is the API's utils.SandboxNotFoundMsg.
+func notFoundMessage(id string) string {
+	return fmt.Sprintf("Sandbox %q doesn't exist or you don't have access to it", id)
 }
 
 func (s *Server) killSandbox(w http.ResponseWriter, r *http.Request) {
-	id := shortID(r.PathValue("sandboxID"))
+	id, ok := shortID(r.PathValue("sandboxID"))
+	if !ok {
+		writeError(w, http.StatusBadRequest, MessageInvalidID)
+		return
+	}
 	s.mu.Lock()
-	_, ok := s.sandboxes[id]
+	_, ok = s.sandboxes[id]
 	if s.failure.Kind == providertest.FailSpuriousNotFound {
 		ok = false // answered as another team's sandbox: not touched
 	} else {
@@ -347,7 +403,7 @@ func (s *Server) killSandbox(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	if !ok {
-		writeError(w, http.StatusNotFound, "Sandbox not found")
+		writeError(w, http.StatusNotFound, notFoundMessage(id)) // the short id, as the kill handler says it
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -372,6 +428,7 @@ type listedSandbox struct {
 func toListed(sb *Sandbox) listedSandbox {
 	l := listedSandbox{
 		TemplateID:  sb.TemplateID,
+		Alias:       optional(sb.Alias),
 		SandboxID:   sb.ID,
 		ClientID:    "6532622b",
 		StartedAt:   sb.StartedAt,
@@ -389,8 +446,20 @@ func toListed(sb *Sandbox) listedSandbox {
 	return l
 }
 
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
 func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request) {
-	id := shortID(r.PathValue("sandboxID"))
+	raw := r.PathValue("sandboxID")
+	id, ok := shortID(raw)
+	if !ok {
+		writeError(w, http.StatusBadRequest, MessageInvalidID)
+		return
+	}
 	s.mu.Lock()
 	sb, ok := s.sandboxes[id]
 	if s.failure.Kind == providertest.FailSpuriousNotFound {
@@ -402,7 +471,7 @@ func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("sandbox %q doesn't exist or you don't have access to it", id))
+		writeError(w, http.StatusNotFound, notFoundMessage(raw)) // the id as sent, as the get handler says it
 		return
 	}
 	writeJSON(w, http.StatusOK, l)

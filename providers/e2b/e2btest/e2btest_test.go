@@ -32,9 +32,14 @@ func TestServerAnswers(t *testing.T) {
 		{"bad token", "GET", "/v2/sandboxes?nextToken=%21%21", key, 400, "Invalid next token"},
 		{"list", "GET", "/v2/sandboxes?state=running,paused&metadata=team%3Da", key, 200, ""},
 		{"get", "GET", "/sandboxes/" + id, key, 200, ""},
-		{"get unknown", "GET", "/sandboxes/nope", key, 404, ""},
+		{"get unknown", "GET", "/sandboxes/nope-6532622b", key, 404, `Sandbox "nope-6532622b" doesn't exist or you don't have access to it`},
+		{"get malformed", "GET", "/sandboxes/does-not-exist-0000", key, 400, MessageInvalidID},
+		{"kill malformed", "DELETE", "/sandboxes/does-not-exist-0000", key, 400, MessageInvalidID},
+		{"kill upper case", "DELETE", "/sandboxes/" + strings.ToUpper(id), key, 400, MessageInvalidID},
+		{"kill empty first part", "DELETE", "/sandboxes/-" + id, key, 400, MessageInvalidID},
+		{"kill malformed needs a key", "DELETE", "/sandboxes/does-not-exist-0000", "e2b_other", 401, MessageInvalidKey},
 		{"kill with client id", "DELETE", "/sandboxes/" + id + "-6532622b", key, 204, ""},
-		{"kill again", "DELETE", "/sandboxes/" + id, key, 404, "Sandbox not found"},
+		{"kill again", "DELETE", "/sandboxes/" + id + "-6532622b", key, 404, `Sandbox "` + id + `" doesn't exist or you don't have access to it`},
 	}
 	for _, tt := range tests {
 		req, _ := http.NewRequest(tt.method, s.URL+tt.path, nil)
@@ -94,8 +99,11 @@ func TestSpuriousNotFound(t *testing.T) {
 	if code, body := do("GET", "/sandboxes/"+id, key); code != 404 || body != strings.ReplaceAll(wantGet, unknown, id) {
 		t.Errorf("GET = %d %s, want 404 %s", code, body, strings.ReplaceAll(wantGet, unknown, id))
 	}
-	if code, body := do("DELETE", "/sandboxes/"+id, key); code != 404 || body != wantKill {
-		t.Errorf("DELETE = %d %s, want 404 %s", code, body, wantKill)
+	if code, body := do("DELETE", "/sandboxes/"+id, key); code != 404 || body != strings.ReplaceAll(wantKill, unknown, id) {
+		t.Errorf("DELETE = %d %s, want 404 %s", code, body, strings.ReplaceAll(wantKill, unknown, id))
+	}
+	if code, _ := do("DELETE", "/sandboxes/"+id+"-a-b", key); code != 400 {
+		t.Errorf("DELETE of a malformed id = %d, want 400 whatever the failure injected", code)
 	}
 	if code, _ := do("DELETE", "/sandboxes/"+id, "e2b_other"); code != 401 {
 		t.Errorf("DELETE with a wrong key = %d, want 401", code)

@@ -2,16 +2,19 @@ package modaltest
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	pb "github.com/modal-labs/libmodal/modal-go/proto/modal_proto"
+	pb "github.com/modal-labs/modal-client/go/proto/modal_proto"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/reaperd/reaperd/providers/providertest"
 )
@@ -211,15 +214,58 @@ func TestSpuriousNotFound(t *testing.T) {
 			_, err := c.SandboxTagsGet(ctx(), pb.SandboxTagsGetRequest_builder{SandboxId: id}.Build())
 			return err
 		},
+		"SandboxGetTaskId": func(id string) error {
+			_, err := c.SandboxGetTaskId(ctx(), pb.SandboxGetTaskIdRequest_builder{SandboxId: id}.Build())
+			return err
+		},
 	}
-	srv.Fail(providertest.Failure{Kind: providertest.FailSpuriousNotFound})
+	sbV2 := srv.CreateV2(nil, time.Now())
+	callsV2 := map[string]func(id string) error{
+		"SandboxWaitV2": func(id string) error {
+			_, err := c.SandboxWaitV2(ctx(), pb.SandboxWaitRequest_builder{SandboxId: id}.Build())
+			return err
+		},
+		"SandboxTerminateV2": func(id string) error {
+			_, err := c.SandboxTerminateV2(ctx(), pb.SandboxTerminateRequest_builder{SandboxId: id}.Build())
+			return err
+		},
+		"SandboxTagsGetV2": func(id string) error {
+			_, err := c.SandboxTagsGetV2(ctx(), pb.SandboxTagsGetRequest_builder{SandboxId: id}.Build())
+			return err
+		},
+		"SandboxGetTaskIdV2": func(id string) error {
+			_, err := c.SandboxGetTaskIdV2(ctx(), pb.SandboxGetTaskIdRequest_builder{SandboxId: id}.Build())
+			return err
+		},
+	}
+	// Unfailed, each answers for its own backend's sandbox.
 	for name, call := range calls {
-		want := status.Convert(call(unknown))
-		got := status.Convert(call(sb))
-		if got.Code() != codes.NotFound || want.Code() != codes.NotFound ||
-			got.Message() != strings.Replace(want.Message(), unknown, sb, 1) {
-			t.Errorf("%s = %v, want %v for %s", name, got, want, sb)
+		if err := call(sb); err != nil && name != "SandboxTerminate" {
+			t.Errorf("%s(%s) = %v", name, sb, err)
 		}
+	}
+	for name, call := range callsV2 {
+		if err := call(sbV2); err != nil && name != "SandboxTerminateV2" {
+			t.Errorf("%s(%s) = %v", name, sbV2, err)
+		}
+	}
+	sb, sbV2 = srv.Create(nil, time.Now()), srv.CreateV2(nil, time.Now())
+	srv.Fail(providertest.Failure{Kind: providertest.FailSpuriousNotFound})
+	for _, set := range []struct {
+		sb    string
+		calls map[string]func(string) error
+	}{{sb, calls}, {sbV2, callsV2}} {
+		for name, call := range set.calls {
+			want := status.Convert(call(unknown))
+			got := status.Convert(call(set.sb))
+			if got.Code() != codes.NotFound || want.Code() != codes.NotFound ||
+				got.Message() != strings.Replace(want.Message(), unknown, set.sb, 1) {
+				t.Errorf("%s = %v, want %v for %s", name, got, want, set.sb)
+			}
+		}
+	}
+	if !srv.Alive(sbV2) {
+		t.Fatal("V2 sandbox finished after spurious not-founds")
 	}
 	if _, err := c.SandboxWait(creds(t, id, "as-wrong"), pb.SandboxWaitRequest_builder{SandboxId: sb}.Build()); status.Code(err) != codes.Unauthenticated {
 		t.Errorf("SandboxWait with a wrong secret = %v, want UNAUTHENTICATED", err)
@@ -234,5 +280,174 @@ func TestSpuriousNotFound(t *testing.T) {
 	srv.Fail(providertest.Failure{})
 	if err := calls["SandboxTerminate"](sb); err != nil || srv.Alive(sb) {
 		t.Fatalf("SandboxTerminate after clearing = %v (alive %v), want it terminated", err, srv.Alive(sb))
+	}
+}
+
+// TestBackendsApart: a V1 RPC about a V2 sandbox, and a V2 RPC about a V1
+// sandbox, answer NOT_FOUND exactly as for an unknown id, and leave the
+// sandbox running; the matching RPCs work.
+func TestBackendsApart(t *testing.T) {
+	srv := NewServer(id, secret)
+	defer srv.Close()
+	c := dial(t, srv)
+	ctx := func() context.Context { return creds(t, id, secret, "x-modal-auth-token", token(t, c)) }
+	v1 := srv.Create(nil, time.Now())
+	v2 := srv.CreateV2(nil, time.Now())
+	if !IsV1ID(v1) || IsV1ID(v2) || len(v2) != len("sb-")+26 {
+		t.Fatalf("ids %q (V1 shape %v), %q (V1 shape %v)", v1, IsV1ID(v1), v2, IsV1ID(v2))
+	}
+	terminate := map[bool]func(string) error{
+		false: func(id string) error {
+			_, err := c.SandboxTerminate(ctx(), pb.SandboxTerminateRequest_builder{SandboxId: id}.Build())
+			return err
+		},
+		true: func(id string) error {
+			_, err := c.SandboxTerminateV2(ctx(), pb.SandboxTerminateRequest_builder{SandboxId: id}.Build())
+			return err
+		},
+	}
+	wait := map[bool]func(string) error{
+		false: func(id string) error {
+			_, err := c.SandboxWait(ctx(), pb.SandboxWaitRequest_builder{SandboxId: id}.Build())
+			return err
+		},
+		true: func(id string) error {
+			_, err := c.SandboxWaitV2(ctx(), pb.SandboxWaitRequest_builder{SandboxId: id}.Build())
+			return err
+		},
+	}
+	for _, tt := range []struct {
+		id string
+		v2 bool
+	}{{v1, false}, {v2, true}} {
+		wrong := !tt.v2
+		for name, call := range map[string]func(string) error{"terminate": terminate[wrong], "wait": wait[wrong]} {
+			err := call(tt.id)
+			want := status.Convert(call("sb-unknown"))
+			if got := status.Convert(err); got.Code() != codes.NotFound || got.Message() != strings.Replace(want.Message(), "sb-unknown", tt.id, 1) {
+				t.Errorf("%s on the wrong backend for %s = %v, want NOT_FOUND as for an unknown id", name, tt.id, err)
+			}
+			if !srv.Alive(tt.id) {
+				t.Fatalf("%s finished by a call on the wrong backend", tt.id)
+			}
+		}
+		if err := wait[tt.v2](tt.id); err != nil {
+			t.Errorf("wait on the right backend for %s = %v", tt.id, err)
+		}
+		if err := terminate[tt.v2](tt.id); err != nil || srv.Alive(tt.id) {
+			t.Errorf("terminate on the right backend for %s = %v (alive %v)", tt.id, err, srv.Alive(tt.id))
+		}
+	}
+}
+
+// TestListingsAndEnvironments: SandboxList returns V1 sandboxes, SandboxListV2
+// both, each of one environment; an unknown environment is NOT_FOUND;
+// AppList reports app names per environment.
+func TestListingsAndEnvironments(t *testing.T) {
+	srv := NewServer(id, secret)
+	defer srv.Close()
+	srv.AddEnvironment("staging")
+	c := dial(t, srv)
+	ctx := func() context.Context { return creds(t, id, secret, "x-modal-auth-token", token(t, c)) }
+	mainV1 := srv.Create(nil, time.Now())
+	mainV2 := srv.CreateV2(nil, time.Now())
+	devV2 := srv.CreateSandbox(SandboxSpec{V2: true, Environment: DevEnvironment, App: "agents", Name: "box-1"})
+	stagingV1 := srv.CreateSandbox(SandboxSpec{Environment: "staging"})
+
+	ids := func(resp *pb.SandboxListResponse) []string {
+		var out []string
+		for _, sb := range resp.GetSandboxes() {
+			out = append(out, sb.GetId())
+		}
+		slices.Sort(out)
+		return out
+	}
+	sorted := func(s ...string) []string { slices.Sort(s); return s }
+	for _, tt := range []struct {
+		env    string
+		v2     bool
+		want   []string
+		status codes.Code
+	}{
+		{"", false, []string{mainV1}, codes.OK},
+		{"", true, sorted(mainV1, mainV2), codes.OK},
+		{DefaultEnvironment, true, sorted(mainV1, mainV2), codes.OK},
+		{DevEnvironment, false, nil, codes.OK},
+		{DevEnvironment, true, []string{devV2}, codes.OK},
+		{"staging", false, []string{stagingV1}, codes.OK},
+		{"nope", false, nil, codes.NotFound},
+		{"nope", true, nil, codes.NotFound},
+	} {
+		req := pb.SandboxListRequest_builder{EnvironmentName: tt.env}.Build()
+		call := c.SandboxList
+		if tt.v2 {
+			call = c.SandboxListV2
+		}
+		resp, err := call(ctx(), req)
+		if status.Code(err) != tt.status || !slices.Equal(ids(resp), tt.want) {
+			t.Errorf("list(env %q, v2 %v) = %v, %v; want %v, %v", tt.env, tt.v2, ids(resp), err, tt.want, tt.status)
+		}
+	}
+	resp, err := c.SandboxListV2(ctx(), pb.SandboxListRequest_builder{EnvironmentName: DevEnvironment}.Build())
+	if err != nil || len(resp.GetSandboxes()) != 1 || resp.GetSandboxes()[0].GetName() != "box-1" {
+		t.Fatalf("SandboxListV2(dev) = %v, %v", resp, err)
+	}
+	appID := resp.GetSandboxes()[0].GetAppId()
+	apps, err := c.AppList(ctx(), pb.AppListRequest_builder{EnvironmentName: DevEnvironment}.Build())
+	if err != nil || len(apps.GetApps()) != 1 || apps.GetApps()[0].GetAppId() != appID || apps.GetApps()[0].GetName() != "agents" {
+		t.Fatalf("AppList(dev) = %v, %v; want app agents (%s)", apps, err, appID)
+	}
+	if _, err := c.AppList(ctx(), pb.AppListRequest_builder{EnvironmentName: "nope"}.Build()); status.Code(err) != codes.NotFound {
+		t.Fatalf("AppList(unknown) = %v, want NOT_FOUND", err)
+	}
+	envs, err := c.EnvironmentList(ctx(), &emptypb.Empty{})
+	if err != nil || len(envs.GetItems()) != 3 || !envs.GetItems()[0].GetDefault() || envs.GetItems()[0].GetName() != DefaultEnvironment {
+		t.Fatalf("EnvironmentList = %v, %v", envs, err)
+	}
+	who, err := c.WorkspaceNameLookup(ctx(), &emptypb.Empty{})
+	if err != nil || who.GetWorkspaceName() != Workspace {
+		t.Fatalf("WorkspaceNameLookup = %v, %v", who, err)
+	}
+	// Terminate finds a sandbox whatever its environment.
+	if _, err := c.SandboxTerminateV2(ctx(), pb.SandboxTerminateRequest_builder{SandboxId: devV2}.Build()); err != nil || srv.Alive(devV2) {
+		t.Fatalf("SandboxTerminateV2(dev sandbox) = %v", err)
+	}
+}
+
+// TestThrottleSignals: FailRateLimited carries its delay in the signals
+// chosen, RPCRetryPolicy under type.modal.com/ by default.
+func TestThrottleSignals(t *testing.T) {
+	srv := NewServer(id, secret)
+	defer srv.Close()
+	c := dial(t, srv)
+	srv.Fail(providertest.Failure{Kind: providertest.FailRateLimited, RetryAfter: 1500 * time.Millisecond})
+	call := func() (*status.Status, metadata.MD) {
+		var hdr, trl metadata.MD
+		_, err := c.AuthTokenGet(creds(t, id, secret), &pb.AuthTokenGetRequest{}, grpc.Header(&hdr), grpc.Trailer(&trl))
+		md := metadata.Join(hdr, trl)
+		return status.Convert(err), md
+	}
+	st, md := call()
+	if st.Code() != codes.ResourceExhausted || len(st.Proto().GetDetails()) != 1 ||
+		st.Proto().GetDetails()[0].GetTypeUrl() != "type.modal.com/modal.client.RPCRetryPolicy" {
+		t.Fatalf("default throttle = %v %v", st.Proto(), md)
+	}
+	if p, ok := st.Details()[0].(*pb.RPCRetryPolicy); !ok || p.GetRetryAfterSecs() != 1.5 {
+		t.Fatalf("details = %v", st.Details())
+	}
+	if len(md.Get("retry-after")) != 0 {
+		t.Fatalf("retry-after sent by default: %v", md)
+	}
+
+	srv.SetThrottleSignal(SignalRetryInfo | SignalRetryAfterHeader)
+	st, md = call()
+	if len(st.Details()) != 1 {
+		t.Fatalf("details = %v", st.Details())
+	}
+	if ri, ok := st.Details()[0].(*errdetails.RetryInfo); !ok || ri.GetRetryDelay().AsDuration() != 1500*time.Millisecond {
+		t.Fatalf("details = %v", st.Details())
+	}
+	if got := md.Get("retry-after"); !slices.Equal(got, []string{"1.5"}) {
+		t.Fatalf("retry-after = %v, want [1.5]", got)
 	}
 }

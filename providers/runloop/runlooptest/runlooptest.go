@@ -18,7 +18,11 @@
 //
 // Devboxes are listed newest first; starting_after=ID continues with the
 // devboxes created before ID, whether or not ID itself still matches the
-// status filter.
+// status filter. Every status of Runloop's DevboxView is accepted as a
+// filter: queued (waiting for infrastructure; FLEX devboxes start so) and
+// its deprecated name scheduled included, which the fake lists like any
+// other (CreateWithStatus, CreateDevbox). A devbox reports its name,
+// blueprint_id and snapshot_id when CreateDevbox gave them, null otherwise.
 //
 // # Caveats
 //
@@ -49,6 +53,8 @@ import (
 
 // Devbox statuses, as Runloop names them.
 const (
+	StatusScheduled    = "scheduled" // deprecated name of queued
+	StatusQueued       = "queued"
 	StatusProvisioning = "provisioning"
 	StatusInitializing = "initializing"
 	StatusRunning      = "running"
@@ -60,8 +66,8 @@ const (
 )
 
 var statuses = []string{
-	StatusProvisioning, StatusInitializing, StatusRunning, StatusSuspending,
-	StatusSuspended, StatusResuming, StatusFailure, StatusShutdown,
+	StatusScheduled, StatusQueued, StatusProvisioning, StatusInitializing, StatusRunning,
+	StatusSuspending, StatusSuspended, StatusResuming, StatusFailure, StatusShutdown,
 }
 
 const (
@@ -72,6 +78,9 @@ const (
 // Devbox is the fake's record of one devbox.
 type Devbox struct {
 	ID                 string
+	Name               string // "" answers null
+	BlueprintID        string // "" answers null
+	SnapshotID         string // "" answers null
 	Status             string
 	CreateTimeMs       int64
 	EndTimeMs          int64 // zero while the devbox is not terminal
@@ -147,11 +156,32 @@ func (s *Server) Create(labels map[string]string, createdAt time.Time) string {
 
 // CreateWithStatus adds a devbox in the given status.
 func (s *Server) CreateWithStatus(status string, labels map[string]string, createdAt time.Time) string {
+	return s.CreateDevbox(DevboxSpec{Status: status, Metadata: labels, CreatedAt: createdAt})
+}
+
+// DevboxSpec describes a devbox for CreateDevbox.
+type DevboxSpec struct {
+	Status      string // "" means running
+	Name        string
+	BlueprintID string
+	SnapshotID  string
+	Metadata    map[string]string
+	CreatedAt   time.Time
+}
+
+// CreateDevbox adds a devbox as spec describes and returns its id.
+func (s *Server) CreateDevbox(spec DevboxSpec) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.seq++
-	d := &Devbox{ID: newID(s.seq), Status: status, CreateTimeMs: createdAt.UnixMilli(), Metadata: map[string]string{}}
-	for k, v := range labels {
+	d := &Devbox{
+		ID: newID(s.seq), Name: spec.Name, BlueprintID: spec.BlueprintID, SnapshotID: spec.SnapshotID,
+		Status: spec.Status, CreateTimeMs: spec.CreatedAt.UnixMilli(), Metadata: map[string]string{},
+	}
+	if d.Status == "" {
+		d.Status = StatusRunning
+	}
+	for k, v := range spec.Metadata {
 		d.Metadata[k] = v
 	}
 	if !d.Alive() {
@@ -465,7 +495,9 @@ func (s *Server) shutdown(w http.ResponseWriter, r *http.Request, id string, f p
 func view(d *Devbox) map[string]any {
 	v := map[string]any{
 		"id":                d.ID,
-		"name":              nil,
+		"name":              nullable(d.Name),
+		"blueprint_id":      nullable(d.BlueprintID),
+		"snapshot_id":       nullable(d.SnapshotID),
 		"status":            d.Status,
 		"create_time_ms":    d.CreateTimeMs,
 		"end_time_ms":       nil,
@@ -483,6 +515,13 @@ func view(d *Devbox) map[string]any {
 		v["shutdown_reason"] = d.ShutdownReason
 	}
 	return v
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }
 
 func metadata(d *Devbox) map[string]string {

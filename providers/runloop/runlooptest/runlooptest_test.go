@@ -177,3 +177,40 @@ func TestSpuriousNotFound(t *testing.T) {
 		t.Errorf("shutdown after clearing = %d (alive %v), want 200 and shut down", code, srv.Alive(id))
 	}
 }
+
+// TestQueuedAndDetails: queued devboxes, and those reported under the
+// deprecated name scheduled, are listed by their status filters; a devbox
+// reports its name, blueprint and snapshot, or null.
+func TestQueuedAndDetails(t *testing.T) {
+	srv := runlooptest.NewServer("k")
+	defer srv.Close()
+	created := time.UnixMilli(1723229557715)
+	queued := srv.CreateDevbox(runlooptest.DevboxSpec{Status: runlooptest.StatusQueued, Name: "agent-1",
+		BlueprintID: "bpt_123", Metadata: map[string]string{"team": "a"}, CreatedAt: created})
+	scheduled := srv.CreateDevbox(runlooptest.DevboxSpec{Status: runlooptest.StatusScheduled, SnapshotID: "snp_9", CreatedAt: created})
+	plain := srv.Create(nil, created)
+
+	for status, want := range map[string]string{"queued": queued, "scheduled": scheduled, "running": plain} {
+		code, body := call(t, "GET", srv.URL+"/v1/devboxes?status="+status, "k")
+		boxes, _ := body["devboxes"].([]any)
+		if code != 200 || len(boxes) != 1 || boxes[0].(map[string]any)["id"] != want {
+			t.Errorf("status=%s = %d %v, want only %s", status, code, body, want)
+		}
+	}
+	for id, want := range map[string][3]any{
+		queued:    {"agent-1", "bpt_123", nil},
+		scheduled: {nil, nil, "snp_9"},
+		plain:     {nil, nil, nil},
+	} {
+		_, d := call(t, "GET", srv.URL+"/v1/devboxes/"+id, "k")
+		for i, k := range []string{"name", "blueprint_id", "snapshot_id"} {
+			v, ok := d[k]
+			if !ok || v != want[i] {
+				t.Errorf("devbox %s %s = %v (present %v), want %v", id, k, v, ok, want[i])
+			}
+		}
+	}
+	if !srv.Alive(queued) || !srv.Alive(scheduled) {
+		t.Errorf("queued devboxes not alive")
+	}
+}
