@@ -130,21 +130,24 @@ func (e *Engine) Status(ctx context.Context) (*reaper.EngineStatus, error) {
 	e.init()
 	st := &reaper.EngineStatus{Providers: map[string]reaper.ProviderStatus{}}
 	for _, name := range e.providers.enabledNames() {
-		ps := reaper.ProviderStatus{Enabled: e.providers.isEnabled(name)}
+		ps := reaper.ProviderStatus{Enabled: true}
 		if q := e.providers.queue(name); q != nil {
 			qs := q.status()
 			ps.Queued, ps.Running, ps.LastError = qs.Queued, qs.Running, qs.LastError
 			if qs.PausedUntil.After(e.clock.Now()) {
 				ps.PausedUntil = qs.PausedUntil
 			}
+			// One read, so that the state, the error and the hint agree.
 			q.mu.Lock()
 			ps.Credentials, ps.LastOK = q.credentials, q.lastOK
-			if q.credErr != "" && ps.LastError == "" {
-				ps.LastError = q.credErr
-			}
+			credErr := q.credErr
 			q.mu.Unlock()
-			if !ps.Enabled {
-				ps.Hint = e.providers.enableHint(name)
+			if credErr != "" && ps.LastError == "" {
+				ps.LastError = credErr
+			}
+			if ps.Credentials == credRefused {
+				ps.Enabled = false
+				ps.Hint = "its credentials were refused (" + credErr + "): fix them and reload reaperd"
 			}
 		}
 		st.Providers[name] = ps
