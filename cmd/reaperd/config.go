@@ -15,10 +15,6 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 	"github.com/reaperd/reaperd/engine"
-	"github.com/reaperd/reaperd/providers/daytona"
-	"github.com/reaperd/reaperd/providers/e2b"
-	"github.com/reaperd/reaperd/providers/modal"
-	"github.com/reaperd/reaperd/providers/runloop"
 	"github.com/reaperd/reaperd/reaper"
 	"github.com/robfig/cron/v3"
 )
@@ -34,9 +30,6 @@ const (
 	maxSocketPathLen  = 107 // sun_path holds 108 bytes with the NUL
 	defaultRatePerSec = 10
 )
-
-// providerNames lists every provider reaperd has a backend for.
-var providerNames = []string{daytona.Type, e2b.Type, modal.Type, runloop.Type}
 
 // Config is the daemon's configuration file (TOML). Every field is
 // optional; see the README for the defaults.
@@ -204,8 +197,21 @@ func (c *Config) validate() error {
 		}
 	}
 	for name, p := range c.Providers {
-		if !slices.Contains(providerNames, name) {
+		kind, ok := providerKindOf(name)
+		if !ok {
 			return fmt.Errorf("[providers.%s]: unknown provider: use one of %s", name, strings.Join(providerNames, ", "))
+		}
+		for _, key := range p.setKeys() {
+			if !slices.Contains(kind.keys, key) {
+				var owners []string
+				for _, k := range providerKinds {
+					if slices.Contains(k.keys, key) {
+						owners = append(owners, k.name)
+					}
+				}
+				return fmt.Errorf("[providers.%s]: %s is for %s only; %s takes %s (and enabled, api_url, timeout, rate)",
+					name, key, strings.Join(owners, ", "), name, strings.Join(kind.keys, ", "))
+			}
 		}
 		if p.APIKey != "" && p.APIKeyFile != "" {
 			return fmt.Errorf("[providers.%s]: give api_key or api_key_file, not both", name)
@@ -213,19 +219,10 @@ func (c *Config) validate() error {
 		if p.TokenSecret != "" && p.TokenSecretFile != "" {
 			return fmt.Errorf("[providers.%s]: give token_secret or token_secret_file, not both", name)
 		}
-		if name != modal.Type && (p.TokenID != "" || p.TokenSecret != "" || p.TokenSecretFile != "" || p.Environment != "" || len(p.Environments) > 0) {
-			return fmt.Errorf("[providers.%s]: token_id, token_secret, environment and environments are for modal only", name)
-		}
 		for _, env := range p.Environments {
 			if strings.TrimSpace(env) == "" {
 				return fmt.Errorf("[providers.%s]: environments holds an empty name", name)
 			}
-		}
-		if name == modal.Type && (p.APIKey != "" || p.APIKeyFile != "") {
-			return fmt.Errorf("[providers.modal]: modal uses token_id and token_secret, not api_key")
-		}
-		if name != runloop.Type && p.ForceAfter != 0 {
-			return fmt.Errorf("[providers.%s]: force_after is for runloop only", name)
 		}
 	}
 	return nil
@@ -304,79 +301,31 @@ func readSecretFile(provider, field, path string) (string, error) {
 func BuildProviders(c *Config, getenv func(string) string) (*engine.ProviderSet, error) {
 	env := getenvFunc(getenv)
 	set := &engine.ProviderSet{Enabled: map[string]reaper.Provider{}, Disabled: map[string]string{}, Rates: map[string]float64{}}
-	for _, name := range providerNames {
+	for _, kind := range providerKinds {
+		name := kind.name
 		pc := c.Providers[name]
 		if pc.Enabled != nil && !*pc.Enabled {
 			set.Disabled[name] = fmt.Sprintf("it is turned off by enabled = false in [providers.%s]", name)
 			continue
 		}
-		apiKey := pc.APIKey
+		secret, token := pc.APIKey, pc.TokenSecret
+		var err error
 		if pc.APIKeyFile != "" {
-			v, err := readSecretFile(name, "api_key_file", pc.APIKeyFile)
-			if err != nil {
+			if secret, err = readSecretFile(name, "api_key_file", pc.APIKeyFile); err != nil {
 				return nil, err
 			}
-			apiKey = v
 		}
-		timeout := time.Duration(pc.Timeout)
-		var p reaper.Provider
-		var err error
-		var hint string
-		switch name {
-		case daytona.Type:
-			cfg := daytona.ConfigFromEnv(env)
-			setIf(&cfg.APIKey, apiKey)
-			setIf(&cfg.APIURL, pc.APIURL)
-			cfg.Timeout = timeout
-			hint = "set DAYTONA_API_KEY (or api_key_file in [providers.daytona]) and restart reaperd"
-			if cfg.Enabled() {
-				p, err = daytona.New(cfg)
-			}
-		case e2b.Type:
-			cfg := e2b.ConfigFromEnv(env)
-			setIf(&cfg.APIKey, apiKey)
-			setIf(&cfg.APIURL, pc.APIURL)
-			cfg.Timeout = timeout
-			hint = "set E2B_API_KEY (or api_key_file in [providers.e2b]) and restart reaperd"
-			if cfg.Enabled() {
-				p, err = e2b.New(cfg)
-			}
-		case modal.Type:
-			cfg := modal.ConfigFromEnv(env)
-			setIf(&cfg.TokenID, pc.TokenID)
-			secret := pc.TokenSecret
-			if pc.TokenSecretFile != "" {
-				if secret, err = readSecretFile(name, "token_secret_file", pc.TokenSecretFile); err != nil {
-					return nil, err
-				}
-			}
-			setIf(&cfg.TokenSecret, secret)
-			setIf(&cfg.ServerURL, pc.APIURL)
-			setIf(&cfg.Environment, pc.Environment)
-			cfg.Environments = pc.Environments
-			cfg.Timeout = timeout
-			hint = "set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (or [providers.modal]) and restart reaperd"
-			if cfg.Enabled() {
-				p, err = modal.New(cfg)
-			}
-		case runloop.Type:
-			cfg := runloop.ConfigFromEnv(env)
-			setIf(&cfg.APIKey, apiKey)
-			setIf(&cfg.BaseURL, pc.APIURL)
-			if pc.ForceAfter != 0 {
-				cfg.ForceAfter = pc.ForceAfter
-			}
-			cfg.Timeout = timeout
-			hint = "set RUNLOOP_API_KEY (or api_key_file in [providers.runloop]) and restart reaperd"
-			if cfg.Enabled() {
-				p, err = runloop.New(cfg)
+		if pc.TokenSecretFile != "" {
+			if token, err = readSecretFile(name, "token_secret_file", pc.TokenSecretFile); err != nil {
+				return nil, err
 			}
 		}
+		p, err := kind.build(pc, secret, token, env)
 		if err != nil {
 			return nil, fmt.Errorf("configure provider %s: %w", name, err)
 		}
 		if p == nil {
-			set.Disabled[name] = "no credentials: " + hint
+			set.Disabled[name] = "no credentials: " + kind.credentials
 			continue
 		}
 		set.Enabled[name] = p

@@ -55,7 +55,7 @@ force_after = 5
 		{"negative concurrency", "[engine]\nconcurrency = -1\n", "engine.concurrency"},
 		{"unknown provider", "[providers.azure]\napi_key = \"x\"\n", "[providers.azure]: unknown provider"},
 		{"key and key file", "[providers.e2b]\napi_key = \"x\"\napi_key_file = \"/k\"\n", "not both"},
-		{"modal api_key", "[providers.modal]\napi_key = \"x\"\n", "token_id and token_secret"},
+		{"modal api_key", "[providers.modal]\napi_key = \"x\"\n", "api_key is for daytona, e2b, runloop only; modal takes token_id, token_secret"},
 		{"token on daytona", "[providers.daytona]\ntoken_id = \"x\"\n", "modal only"},
 		{"force_after on e2b", "[providers.e2b]\nforce_after = 2\n", "runloop only"},
 		{"syntax error", "ledger = \n", "reaperd.toml:1"},

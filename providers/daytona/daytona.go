@@ -1,17 +1,18 @@
 package daytona
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
 	apiclient "github.com/daytonaio/daytona/libs/api-client-go"
 
+	"github.com/reaperd/reaperd/providers/internal/kit"
 	"github.com/reaperd/reaperd/reaper"
 )
 
@@ -106,21 +107,17 @@ func ConfigFromEnv(getenv func(string) string) Config {
 func (c Config) Enabled() bool { return c.APIKey != "" }
 
 // String describes the configuration without the API key.
-func (c Config) String() string {
-	key := "unset"
-	if c.APIKey != "" {
-		key = "set"
-	}
-	return fmt.Sprintf("daytona(url=%s, api_key=%s, organization=%q)", c.APIURL, key, c.OrganizationID)
-}
+func (c Config) String() string { return kit.ConfigString(Type, c.fields()...) }
+
+// GoString is String, so that %#v does not print the API key either.
+func (c Config) GoString() string { return c.String() }
 
 // LogValue keeps the API key out of structured logs.
-func (c Config) LogValue() slog.Value {
-	return slog.GroupValue(
-		slog.String("url", c.APIURL),
-		slog.Bool("api_key_set", c.APIKey != ""),
-		slog.String("organization_id", c.OrganizationID),
-	)
+func (c Config) LogValue() slog.Value { return kit.ConfigLogValue(c.fields()...) }
+
+func (c Config) fields() []kit.Field {
+	return []kit.Field{{Key: "url", Value: c.APIURL}, kit.Secret("api_key", c.APIKey),
+		{Key: "organization_id", Value: c.OrganizationID}, {Key: "timeout", Value: c.Timeout}}
 }
 
 // Provider closes and lists Daytona sandboxes.
@@ -128,7 +125,7 @@ type Provider struct {
 	api        *apiclient.APIClient
 	key        string
 	org        string
-	timeout    time.Duration
+	errs       kit.Errors
 	deleteWait time.Duration
 
 	// Poll interval bounds while Close waits for a destroy; tests shorten
@@ -152,22 +149,9 @@ func New(c Config) (*Provider, error) {
 	if strings.ContainsAny(key, " \t\r\n") {
 		return nil, fmt.Errorf("configure daytona: %s contains whitespace", EnvAPIKey)
 	}
-	base := strings.TrimSpace(c.APIURL)
-	if base == "" {
-		base = DefaultAPIURL
-	}
-	u, err := url.Parse(base)
+	base, err := kit.BaseURL(EnvAPIURL, cmp.Or(strings.TrimSpace(c.APIURL), DefaultAPIURL))
 	if err != nil {
-		return nil, fmt.Errorf("configure daytona: %s is not a URL: %q", EnvAPIURL, base)
-	}
-	if u.Scheme != "https" && u.Scheme != "http" {
-		return nil, fmt.Errorf("configure daytona: %s must be an http(s) URL, got %q", EnvAPIURL, base)
-	}
-	if u.Host == "" {
-		return nil, fmt.Errorf("configure daytona: %s has no host: %q", EnvAPIURL, base)
-	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("configure daytona: %s must not carry credentials, a query or a fragment", EnvAPIURL)
+		return nil, fmt.Errorf("configure daytona: %w", err)
 	}
 	if c.Timeout < 0 {
 		return nil, fmt.Errorf("configure daytona: negative timeout %s", c.Timeout)
@@ -182,21 +166,19 @@ func New(c Config) (*Provider, error) {
 	} else if wait < 0 {
 		wait = 0
 	}
-	hc := c.HTTPClient
-	if hc == nil {
-		hc = &http.Client{Timeout: timeout}
-	}
+	hc := kit.HTTPClient(c.HTTPClient, timeout)
 
 	cfg := apiclient.NewConfiguration()
-	cfg.Servers = apiclient.ServerConfigurations{{URL: strings.TrimRight(u.String(), "/")}}
+	cfg.Servers = apiclient.ServerConfigurations{{URL: base}}
 	cfg.HTTPClient = hc
 	cfg.UserAgent = "reaperd (api-client-go/" + apiclient.ClientVersion + ")"
 
 	return &Provider{
-		api:        apiclient.NewAPIClient(cfg),
-		key:        key,
-		org:        strings.TrimSpace(c.OrganizationID),
-		timeout:    timeout,
+		api: apiclient.NewAPIClient(cfg),
+		key: key,
+		org: strings.TrimSpace(c.OrganizationID),
+		errs: kit.Errors{Provider: Type, Secrets: []string{key}, CredentialHint: "check " + EnvAPIKey,
+			URLHint: "check " + EnvAPIURL, Timeout: timeout},
 		deleteWait: wait,
 		pollMin:    250 * time.Millisecond,
 		pollMax:    2 * time.Second,
@@ -210,7 +192,7 @@ func (p *Provider) Name() string { return Type }
 // requestContext derives the context of one HTTP request: the caller's
 // context, the per-request timeout and the bearer token.
 func (p *Provider) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	rctx, cancel := context.WithTimeout(ctx, p.timeout)
+	rctx, cancel := context.WithTimeout(ctx, p.errs.Timeout)
 	return context.WithValue(rctx, apiclient.ContextAccessToken, p.key), cancel
 }
 
@@ -384,7 +366,7 @@ func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sand
 			if sb.ID == "" || seen[sb.ID] || sb.State == string(apiclient.SANDBOXSTATE_DESTROYED) {
 				continue
 			}
-			if !hasLabels(sb.Labels, f.Labels) {
+			if !kit.MatchLabels(sb.Labels, f.Labels) {
 				continue // the server filters; this guards against one that ignored the filter
 			}
 			seen[sb.ID] = true
@@ -420,22 +402,7 @@ func (p *Provider) Check(ctx context.Context) error {
 	if status >= 200 && status < 300 {
 		return nil
 	}
-	cerr := p.classify(ctx, "check", "", "list sandboxes", resp, err)
-	var pe *reaper.ProviderError
-	if errors.As(cerr, &pe) && pe.Kind == reaper.ErrNotFound {
-		pe.Kind = reaper.ErrTransient
-		pe.Hint = "check " + EnvAPIURL
-	}
-	return cerr
-}
-
-func hasLabels(have, want map[string]string) bool {
-	for k, v := range want {
-		if got, ok := have[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
+	return p.classify(ctx, "check", "", "list sandboxes", resp, err)
 }
 
 func statusOf(resp *http.Response) int {

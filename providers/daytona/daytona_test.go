@@ -136,7 +136,7 @@ func TestNewValidates(t *testing.T) {
 		{"no host", Config{APIKey: testKey, APIURL: "https:///api"}, "no host"},
 		{"bare word", Config{APIKey: testKey, APIURL: "app.daytona.io"}, "http(s) URL"},
 		{"query", Config{APIKey: testKey, APIURL: "https://app.daytona.io/api?x=1"}, "query"},
-		{"userinfo", Config{APIKey: testKey, APIURL: "https://u:p@app.daytona.io/api"}, "credentials"},
+		{"userinfo", Config{APIKey: testKey, APIURL: "https://u:p@app.daytona.io/api"}, "user information"},
 		{"negative timeout", Config{APIKey: testKey, Timeout: -time.Second}, "negative timeout"},
 	}
 	for _, tt := range tests {
@@ -491,39 +491,6 @@ func TestCloseStoppedAndArchived(t *testing.T) {
 		if err := p.Close(context.Background(), id); err != nil || srv.Alive(id) {
 			t.Fatalf("Close(%s sandbox) = %v (alive %v), want nil and gone", state, err, srv.Alive(id))
 		}
-	}
-}
-
-func TestRetryAfterHeaders(t *testing.T) {
-	now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
-	tests := []struct {
-		name   string
-		header map[string]string
-		want   time.Duration
-	}{
-		{"none", nil, 0},
-		{"plain seconds", map[string]string{"Retry-After": "7"}, 7 * time.Second},
-		{"lifecycle throttler", map[string]string{"Retry-After-sandbox-lifecycle": "12"}, 12 * time.Second},
-		{"authenticated throttler", map[string]string{"Retry-After-authenticated": "3"}, 3 * time.Second},
-		{"largest wins", map[string]string{"Retry-After": "3", "Retry-After-authenticated": "9", "Retry-After-sandbox-lifecycle": "5"}, 9 * time.Second},
-		{"fraction rounds up", map[string]string{"Retry-After-anonymous": "1.2"}, 2 * time.Second},
-		{"http date", map[string]string{"Retry-After": "Wed, 04 Mar 2026 05:06:37 GMT"}, 30 * time.Second},
-		{"past date", map[string]string{"Retry-After": "Wed, 04 Mar 2026 05:00:00 GMT"}, 0},
-		{"garbage ignored", map[string]string{"Retry-After": "soon", "Retry-After-authenticated": "4"}, 4 * time.Second},
-		{"negative ignored", map[string]string{"Retry-After": "-5"}, 0},
-		{"capped", map[string]string{"Retry-After": "99999999999"}, maxRetryAfter},
-		{"rate limit headers are not delays", map[string]string{"X-RateLimit-Reset-authenticated": "30", "Retry-After-x": "2"}, 2 * time.Second},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			h := http.Header{}
-			for k, v := range tt.header {
-				h.Set(k, v)
-			}
-			if got := retryAfter(h, now); got != tt.want {
-				t.Fatalf("retryAfter(%v) = %v, want %v", h, got, tt.want)
-			}
-		})
 	}
 }
 

@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -19,58 +17,24 @@ import (
 )
 
 // classify turns a failed call into a *reaper.ProviderError. verb names the
-// HTTP call ("delete sandbox"); resp may be nil (transport error).
+// HTTP call ("delete sandbox"); resp may be nil (transport error). The
+// generic mapping is kit.Errors.Status; a 403 also names the organization
+// setting when one is configured.
 func (p *Provider) classify(ctx context.Context, op, id, verb string, resp *http.Response, err error) error {
-	pe := &reaper.ProviderError{Provider: Type, Op: op, ID: id}
-	if cerr := ctx.Err(); cerr != nil {
-		// The caller gave up: say so, wrapping context.Canceled or
-		// DeadlineExceeded, whatever the transport reported.
-		pe.Kind = reaper.ErrTransient
-		pe.Err = fmt.Errorf("%s: %w", verb, cerr)
-		return pe
+	if ctx.Err() != nil || resp == nil {
+		return p.errs.Transport(ctx, op, id, verb, err)
 	}
-	if resp == nil {
-		pe.Kind = reaper.ErrTransient
-		if err == nil {
-			err = errors.New("no response")
-		}
-		pe.Err = fmt.Errorf("%s: %w", verb, err)
-		return pe
-	}
-	pe.StatusCode = resp.StatusCode
-	pe.Err = fmt.Errorf("%s: %s", verb, p.redact(apiMessage(resp.StatusCode, bodyOf(resp, err))))
-	switch code := resp.StatusCode; {
-	case code == http.StatusUnauthorized:
-		pe.Kind = reaper.ErrUnauthorized
-		pe.Hint = "check " + EnvAPIKey
-	case code == http.StatusForbidden:
-		pe.Kind = reaper.ErrUnauthorized
+	// 400 (such as "Cannot delete sandbox which has active fork children")
+	// stays transient: Daytona answers it for a sandbox's state, not for a
+	// malformed id.
+	pe := p.errs.Status(op, id, verb, resp.StatusCode, resp.Header, bodyOf(resp, err))
+	if resp.StatusCode == http.StatusForbidden {
 		pe.Hint = "check " + EnvAPIKey + " (the key needs the sandbox read and delete permissions)"
 		if p.org != "" {
 			pe.Hint += " and " + EnvOrganizationID
 		}
-	case code == http.StatusNotFound:
-		pe.Kind = reaper.ErrNotFound
-	case code == http.StatusConflict:
-		pe.Kind = reaper.ErrConflict
-	case code == http.StatusTooManyRequests:
-		pe.Kind = reaper.ErrRateLimited
-		pe.RetryAfter = retryAfter(resp.Header, p.now())
-	default:
-		// 5xx, 408 and anything unexpected (a 400 such as "Cannot delete
-		// sandbox which has active fork children") are retried.
-		pe.Kind = reaper.ErrTransient
 	}
 	return pe
-}
-
-// redact removes the API key from text that came off the wire, in case a
-// server or proxy ever echoes the request back.
-func (p *Provider) redact(s string) string {
-	if p.key == "" {
-		return s
-	}
-	return strings.ReplaceAll(s, p.key, "[redacted]")
 }
 
 // bodyOf returns the response body the generated client already read: it
@@ -86,104 +50,6 @@ func bodyOf(resp *http.Response, err error) []byte {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	resp.Body = io.NopCloser(bytes.NewReader(b))
 	return b
-}
-
-// apiError is the body Daytona's exception filter writes for every error:
-// statusCode, source ("DAYTONA_API"), code (e.g. "SANDBOX_STATE_CHANGE_IN_PROGRESS"),
-// message, and the legacy error, path, timestamp and method fields.
-type apiError struct {
-	StatusCode int             `json:"statusCode"`
-	Source     string          `json:"source"`
-	Code       string          `json:"code"`
-	Message    json.RawMessage `json:"message"`
-	Error      string          `json:"error"`
-}
-
-// apiMessage renders an error body as "CODE: message", falling back to the
-// HTTP status text when the body is not Daytona's JSON.
-func apiMessage(status int, body []byte) string {
-	var e apiError
-	msg := ""
-	if json.Unmarshal(body, &e) == nil {
-		var s string
-		var list []string
-		switch {
-		case json.Unmarshal(e.Message, &s) == nil:
-			msg = s
-		case json.Unmarshal(e.Message, &list) == nil:
-			msg = strings.Join(list, ", ")
-		}
-		if msg == "" {
-			msg = e.Error
-		}
-		if e.Code != "" {
-			if msg == "" {
-				msg = e.Code
-			} else {
-				msg = e.Code + ": " + msg
-			}
-		}
-	}
-	if msg == "" {
-		msg = http.StatusText(status)
-		if msg == "" {
-			msg = "HTTP " + strconv.Itoa(status)
-		}
-	}
-	msg = strings.Join(strings.Fields(msg), " ")
-	if len(msg) > 300 {
-		msg = msg[:300] + "…"
-	}
-	return msg
-}
-
-// retryAfter returns the largest delay in the Retry-After header and in the
-// per-throttler Retry-After-<name> headers that @nestjs/throttler sets
-// (Daytona names its throttlers "authenticated", "sandbox-lifecycle",
-// "sandbox-create" and "anonymous"; only a throttler named "default" would
-// use the bare Retry-After). Values are seconds or an HTTP date. Zero when
-// there is none.
-func retryAfter(h http.Header, now time.Time) time.Duration {
-	var best time.Duration
-	for name, values := range h {
-		n := strings.ToLower(name)
-		if n != "retry-after" && !strings.HasPrefix(n, "retry-after-") {
-			continue
-		}
-		for _, v := range values {
-			if d, ok := parseRetryAfter(v, now); ok && d > best {
-				best = d
-			}
-		}
-	}
-	return best
-}
-
-// maxRetryAfter caps absurd delays.
-const maxRetryAfter = 24 * time.Hour
-
-func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if secs, err := strconv.ParseFloat(v, 64); err == nil {
-		if math.IsNaN(secs) || secs < 0 {
-			return 0, false
-		}
-		if secs >= maxRetryAfter.Seconds() {
-			return maxRetryAfter, true
-		}
-		return time.Duration(math.Ceil(secs)) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		d := t.Sub(now)
-		if d < 0 {
-			d = 0
-		}
-		return min(d, maxRetryAfter), true
-	}
-	return 0, false
 }
 
 // labelsParam encodes a label filter the way the API's "labels" query

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/reaperd/reaperd/providers/internal/kit"
 	"github.com/reaperd/reaperd/reaper"
 )
 
@@ -75,12 +77,25 @@ func ConfigFromEnv(getenv func(string) string) Config {
 // Enabled reports whether credentials are present.
 func (c Config) Enabled() bool { return c.APIKey != "" }
 
+// String describes the configuration without the API key.
+func (c Config) String() string { return kit.ConfigString(Type, c.fields()...) }
+
+// GoString is String, so that %#v does not print the API key either.
+func (c Config) GoString() string { return c.String() }
+
+// LogValue keeps the API key out of structured logs.
+func (c Config) LogValue() slog.Value { return kit.ConfigLogValue(c.fields()...) }
+
+func (c Config) fields() []kit.Field {
+	return []kit.Field{{Key: "url", Value: c.APIURL}, kit.Secret("api_key", c.APIKey), {Key: "timeout", Value: c.Timeout}}
+}
+
 // Provider closes and lists E2B sandboxes through the E2B REST API.
 type Provider struct {
 	apiKey  string
 	baseURL string // no trailing slash
-	timeout time.Duration
 	client  *http.Client
+	errs    kit.Errors
 }
 
 var (
@@ -96,37 +111,21 @@ func New(c Config) (*Provider, error) {
 	if strings.ContainsAny(c.APIKey, " \t\r\n") {
 		return nil, errors.New("new e2b provider: E2B_API_KEY contains whitespace")
 	}
-	if c.APIURL == "" {
-		return nil, errors.New("new e2b provider: API URL is empty (set E2B_API_URL or E2B_DOMAIN)")
-	}
-	u, err := url.Parse(c.APIURL)
+	base, err := kit.BaseURL("E2B_API_URL", c.APIURL)
 	if err != nil {
-		return nil, fmt.Errorf("new e2b provider: parse API URL %q: %w", c.APIURL, err)
-	}
-	if u.Scheme != "https" && u.Scheme != "http" {
-		return nil, fmt.Errorf("new e2b provider: API URL %q: scheme must be https or http", c.APIURL)
-	}
-	if u.Host == "" {
-		return nil, fmt.Errorf("new e2b provider: API URL %q has no host", c.APIURL)
-	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("new e2b provider: API URL %q must not carry user info, a query or a fragment", u.Redacted())
+		return nil, fmt.Errorf("new e2b provider: %w (set E2B_API_URL or E2B_DOMAIN)", err)
 	}
 	if c.Timeout < 0 {
 		return nil, fmt.Errorf("new e2b provider: negative timeout %s", c.Timeout)
 	}
-	timeout := c.Timeout
-	if timeout == 0 {
-		timeout = DefaultTimeout
-	}
-	var client http.Client
-	if c.HTTPClient != nil {
-		client = *c.HTTPClient
-	} else {
-		client.Timeout = timeout
-	}
-	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &Provider{apiKey: c.APIKey, baseURL: strings.TrimRight(u.String(), "/"), timeout: timeout, client: &client}, nil
+	timeout := cmp.Or(c.Timeout, DefaultTimeout)
+	return &Provider{
+		apiKey:  c.APIKey,
+		baseURL: base,
+		client:  kit.HTTPClient(c.HTTPClient, timeout),
+		errs: kit.Errors{Provider: Type, Secrets: []string{c.APIKey}, CredentialHint: hintAPIKey,
+			URLHint: hintAPIURL, Timeout: timeout},
+	}, nil
 }
 
 // Name returns Type.
@@ -149,43 +148,40 @@ func (p *Provider) Close(ctx context.Context, id string) error {
 	}
 	resp, err := p.do(ctx, http.MethodDelete, p.baseURL+"/sandboxes/"+url.PathEscape(id))
 	if err != nil {
-		return p.transportError(ctx, "close", id, "delete sandbox", err)
+		return p.errs.Transport(ctx, kit.OpClose, id, "delete sandbox", err)
 	}
 	defer drainClose(resp.Body)
-	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return nil
-	case resp.StatusCode == http.StatusNotFound:
-		body, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-		if err != nil {
-			return p.transportError(ctx, "close", id, "read delete answer", err)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	if err != nil {
+		return p.errs.Transport(ctx, kit.OpClose, id, "read delete answer", err)
+	}
+	pe := p.errs.Status(kit.OpClose, id, "delete sandbox", resp.StatusCode, resp.Header, body)
+	var ae apiError
+	fromAPI := json.Unmarshal(body, &ae) == nil && ae.Code == resp.StatusCode
+	switch resp.StatusCode {
+	case http.StatusNotFound:
+		if !fromAPI {
+			// Not the API speaking (a wrong E2B_API_URL path, a proxy).
+			pe.Kind, pe.Hint = reaper.ErrTransient, hintAPIURL
+			pe.Err = fmt.Errorf("delete sandbox: 404 without the API's error body: %s", p.errs.Redact(kit.Message(resp.StatusCode, body)))
 		}
-		var ae apiError
-		if json.Unmarshal(body, &ae) == nil && ae.Code == http.StatusNotFound {
-			return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrNotFound,
-				StatusCode: resp.StatusCode, Err: fmt.Errorf("delete sandbox: %s", p.redact(describeBody(resp, body)))}
-		}
-		return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrTransient,
-			StatusCode: resp.StatusCode, Hint: hintAPIURL,
-			Err: fmt.Errorf("delete sandbox: 404 without the API's error body: %s", describeBody(resp, body))}
-	case resp.StatusCode == http.StatusBadRequest:
+	case http.StatusBadRequest:
 		// The kill handler's only 400 is its check of the id
 		// (utils.ShortID): permanent. Without the API's body it is some
 		// proxy's, and retried.
-		body, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-		if err != nil {
-			return p.transportError(ctx, "close", id, "read delete answer", err)
-		}
-		pe := &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrTransient,
-			StatusCode: resp.StatusCode, Err: fmt.Errorf("delete sandbox: %s", p.redact(describeBody(resp, body)))}
-		var ae apiError
-		if json.Unmarshal(body, &ae) == nil && ae.Code == http.StatusBadRequest {
+		if fromAPI {
 			pe.Kind = reaper.ErrInvalid
 		}
-		return pe
-	default:
-		return p.statusError("close", id, "delete sandbox", resp)
+	case http.StatusConflict:
+		// The kill handler answers no 409 (e2b-dev/infra,
+		// handlers/sandbox_kill.go); one from elsewhere says nothing
+		// about the sandbox.
+		pe.Kind = reaper.ErrTransient
 	}
+	return pe
 }
 
 // List pages through GET /v2/sandboxes for running and paused sandboxes,
@@ -203,7 +199,7 @@ func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sand
 			return nil, err
 		}
 		for _, it := range items {
-			if it.SandboxID == "" || seen[it.SandboxID] || !hasLabels(it.Metadata, f.Labels) {
+			if it.SandboxID == "" || seen[it.SandboxID] || !kit.MatchLabels(it.Metadata, f.Labels) {
 				continue
 			}
 			seen[it.SandboxID] = true
@@ -271,15 +267,16 @@ func (p *Provider) listPage(ctx context.Context, op string, labels map[string]st
 	}
 	resp, err := p.do(ctx, http.MethodGet, p.baseURL+"/v2/sandboxes?"+q.Encode())
 	if err != nil {
-		return nil, "", p.transportError(ctx, op, "", "list sandboxes", err)
+		return nil, "", p.errs.Transport(ctx, op, "", "list sandboxes", err)
 	}
 	defer drainClose(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return nil, "", p.statusError(op, "", "list sandboxes", resp)
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		return nil, "", p.errs.Status(op, "", "list sandboxes", resp.StatusCode, resp.Header, body)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxListBody+1))
 	if err != nil {
-		return nil, "", p.transportError(ctx, op, "", "read sandbox list", err)
+		return nil, "", p.errs.Transport(ctx, op, "", "read sandbox list", err)
 	}
 	if len(body) > maxListBody {
 		return nil, "", &reaper.ProviderError{Provider: Type, Op: op, Kind: reaper.ErrTransient, StatusCode: resp.StatusCode,
@@ -317,19 +314,10 @@ func EncodeMetadata(labels map[string]string) string {
 	return b.String()
 }
 
-func hasLabels(have, want map[string]string) bool {
-	for k, v := range want {
-		if got, ok := have[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
-}
-
 // do sends one request bounded by the per-request timeout. The response body
 // stays readable until the caller closes it; the timeout is released with it.
 func (p *Provider) do(ctx context.Context, method, u string) (*http.Response, error) {
-	rctx, cancel := context.WithTimeout(ctx, p.timeout)
+	rctx, cancel := context.WithTimeout(ctx, p.errs.Timeout)
 	req, err := http.NewRequestWithContext(rctx, method, u, nil)
 	if err != nil {
 		cancel()
@@ -363,104 +351,8 @@ func drainClose(rc io.ReadCloser) {
 	_ = rc.Close()
 }
 
-// transportError classifies a failure to get or read a response. It wraps
-// the caller's ctx.Err() when the caller's context ended; otherwise it is
-// transient, wrapping context.DeadlineExceeded when the request timed out.
-func (p *Provider) transportError(ctx context.Context, op, id, verb string, err error) error {
-	pe := &reaper.ProviderError{Provider: Type, Op: op, ID: id, Kind: reaper.ErrTransient}
-	var ue *url.Error
-	switch {
-	case ctx.Err() != nil:
-		pe.Err = fmt.Errorf("%s: %w", verb, ctx.Err())
-	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ue) && ue.Timeout()):
-		pe.Err = fmt.Errorf("%s: no response within %s: %w", verb, p.timeout, context.DeadlineExceeded)
-	case errors.As(err, &ue):
-		pe.Err = fmt.Errorf("%s: %w", verb, ue.Err) // op and id already name the request
-	default:
-		pe.Err = fmt.Errorf("%s: %w", verb, err)
-	}
-	return pe
-}
-
 // apiError is the API's error body.
 type apiError struct {
 	Code    int    `json:"code"`
 	Message string `json:"message"`
-}
-
-// statusError classifies a response with an unexpected status.
-func (p *Provider) statusError(op, id, verb string, resp *http.Response) error {
-	pe := &reaper.ProviderError{Provider: Type, Op: op, ID: id, StatusCode: resp.StatusCode}
-	switch s := resp.StatusCode; {
-	case s == http.StatusUnauthorized || s == http.StatusForbidden:
-		pe.Kind = reaper.ErrUnauthorized
-		pe.Hint = hintAPIKey
-	case s == http.StatusTooManyRequests:
-		pe.Kind = reaper.ErrRateLimited
-		pe.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
-	default:
-		// 5xx, 408 and anything else the API does not answer to these
-		// calls (3xx from a proxy, 409, ...): nothing here says the sandbox
-		// is gone, so the close must be retried. The kill handler answers
-		// no 409 (e2b-dev/infra, handlers/sandbox_kill.go).
-		pe.Kind = reaper.ErrTransient
-	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	pe.Err = fmt.Errorf("%s: %s", verb, p.redact(describeBody(resp, body)))
-	return pe
-}
-
-// describeBody returns the API's error message, or a short description of a
-// body that is not the API's JSON error.
-func describeBody(resp *http.Response, body []byte) string {
-	var ae apiError
-	if err := json.Unmarshal(body, &ae); err == nil && ae.Message != "" {
-		return truncate(ae.Message, 300)
-	}
-	if len(body) == 0 {
-		return http.StatusText(resp.StatusCode)
-	}
-	ct := resp.Header.Get("Content-Type")
-	if ct == "" {
-		ct = "unknown content type"
-	}
-	return fmt.Sprintf("unexpected %d-byte response (%s)", len(body), ct)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
-
-// redact removes the API key from s, should anything echo it.
-func (p *Provider) redact(s string) string {
-	if p.apiKey == "" {
-		return s
-	}
-	return strings.ReplaceAll(s, p.apiKey, "[redacted]")
-}
-
-// parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if n <= 0 {
-			return 0
-		}
-		if n > int64(24*time.Hour/time.Second) {
-			n = int64(24 * time.Hour / time.Second)
-		}
-		return time.Duration(n) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := t.Sub(now); d > 0 {
-			return d.Round(time.Second)
-		}
-	}
-	return 0
 }

@@ -55,6 +55,9 @@ func TestConformance(t *testing.T) {
 		// E2B refuses "does-not-exist-0000" as malformed (400): more than
 		// one "-".
 		UnknownID: "doesnotexist0000",
+		// The kill handler refuses ids that are not lowercase letters and
+		// digits with 400.
+		MalformedID: "Not_An_ID",
 		Setup: func(t *testing.T) (reaper.Provider, providertest.Fake) {
 			return newFake(t)
 		},
@@ -97,12 +100,12 @@ func TestNewValidates(t *testing.T) {
 		{"ok with path", Config{APIKey: testKey, APIURL: "http://localhost:3000/e2b/"}, ""},
 		{"no key", Config{APIURL: "https://api.e2b.app"}, "E2B_API_KEY is empty"},
 		{"key with newline", Config{APIKey: testKey + "\n", APIURL: "https://api.e2b.app"}, "whitespace"},
-		{"no url", Config{APIKey: testKey}, "API URL is empty"},
+		{"no url", Config{APIKey: testKey}, "E2B_API_URL is empty"},
 		{"no scheme", Config{APIKey: testKey, APIURL: "api.e2b.app"}, "scheme"},
 		{"ftp", Config{APIKey: testKey, APIURL: "ftp://api.e2b.app"}, "scheme"},
 		{"no host", Config{APIKey: testKey, APIURL: "https://"}, "no host"},
 		{"query", Config{APIKey: testKey, APIURL: "https://api.e2b.app?x=1"}, "query"},
-		{"bad url", Config{APIKey: testKey, APIURL: "https://api.e2b.app:port"}, "parse API URL"},
+		{"bad url", Config{APIKey: testKey, APIURL: "https://api.e2b.app:port"}, "is not a URL"},
 		{"negative timeout", Config{APIKey: testKey, APIURL: "https://api.e2b.app", Timeout: -time.Second}, "negative timeout"},
 	}
 	for _, tt := range tests {
@@ -115,8 +118,8 @@ func TestNewValidates(t *testing.T) {
 				t.Fatalf("New = %v, want error containing %q", err, tt.wantErr)
 			case err != nil && strings.Contains(err.Error(), testKey):
 				t.Fatalf("New error %q contains the API key", err)
-			case err == nil && p.timeout != DefaultTimeout:
-				t.Fatalf("timeout = %v, want %v", p.timeout, DefaultTimeout)
+			case err == nil && p.errs.Timeout != DefaultTimeout:
+				t.Fatalf("timeout = %v, want %v", p.errs.Timeout, DefaultTimeout)
 			}
 		})
 	}
@@ -449,10 +452,10 @@ func TestClassify(t *testing.T) {
 		{"close 429 date", "close", answer{429, map[string]string{"Retry-After": httpDate}, ``}, reaper.ErrRateLimited, 90 * time.Second, true, ""},
 		{"close 429 none", "close", answer{429, nil, `{"code":429,"message":"x"}`}, reaper.ErrRateLimited, 0, false, ""},
 		{"close 500", "close", answer{500, nil, `{"code":500,"message":"Error killing sandbox: boom"}`}, reaper.ErrTransient, 0, false, "boom"},
-		{"close 502 html", "close", answer{502, map[string]string{"Content-Type": "text/html"}, `<html>bad gateway</html>`}, reaper.ErrTransient, 0, false, "text/html"},
+		{"close 502 html", "close", answer{502, map[string]string{"Content-Type": "text/html"}, `<html>bad gateway</html>`}, reaper.ErrTransient, 0, false, "Bad Gateway"},
 		{"close 302", "close", answer{302, map[string]string{"Location": "https://elsewhere.example/steal"}, ``}, reaper.ErrTransient, 0, false, "HTTP 302"},
 		{"close 400", "close", answer{400, nil, `{"code":400,"message":"Invalid sandbox ID"}`}, reaper.ErrInvalid, 0, false, "delete sandbox: Invalid sandbox ID"},
-		{"close 400 not the API's", "close", answer{400, map[string]string{"Content-Type": "text/html"}, `<html>400 Bad Request</html>`}, reaper.ErrTransient, 0, false, "text/html"},
+		{"close 400 not the API's", "close", answer{400, map[string]string{"Content-Type": "text/html"}, `<html>400 Bad Request</html>`}, reaper.ErrTransient, 0, false, "Bad Request"},
 		{"list malformed json", "list", answer{200, nil, `[{"sandboxID":`}, reaper.ErrTransient, 0, false, "decode sandbox list"},
 		{"list object not array", "list", answer{200, nil, `{"code":200}`}, reaper.ErrTransient, 0, false, "decode sandbox list"},
 		{"list bad time", "list", answer{200, nil, `[{"sandboxID":"a","startedAt":"yesterday"}]`}, reaper.ErrTransient, 0, false, "decode sandbox list"},
@@ -552,29 +555,6 @@ func TestTimeoutIsClassifiedTimeout(t *testing.T) {
 	}
 	if got := reaper.ErrorClass(err); got != "timeout" {
 		t.Fatalf("ErrorClass = %q, want timeout", got)
-	}
-}
-
-func TestParseRetryAfter(t *testing.T) {
-	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	tests := []struct {
-		in   string
-		want time.Duration
-	}{
-		{"", 0},
-		{"7", 7 * time.Second},
-		{" 7 ", 7 * time.Second},
-		{"0", 0},
-		{"-3", 0},
-		{"999999999", 24 * time.Hour},
-		{now.Add(2 * time.Minute).Format(http.TimeFormat), 2 * time.Minute},
-		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
-		{"soon", 0},
-	}
-	for _, tt := range tests {
-		if got := parseRetryAfter(tt.in, now); got != tt.want {
-			t.Errorf("parseRetryAfter(%q) = %v, want %v", tt.in, got, tt.want)
-		}
 	}
 }
 

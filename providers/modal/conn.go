@@ -5,8 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"math"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +14,8 @@ import (
 	pb "github.com/modal-labs/modal-client/go/proto/modal_proto"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/reaperd/reaperd/providers/internal/kit"
 )
 
 // Metadata the Modal control plane reads on every call, as the Go SDK sends
@@ -85,7 +85,7 @@ func retryAfterInterceptor(ctx context.Context, method string, req, reply any, c
 	var d time.Duration
 	for _, md := range []metadata.MD{header, trailer} {
 		for _, v := range md.Get(mdRetryAfter) {
-			if x, ok := parseRetryAfter(v, time.Now()); ok {
+			if x, ok := kit.ParseRetryAfter(v, time.Now()); ok {
 				d = max(d, x)
 			}
 		}
@@ -105,31 +105,6 @@ type retryAfterError struct {
 
 func (e *retryAfterError) Error() string { return e.err.Error() }
 func (e *retryAfterError) Unwrap() error { return e.err }
-
-// parseRetryAfter reads a retry-after value: seconds (an integer, as HTTP
-// has it, or a decimal) or an HTTP date.
-func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if s, err := strconv.ParseFloat(v, 64); err == nil {
-		if s <= 0 || math.IsNaN(s) || math.IsInf(s, 0) || s > maxRetryAfter.Seconds() {
-			return 0, false
-		}
-		return time.Duration(s * float64(time.Second)).Round(time.Millisecond), true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := t.Sub(now); d > 0 && d <= maxRetryAfter {
-			return d.Round(time.Second), true
-		}
-	}
-	return 0, false
-}
-
-// maxRetryAfter bounds a delay the server asks for; a larger one is treated
-// as none (the engine's own backoff applies).
-const maxRetryAfter = 24 * time.Hour
 
 // timeoutInterceptor bounds each call by the configured timeout (or the
 // caller's earlier deadline).

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	modalsdk "github.com/modal-labs/modal-client/go"
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/reaperd/reaperd/providers/internal/kit"
 	"github.com/reaperd/reaperd/reaper"
 )
 
@@ -34,7 +34,15 @@ func grpcStatus(err error) (*status.Status, bool) {
 // wraps ctx.Err() whatever the call returned. NOT_FOUND, and the SDK's
 // NotFoundError, are reaper.ErrNotFound; INVALID_ARGUMENT, and the SDK's
 // InvalidError, are reaper.ErrInvalid.
+// The token pair is redacted from the message, should a server or proxy
+// ever echo it.
 func (p *Provider) wrap(ctx context.Context, op, id string, err error) *reaper.ProviderError {
+	pe := p.classify(ctx, op, id, err)
+	pe.Err = kit.RedactError(pe.Err, p.cfg.TokenID, p.cfg.TokenSecret)
+	return pe
+}
+
+func (p *Provider) classify(ctx context.Context, op, id string, err error) *reaper.ProviderError {
 	pe := &reaper.ProviderError{Provider: Type, Op: op, ID: id, Kind: reaper.ErrTransient, Err: err}
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		if st, ok := grpcStatus(err); errors.Is(err, ctxErr) ||
@@ -99,17 +107,12 @@ func retryDelay(err error, st *status.Status) time.Duration {
 	for _, detail := range st.Details() {
 		switch x := detail.(type) {
 		case *pb.RPCRetryPolicy:
-			s := float64(x.GetRetryAfterSecs())
-			if s > 0 && !math.IsInf(s, 0) && s <= maxRetryAfter.Seconds() {
-				// float32 seconds: keep whole milliseconds (7 stays 7s,
-				// 0.1 is not 100.000001ms).
-				d = max(d, time.Duration(s*float64(time.Second)).Round(time.Millisecond))
-			}
+			// float32 seconds: kit.Seconds keeps whole milliseconds (7
+			// stays 7s, 0.1 is not 100.000001ms).
+			d = max(d, kit.Seconds(float64(x.GetRetryAfterSecs())))
 		case *errdetails.RetryInfo:
 			if rd := x.GetRetryDelay(); rd != nil && rd.CheckValid() == nil {
-				if v := rd.AsDuration(); v > 0 && v <= maxRetryAfter {
-					d = max(d, v)
-				}
+				d = max(d, kit.Cap(rd.AsDuration()))
 			}
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/reaperd/reaperd/providers/internal/kit"
 	"github.com/reaperd/reaperd/reaper"
 )
 
@@ -75,6 +76,20 @@ type Config struct {
 	Environments []string
 	// Timeout bounds each gRPC call; zero means DefaultTimeout.
 	Timeout time.Duration
+}
+
+// String describes the configuration without the token pair.
+func (c Config) String() string { return kit.ConfigString(Type, c.fields()...) }
+
+// GoString is String, so that %#v does not print the token either.
+func (c Config) GoString() string { return c.String() }
+
+// LogValue keeps the token out of structured logs.
+func (c Config) LogValue() slog.Value { return kit.ConfigLogValue(c.fields()...) }
+
+func (c Config) fields() []kit.Field {
+	return []kit.Field{{Key: "url", Value: c.ServerURL}, kit.Secret("token_id", c.TokenID), kit.Secret("token_secret", c.TokenSecret),
+		{Key: "environment", Value: c.Environment}, {Key: "environments", Value: c.Environments}, {Key: "timeout", Value: c.Timeout}}
 }
 
 // ConfigFromEnv reads MODAL_TOKEN_ID, MODAL_TOKEN_SECRET, MODAL_SERVER_URL

@@ -460,33 +460,6 @@ func TestRetryDelayOtherCodes(t *testing.T) {
 	}
 }
 
-func TestParseRetryAfter(t *testing.T) {
-	now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
-	tests := []struct {
-		in     string
-		want   time.Duration
-		wantOK bool
-	}{
-		{"7", 7 * time.Second, true},
-		{" 7 ", 7 * time.Second, true},
-		{"1.5", 1500 * time.Millisecond, true},
-		{"0", 0, false},
-		{"-3", 0, false},
-		{"", 0, false},
-		{"soon", 0, false},
-		{"NaN", 0, false},
-		{"1e300", 0, false},
-		{"Wed, 04 Mar 2026 05:06:37 GMT", 30 * time.Second, true},
-		{"Wed, 04 Mar 2026 05:06:00 GMT", 0, false}, // in the past
-	}
-	for _, tt := range tests {
-		got, ok := parseRetryAfter(tt.in, now)
-		if got != tt.want || ok != tt.wantOK {
-			t.Errorf("parseRetryAfter(%q) = %v, %v; want %v, %v", tt.in, got, ok, tt.want, tt.wantOK)
-		}
-	}
-}
-
 func TestListPagesBackInTime(t *testing.T) {
 	p, srv := setup(t)
 	srv.SetPageSize(2)

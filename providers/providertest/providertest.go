@@ -31,6 +31,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaperd/reaperd/providers/internal/kit"
 	"github.com/reaperd/reaperd/reaper"
 )
 
@@ -104,6 +105,9 @@ type Options struct {
 	// whose API refuses ids of that shape as malformed (E2B answers 400 to
 	// an id with more than one "-") names one its API looks up.
 	UnknownID string
+	// MalformedID is an id the provider's API refuses as malformed, which
+	// PermanentRefusal closes; empty when the API has no such answer.
+	MalformedID string
 }
 
 // Run runs the conformance suite.
@@ -263,6 +267,48 @@ func Run(t *testing.T, o Options) {
 			t.Fatalf("Close after throttling = %v (alive %v), want nil and gone", err, f.Alive(id))
 		}
 	})
+
+	// A refusal that no retry can change is reaper.ErrInvalid, which the
+	// engine parks as stuck, instead of a transient error retried forever.
+	t.Run("PermanentRefusal", func(t *testing.T) {
+		p, f := o.Setup(t)
+		live := f.Create(nil, created)
+		bad := []string{""}
+		if o.MalformedID != "" {
+			bad = append(bad, o.MalformedID)
+		}
+		for _, id := range bad {
+			err := p.Close(ctx(t), id)
+			if !errors.Is(err, reaper.ErrInvalid) || errors.Is(err, reaper.ErrTransient) {
+				t.Errorf("Close(%q) = %v, want ErrInvalid and not transient: no retry changes the answer", id, err)
+			}
+		}
+		if !f.Alive(live) {
+			t.Fatalf("a refused close destroyed another sandbox")
+		}
+	})
+
+	// A throttling answer asking for an absurd delay is passed on capped
+	// at kit.MaxRetryAfter: never zero (which would retry at once) and never
+	// beyond a day (the engine applies its own, shorter cap).
+	if o.RetryAfter {
+		t.Run("RetryAfterCapped", func(t *testing.T) {
+			p, f := o.Setup(t)
+			id := f.Create(nil, created)
+			f.Fail(Failure{Kind: FailRateLimited, RetryAfter: 1_000_000 * time.Second})
+			err := p.Close(ctx(t), id)
+			if !errors.Is(err, reaper.ErrRateLimited) {
+				t.Fatalf("Close when throttled = %v, want ErrRateLimited", err)
+			}
+			if d, ok := reaper.RetryAfter(err); !ok || d != kit.MaxRetryAfter {
+				t.Fatalf("RetryAfter(%v) = %v, %v; want %v, true", err, d, ok, kit.MaxRetryAfter)
+			}
+			f.Fail(Failure{})
+			if !f.Alive(id) {
+				t.Fatalf("sandbox reported destroyed while throttled")
+			}
+		})
+	}
 
 	t.Run("ServerError", func(t *testing.T) {
 		p, f := o.Setup(t)

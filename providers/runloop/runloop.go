@@ -1,13 +1,13 @@
 package runloop
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/reaperd/reaperd/providers/internal/kit"
 	"github.com/reaperd/reaperd/reaper"
 )
 
@@ -138,26 +139,27 @@ func ConfigFromEnv(getenv func(string) string) Config {
 func (c Config) Enabled() bool { return strings.TrimSpace(c.APIKey) != "" }
 
 // String describes the configuration without its API key.
-func (c Config) String() string {
-	key := "unset"
-	if c.Enabled() {
-		key = "set"
-	}
-	return fmt.Sprintf("runloop.Config{APIKey: %s, BaseURL: %q, Timeout: %s, ForceAfter: %d, PageSize: %d}",
-		key, c.BaseURL, c.Timeout, c.ForceAfter, c.PageSize)
-}
+func (c Config) String() string { return kit.ConfigString(Type, c.fields()...) }
 
 // GoString is String, so that %#v does not print the API key either.
 func (c Config) GoString() string { return c.String() }
+
+// LogValue keeps the API key out of structured logs.
+func (c Config) LogValue() slog.Value { return kit.ConfigLogValue(c.fields()...) }
+
+func (c Config) fields() []kit.Field {
+	return []kit.Field{{Key: "url", Value: c.BaseURL}, kit.Secret("api_key", c.APIKey), {Key: "timeout", Value: c.Timeout},
+		{Key: "force_after", Value: c.ForceAfter}, {Key: "page_size", Value: c.PageSize}}
+}
 
 // Provider closes and lists Runloop devboxes through the Runloop REST API.
 type Provider struct {
 	apiKey     string
 	baseURL    string // without a trailing slash
-	timeout    time.Duration
-	forceAfter int // 0: never force
+	forceAfter int    // 0: never force
 	pageSize   int
 	client     *http.Client
+	errs       kit.Errors
 }
 
 var (
@@ -174,9 +176,9 @@ func New(c Config) (*Provider, error) {
 	if strings.ContainsFunc(key, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
 		return nil, fmt.Errorf("configure runloop: %s holds whitespace or control characters", EnvAPIKey)
 	}
-	base, err := parseBaseURL(c.BaseURL)
+	base, err := kit.BaseURL(EnvBaseURL, cmp.Or(strings.TrimSpace(c.BaseURL), DefaultBaseURL))
 	if err != nil {
-		return nil, fmt.Errorf("configure runloop: %s: %w", EnvBaseURL, err)
+		return nil, fmt.Errorf("configure runloop: %w", err)
 	}
 	if c.Timeout < 0 {
 		return nil, fmt.Errorf("configure runloop: negative timeout %s", c.Timeout)
@@ -192,42 +194,15 @@ func New(c Config) (*Provider, error) {
 	if c.PageSize < 0 || c.PageSize > MaxPageSize {
 		return nil, fmt.Errorf("configure runloop: page size %d out of range 1..%d", c.PageSize, MaxPageSize)
 	}
-	client := c.HTTPClient
-	if client == nil {
-		client = &http.Client{Timeout: timeout}
-	}
 	return &Provider{
 		apiKey:     key,
 		baseURL:    base,
-		timeout:    timeout,
 		forceAfter: force,
 		pageSize:   cmp.Or(c.PageSize, DefaultPageSize),
-		client:     client,
+		client:     kit.HTTPClient(c.HTTPClient, timeout),
+		errs: kit.Errors{Provider: Type, Secrets: []string{key}, CredentialHint: credentialMsg,
+			URLHint: "check " + EnvBaseURL, Timeout: timeout},
 	}, nil
-}
-
-func parseBaseURL(raw string) (string, error) {
-	raw = strings.TrimSpace(raw)
-	if raw == "" {
-		raw = DefaultBaseURL
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "", fmt.Errorf("parse URL %q: %w", raw, err)
-	}
-	if u.Scheme != "https" && u.Scheme != "http" {
-		return "", fmt.Errorf("URL %q: scheme must be https or http", raw)
-	}
-	if u.Host == "" {
-		return "", fmt.Errorf("URL %q has no host", raw)
-	}
-	if u.User != nil {
-		return "", fmt.Errorf("URL %q must not carry user information", u.Redacted())
-	}
-	if u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("URL %q must not have a query or fragment", raw)
-	}
-	return strings.TrimRight(u.String(), "/"), nil
 }
 
 // Name returns Type.
@@ -270,7 +245,7 @@ func (p *Provider) Close(ctx context.Context, id string) error {
 	const what = "shut down devbox"
 	r, err := p.do(ctx, http.MethodPost, "/v1/devboxes/"+url.PathEscape(id)+"/shutdown", q)
 	if err != nil {
-		return p.transportError(ctx, "close", id, what, err)
+		return p.errs.Transport(ctx, "close", id, what, err)
 	}
 	switch {
 	case r.status >= 200 && r.status < 300:
@@ -286,7 +261,7 @@ func (p *Provider) Close(ctx context.Context, id string) error {
 		// devbox's own status decides.
 		return p.checkTerminal(ctx, id, r)
 	}
-	pe := p.statusError("close", id, what, r)
+	pe := p.errs.Status("close", id, what, r.status, r.header, r.body)
 	if r.status == http.StatusConflict {
 		switch {
 		case force:
@@ -309,7 +284,7 @@ func (p *Provider) Close(ctx context.Context, id string) error {
 // against a wrong base URL.
 func (p *Provider) notFound(id, what string, r *response) error {
 	return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrNotFound,
-		StatusCode: r.status, Err: fmt.Errorf("%s: %s", what, p.errorMessage(r))}
+		StatusCode: r.status, Err: fmt.Errorf("%s: %s", what, p.errs.Redact(kit.Message(r.status, r.body)))}
 }
 
 // checkTerminal looks the devbox up after a refused shutdown.
@@ -317,13 +292,13 @@ func (p *Provider) checkTerminal(ctx context.Context, id string, refused *respon
 	const what = "get devbox"
 	r, err := p.do(ctx, http.MethodGet, "/v1/devboxes/"+url.PathEscape(id), nil)
 	if err != nil {
-		return p.transportError(ctx, "close", id, what, err)
+		return p.errs.Transport(ctx, "close", id, what, err)
 	}
 	if r.status == http.StatusNotFound {
 		return p.notFound(id, what, r)
 	}
 	if r.status < 200 || r.status > 299 {
-		return p.statusError("close", id, what, r)
+		return p.errs.Status("close", id, what, r.status, r.header, r.body)
 	}
 	var v devboxView
 	if err := json.Unmarshal(r.body, &v); err != nil {
@@ -338,7 +313,7 @@ func (p *Provider) checkTerminal(ctx context.Context, id string, refused *respon
 		kind = reaper.ErrConflict
 	}
 	return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: kind, StatusCode: refused.status,
-		Err: fmt.Errorf("shut down devbox: %s (devbox is %s)", p.errorMessage(refused), cmp.Or(v.Status, "of unknown status"))}
+		Err: fmt.Errorf("shut down devbox: %s (devbox is %s)", p.errs.Redact(kit.Message(refused.status, refused.body)), cmp.Or(v.Status, "of unknown status"))}
 }
 
 // List returns the devboxes that are not shut down or failed, following
@@ -364,14 +339,10 @@ func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sand
 			}
 			r, err := p.do(ctx, http.MethodGet, "/v1/devboxes", q)
 			if err != nil {
-				return nil, p.transportError(ctx, "list", "", "list devboxes", err)
+				return nil, p.errs.Transport(ctx, "list", "", "list devboxes", err)
 			}
 			if r.status < 200 || r.status > 299 {
-				pe := p.statusError("list", "", "list devboxes", r)
-				if r.status == http.StatusNotFound {
-					pe.Hint = "check " + EnvBaseURL
-				}
-				return nil, pe
+				return nil, p.errs.Status("list", "", "list devboxes", r.status, r.header, r.body)
 			}
 			var lv devboxListView
 			if err := json.Unmarshal(r.body, &lv); err != nil {
@@ -386,7 +357,7 @@ func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sand
 					continue
 				}
 				seen[d.ID] = true
-				if !hasLabels(d.Metadata, f.Labels) {
+				if !kit.MatchLabels(d.Metadata, f.Labels) {
 					continue
 				}
 				out = append(out, toSandbox(d))
@@ -416,25 +387,12 @@ func (p *Provider) Check(ctx context.Context) error {
 	q := url.Values{"limit": {"1"}, "include_total_count": {"false"}}
 	r, err := p.do(ctx, http.MethodGet, "/v1/devboxes", q)
 	if err != nil {
-		return p.transportError(ctx, "check", "", "list devboxes", err)
+		return p.errs.Transport(ctx, "check", "", "list devboxes", err)
 	}
 	if r.status >= 200 && r.status <= 299 {
 		return nil
 	}
-	pe := p.statusError("check", "", "list devboxes", r)
-	if r.status == http.StatusNotFound {
-		pe.Hint = "check " + EnvBaseURL
-	}
-	return pe
-}
-
-func hasLabels(have, want map[string]string) bool {
-	for k, v := range want {
-		if got, ok := have[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
+	return p.errs.Status("check", "", "list devboxes", r.status, r.header, r.body)
 }
 
 // toSandbox converts a devbox. Template is the blueprint it was created
@@ -464,7 +422,7 @@ type response struct {
 // response. The error is a transport error (no response, or a body cut
 // short); HTTP error statuses are returned as responses.
 func (p *Provider) do(ctx context.Context, method, path string, q url.Values) (*response, error) {
-	rctx, cancel := context.WithTimeout(ctx, p.timeout)
+	rctx, cancel := context.WithTimeout(ctx, p.errs.Timeout)
 	defer cancel()
 	u := p.baseURL + path
 	if len(q) > 0 {
@@ -487,123 +445,4 @@ func (p *Provider) do(ctx context.Context, method, path string, q url.Values) (*
 		return nil, fmt.Errorf("read response: %w", err)
 	}
 	return &response{status: resp.StatusCode, header: resp.Header, body: body}, nil
-}
-
-// transportError classifies a request that got no complete response. When
-// the caller's context ended, the error wraps ctx.Err().
-func (p *Provider) transportError(ctx context.Context, op, id, what string, err error) error {
-	pe := &reaper.ProviderError{Provider: Type, Op: op, ID: id, Kind: reaper.ErrTransient}
-	if cerr := ctx.Err(); cerr != nil {
-		pe.Err = fmt.Errorf("%s: %w", what, cerr)
-		return pe
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		pe.Err = fmt.Errorf("%s: no answer within %s: %w", what, p.timeout, context.DeadlineExceeded)
-		return pe
-	}
-	pe.Err = fmt.Errorf("%s: %w", what, err)
-	return pe
-}
-
-// statusError classifies an HTTP error status.
-func (p *Provider) statusError(op, id, what string, r *response) *reaper.ProviderError {
-	pe := &reaper.ProviderError{Provider: Type, Op: op, ID: id, StatusCode: r.status,
-		Err: fmt.Errorf("%s: %s", what, p.errorMessage(r))}
-	switch {
-	case r.status == http.StatusUnauthorized:
-		pe.Kind = reaper.ErrUnauthorized
-		pe.Hint = credentialMsg
-	case r.status == http.StatusForbidden:
-		pe.Kind = reaper.ErrUnauthorized
-		pe.Hint = credentialMsg + " (a restricted key needs access to devboxes)"
-	case r.status == http.StatusTooManyRequests:
-		pe.Kind = reaper.ErrRateLimited
-		pe.RetryAfter = retryAfter(r.header, time.Now())
-	case r.status == http.StatusConflict:
-		pe.Kind = reaper.ErrConflict
-	default:
-		// 5xx, and any answer this client does not expect: retried later.
-		pe.Kind = reaper.ErrTransient
-	}
-	return pe
-}
-
-// errorMessage extracts a short message from an error response, without the
-// API key should the server ever echo it.
-func (p *Provider) errorMessage(r *response) string {
-	msg := jsonMessage(r.body)
-	if msg == "" {
-		msg = strings.TrimSpace(string(r.body))
-		if strings.HasPrefix(msg, "<") { // an HTML error page from a proxy
-			msg = ""
-		}
-	}
-	msg = strings.Join(strings.Fields(msg), " ")
-	if msg == "" {
-		msg = http.StatusText(r.status)
-	}
-	if msg == "" {
-		msg = "HTTP " + strconv.Itoa(r.status)
-	}
-	if p.apiKey != "" {
-		msg = strings.ReplaceAll(msg, p.apiKey, "[redacted]")
-	}
-	if len(msg) > maxErrorChars {
-		msg = msg[:maxErrorChars] + "…"
-	}
-	return msg
-}
-
-// jsonMessage reads the message of a JSON error body: {"message": ...},
-// {"error": "..."}, {"error": {"message": ...}} or {"detail": ...}.
-func jsonMessage(body []byte) string {
-	body = bytes.TrimSpace(body)
-	if len(body) == 0 || body[0] != '{' {
-		return ""
-	}
-	var m map[string]json.RawMessage
-	if json.Unmarshal(body, &m) != nil {
-		return ""
-	}
-	for _, k := range []string{"message", "error", "detail", "error_message"} {
-		raw, ok := m[k]
-		if !ok {
-			continue
-		}
-		var s string
-		if json.Unmarshal(raw, &s) == nil && s != "" {
-			return s
-		}
-		if s := jsonMessage(raw); s != "" {
-			return s
-		}
-	}
-	return ""
-}
-
-// retryAfter reads the delay a 429 asks for: retry-after-ms (milliseconds)
-// or Retry-After (seconds or an HTTP date). Zero when there is none.
-func retryAfter(h http.Header, now time.Time) time.Duration {
-	if v := strings.TrimSpace(h.Get("Retry-After-Ms")); v != "" {
-		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 && ms < 1e12 {
-			return time.Duration(ms * float64(time.Millisecond))
-		}
-	}
-	v := strings.TrimSpace(h.Get("Retry-After"))
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.ParseFloat(v, 64); err == nil {
-		if s > 0 && s < 1e9 {
-			return time.Duration(s * float64(time.Second))
-		}
-		return 0
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := t.Sub(now); d > 0 {
-			// The date has whole seconds: wait at least until it.
-			return d.Truncate(time.Second) + time.Second
-		}
-	}
-	return 0
 }

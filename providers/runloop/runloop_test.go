@@ -527,7 +527,8 @@ func TestCloseClassification(t *testing.T) {
 		{name: "401", stub: stub{shutdown: answer(401, nil, `{"message":"bad key"}`)}, wantKind: reaper.ErrUnauthorized, wantText: "bad key"},
 		{name: "403", stub: stub{shutdown: answer(403, nil, ``)}, wantKind: reaper.ErrUnauthorized, wantText: "Forbidden"},
 		{name: "429 seconds", stub: stub{shutdown: answer(429, map[string]string{"Retry-After": "12"}, `{}`)}, wantKind: reaper.ErrRateLimited, wantRetry: 12 * time.Second},
-		{name: "429 ms", stub: stub{shutdown: answer(429, map[string]string{"Retry-After-Ms": "1500", "Retry-After": "9"}, `{}`)}, wantKind: reaper.ErrRateLimited, wantRetry: 1500 * time.Millisecond},
+		{name: "429 ms and s", stub: stub{shutdown: answer(429, map[string]string{"Retry-After-Ms": "1500", "Retry-After": "9"}, `{}`)}, wantKind: reaper.ErrRateLimited, wantRetry: 9 * time.Second}, // the longest delay asked for wins
+		{name: "429 ms", stub: stub{shutdown: answer(429, map[string]string{"Retry-After-Ms": "1500"}, `{}`)}, wantKind: reaper.ErrRateLimited, wantRetry: 1500 * time.Millisecond},
 		{name: "429 date", stub: stub{shutdown: answer(429, map[string]string{"Retry-After": future}, `{}`)}, wantKind: reaper.ErrRateLimited, wantRetry: 89 * time.Second, retrySlack: 2 * time.Second},
 		{name: "429 none", stub: stub{shutdown: answer(429, nil, `{}`)}, wantKind: reaper.ErrRateLimited},
 		{name: "409", stub: stub{shutdown: answer(409, nil, `{"error":{"message":"snapshot running"}}`)}, wantKind: reaper.ErrConflict, wantText: "snapshot running"},
