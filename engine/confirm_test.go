@@ -173,3 +173,39 @@ func TestWrongOrganisationIsNeverClosed(t *testing.T) {
 		t.Fatalf("status = %+v, want 1 unverified entry", st.Providers["fake"])
 	}
 }
+
+// A paginated listing can miss a sandbox that changes state while it pages.
+// One listing without the sandbox is therefore not proof: the next listing
+// shows it again, and the not-found is a contradiction, never a close.
+func TestOneListingMissingTheSandboxIsNotProof(t *testing.T) {
+	h := newHarness(t)
+	fl := newFleet("a")
+	var omitNext atomic.Bool
+	var omitted atomic.Int32
+	h.prov.ListFn = func(ctx context.Context, f reaper.ListFilter) ([]reaper.Sandbox, error) {
+		sbs, err := fl.list(ctx, f)
+		if omitNext.CompareAndSwap(true, false) {
+			omitted.Add(1)
+			return slices.DeleteFunc(sbs, func(s reaper.Sandbox) bool { return s.ID == "a" }), err
+		}
+		return sbs, err
+	}
+	h.prov.setClose(notFoundFor("a"))
+	h.start()
+	h.register(reaper.RegisterRequest{ID: "a", TTL: reaper.Duration(time.Minute)})
+	h.advanceUntil(time.Second, func() bool { return h.entry("fake/a").Seen }, "verification")
+	omitNext.Store(true)
+	h.clock.Advance(time.Minute)
+	var e *reaper.Entry
+	h.advanceUntil(100*time.Millisecond, func() bool { e = h.entry("fake/a"); return e.ErrorClass == "contradicted" },
+		"the second listing to contradict the not-found")
+	if omitted.Load() != 1 {
+		t.Fatalf("%d listings left the sandbox out, want 1", omitted.Load())
+	}
+	if got := kinds(h.audit(), "fake/a"); slices.Contains(got, reaper.EventClosed) || e.State != reaper.StateClosing {
+		t.Fatalf("entry %s, audit %v: a sandbox still running was recorded closed on one listing", e.State, got)
+	}
+	// Gone for real: two listings without it close the entry.
+	fl.remove("a")
+	h.advanceUntil(time.Second, func() bool { return h.entry("fake/a").State == reaper.StateClosed }, "the confirmed close")
+}

@@ -21,11 +21,15 @@ import (
 //   - a registration asks for a listing too, later and at most every
 //     verifyGap: the listing shows whether reaperd's credentials see the
 //     sandbox (Seen), or not (Unverified);
-//   - each listing taken after a not-found decides it: absent, and seen in an
-//     earlier listing, the sandbox is gone (closed); still listed, the
-//     provider contradicted itself (the close is retried, and that is
-//     recorded); absent but never seen, nothing can be proven (unverified:
-//     the close is retried, never recorded closed on that ground).
+//   - the listings taken after a not-found decide it: absent from two of
+//     them, and seen in an earlier listing, the sandbox is gone (closed);
+//     still listed, the provider contradicted itself (the close is retried,
+//     and that is recorded); absent but never seen, nothing can be proven
+//     (unverified: the close is retried, never recorded closed on that
+//     ground). Two listings, because a paginated listing can miss a
+//     sandbox that changes state while it pages (a Runloop devbox moving
+//     between the status filters, a resumed E2B sandbox overtaking the
+//     cursor); one such miss would otherwise prove a live sandbox gone.
 const (
 	// confirmDelay batches the not-founds of one provider into one listing.
 	confirmDelay = time.Second
@@ -180,7 +184,7 @@ func (e *Engine) observe(ctx context.Context, provider string, sbs []reaper.Sand
 			if ent == nil || ent.State.Final() {
 				continue
 			}
-			if err := e.observeEntry(tx, ent, live[ent.ID], listed, now, &ob); err != nil {
+			if err := e.observeEntry(tx, provider, ent, live[ent.ID], listed, now, &ob); err != nil {
 				return err
 			}
 			if ent.Unverified && !ent.Seen && !ent.State.Final() {
@@ -197,7 +201,7 @@ func (e *Engine) observe(ctx context.Context, provider string, sbs []reaper.Sand
 }
 
 // observeEntry applies a listing to one entry.
-func (e *Engine) observeEntry(tx reaper.Tx, ent *reaper.Entry, listedNow bool, listed, now time.Time, ob *observation) error {
+func (e *Engine) observeEntry(tx reaper.Tx, provider string, ent *reaper.Entry, listedNow bool, listed, now time.Time, ob *observation) error {
 	key := ent.Key()
 	// Verification: recorded in the ledger's index, not by rewriting the
 	// entry, so that it costs registrations little.
@@ -224,15 +228,22 @@ func (e *Engine) observeEntry(tx reaper.Tx, ent *reaper.Entry, listedNow bool, l
 		if !listed.After(ent.NotFoundAt) {
 			ob.pending = true // this listing may have begun before the answer
 		} else {
-			return e.confirm(tx, ent, listedNow, now, ob)
+			return e.confirm(tx, provider, ent, listedNow, listed, now, ob)
 		}
 	}
 	return nil
 }
 
-// confirm decides a not-found with a listing taken after it.
-func (e *Engine) confirm(tx reaper.Tx, ent *reaper.Entry, listedNow bool, now time.Time, ob *observation) error {
+// confirm decides a not-found with a listing that started at listed, after
+// it.
+func (e *Engine) confirm(tx reaper.Tx, provider string, ent *reaper.Entry, listedNow bool, listed, now time.Time, ob *observation) error {
 	key := ent.Key()
+	if !listedNow && ent.Seen && !e.absentBefore(provider, key, listed) {
+		// The first listing without the sandbox: wait for a second one.
+		ob.pending = true
+		return nil
+	}
+	e.forgetAbsence(provider, key)
 	notFound := ent.NotFoundAt
 	ent.NotFoundAt = time.Time{}
 	switch {
@@ -248,7 +259,7 @@ func (e *Engine) confirm(tx reaper.Tx, ent *reaper.Entry, listedNow bool, now ti
 			return err
 		}
 		return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventClosed, Key: key, Session: ent.Session, Reason: ent.CloseReason,
-			Detail: fmt.Sprintf("attempt %d answered not found (%s), and the provider's listing no longer shows the sandbox", ent.Attempts, fmtTime(notFound))})
+			Detail: fmt.Sprintf("attempt %d answered not found (%s), and two listings of the provider since no longer show the sandbox", ent.Attempts, fmtTime(notFound))})
 	case listedNow:
 		ent.LastError = "the provider answered not found, but its listing still shows the sandbox: its answer is not trusted; the close is retried"
 		ent.ErrorClass = "contradicted"
@@ -268,6 +279,45 @@ func (e *Engine) confirm(tx reaper.Tx, ent *reaper.Entry, listedNow bool, now ti
 		}
 		return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventCloseFailed, Key: key, Session: ent.Session,
 			Reason: ent.CloseReason, ErrorClass: ent.ErrorClass, Detail: ent.LastError})
+	}
+}
+
+// absentBefore reports whether a listing that started before listed already
+// left out the sandbox key after its not-found. If not, it notes that the
+// listing that started at listed left it out. Idempotent, so a rerun of the
+// transaction that calls it changes nothing.
+func (e *Engine) absentBefore(provider, key string, listed time.Time) bool {
+	q := e.providers.queue(provider)
+	if q == nil {
+		return false
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if first, ok := q.absent[key]; ok && first.Before(listed) {
+		return true
+	}
+	if q.absent == nil {
+		q.absent = map[string]time.Time{}
+	}
+	if _, ok := q.absent[key]; !ok {
+		// Forget what no listing came back for (entries released or
+		// ended meanwhile): they would only need one listing more.
+		for k, t := range q.absent {
+			if listed.Sub(t) > time.Hour {
+				delete(q.absent, k)
+			}
+		}
+		q.absent[key] = listed
+	}
+	return false
+}
+
+// forgetAbsence drops what absentBefore noted for key.
+func (e *Engine) forgetAbsence(provider, key string) {
+	if q := e.providers.queue(provider); q != nil {
+		q.mu.Lock()
+		delete(q.absent, key)
+		q.mu.Unlock()
 	}
 }
 

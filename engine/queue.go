@@ -54,8 +54,11 @@ type closeQueue struct {
 	// listAt is when the provider's observer takes its next listing (zero:
 	// none wanted); lastList is when it took the last one.
 	listAt, lastList time.Time
-	listSignal       chan struct{}
-	observing        bool
+	// absent holds, for sandboxes answered not found, the start of the
+	// first listing that left them out (see Engine.absentBefore).
+	absent     map[string]time.Time
+	listSignal chan struct{}
+	observing  bool
 
 	// credentials is the outcome of the last credential check (credOK,
 	// credRefused, credDegraded; empty before one), credErr its error;

@@ -63,8 +63,10 @@
 //
 // The list is ordered by startedAt, newest first, and its cursor is the
 // (startedAt, id) of a page's last sandbox. A paused sandbox that is resumed
-// while List pages starts anew: it moves ahead of the cursor and that List
-// misses it (the next one finds it). The same reset makes an age read from
-// CreatedAt the age of the current run only.
+// while List pages starts anew and moves ahead of the cursor; List therefore
+// reads the newest sandboxes again after its last page, until it reaches
+// those it saw first, so that a listing never leaves out a live sandbox
+// (which would read as proof that it is gone). The same reset makes an age
+// read from CreatedAt the age of the current run only.
 // Redirects are never followed, so the API key cannot leak to another host.
 package e2b

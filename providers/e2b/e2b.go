@@ -186,24 +186,65 @@ func (p *Provider) Close(ctx context.Context, id string) error {
 
 // List pages through GET /v2/sandboxes for running and paused sandboxes,
 // filtered server-side by metadata when f.Labels is set.
+//
+// The API orders the list by startedAt, newest first, and resets a
+// sandbox's startedAt when it resumes; a sandbox resumed while List pages
+// jumps ahead of the cursor and would be missing from the listing, which
+// would then read as proof that it is gone. So once the last page is read,
+// List reads the newest sandboxes again, until it reaches one that started
+// no later than the newest of its first page: every sandbox that started
+// (or resumed) while it paged is then listed.
 func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sandbox, error) {
-	var (
-		out   []reaper.Sandbox
-		seen  = map[string]bool{}
-		token string
-		used  = map[string]bool{}
-	)
-	for {
-		items, next, err := p.listPage(ctx, "list", f.Labels, "running,paused", pageLimit, token)
-		if err != nil {
+	l := lister{p: p, f: f, seen: map[string]bool{}}
+	newest, n, err := l.pages(ctx, time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	if n > 1 && !newest.IsZero() {
+		// One page is one answer; only a cursor can be overtaken.
+		if _, _, err := l.pages(ctx, newest); err != nil {
 			return nil, err
 		}
+	}
+	return l.out, nil
+}
+
+// lister gathers one List's sandboxes.
+type lister struct {
+	p    *Provider
+	f    reaper.ListFilter
+	seen map[string]bool
+	out  []reaper.Sandbox
+}
+
+// pages reads pages from the newest sandbox on. With a zero since it reads
+// them all; otherwise it stops after the first page that holds a sandbox
+// started no later than since. It returns the latest startedAt of the first
+// page and the number of pages read.
+func (l *lister) pages(ctx context.Context, since time.Time) (time.Time, int, error) {
+	var (
+		newest time.Time
+		token  string
+		used   = map[string]bool{}
+	)
+	for page := 0; ; page++ {
+		items, next, err := l.p.listPage(ctx, "list", l.f.Labels, "running,paused", pageLimit, token)
+		if err != nil {
+			return time.Time{}, 0, err
+		}
+		reached := false
 		for _, it := range items {
-			if it.SandboxID == "" || seen[it.SandboxID] || !kit.MatchLabels(it.Metadata, f.Labels) {
+			if page == 0 && it.StartedAt.After(newest) {
+				newest = it.StartedAt
+			}
+			if !since.IsZero() && !it.StartedAt.After(since) {
+				reached = true
+			}
+			if it.SandboxID == "" || l.seen[it.SandboxID] || !kit.MatchLabels(it.Metadata, l.f.Labels) {
 				continue
 			}
-			seen[it.SandboxID] = true
-			out = append(out, reaper.Sandbox{
+			l.seen[it.SandboxID] = true
+			l.out = append(l.out, reaper.Sandbox{
 				ID: it.SandboxID,
 				// startedAt is when the sandbox last started: E2B resets
 				// it on every resume, so it is the age of the sandbox's
@@ -215,14 +256,14 @@ func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sand
 				Template:  cmp.Or(it.Alias, it.TemplateID),
 			})
 		}
-		if next == "" {
-			return out, nil
+		if next == "" || reached {
+			return newest, page + 1, nil
 		}
 		// Pages go on as long as the server hands out new tokens. A token
 		// seen before means the server is looping: the listing cannot be
 		// trusted to be complete.
 		if used[next] {
-			return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
+			return time.Time{}, 0, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
 				Err: errors.New("list sandboxes: the server repeated a next token")}
 		}
 		used[next] = true

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -297,9 +298,13 @@ func TestPaginationTokenRoundTrip(t *testing.T) {
 		t.Fatalf("List ids = %v, want %v", gotIDs, want)
 	}
 	log := srv.RequestLog()
-	if len(log) != 3 {
-		t.Fatalf("%d requests, want 3 pages: %v", len(log), srv.Requests())
+	if len(log) != 4 {
+		t.Fatalf("%d requests, want 3 pages and the first read again: %v", len(log), srv.Requests())
 	}
+	if _, sent := log[3].Query["nextToken"]; sent {
+		t.Errorf("the re-read of the newest sandboxes sent a nextToken")
+	}
+	log = log[:3]
 	for i, r := range log {
 		tok, sent := r.Query["nextToken"]
 		switch {
@@ -313,6 +318,54 @@ func TestPaginationTokenRoundTrip(t *testing.T) {
 		t.Errorf("last page has X-Next-Token %q", log[2].NextToken)
 	}
 }
+
+// TestListCatchesSandboxesResumedWhilePaging: a paused sandbox resumed
+// between two pages gets a new startedAt, which puts it ahead of the
+// cursor; List must still list it, or a listing would "prove" a live
+// sandbox gone.
+func TestListCatchesSandboxesResumedWhilePaging(t *testing.T) {
+	srv := e2btest.NewServer(testKey)
+	t.Cleanup(srv.Close)
+	srv.SetPageSize(2)
+	var ids []string
+	for i := range 6 {
+		ids = append(ids, srv.Create(nil, created.Add(time.Duration(i)*time.Minute)))
+	}
+	// The oldest, on the last page, is paused and resumed after page 1.
+	oldest := ids[0]
+	if !srv.Pause(oldest) {
+		t.Fatal("fake: pause failed")
+	}
+	var lists atomic.Int32
+	hc := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := http.DefaultTransport.RoundTrip(r)
+		if r.Method == http.MethodGet && lists.Add(1) == 1 {
+			srv.Resume(oldest, created.Add(time.Hour))
+		}
+		return resp, err
+	})}
+	p, err := New(Config{APIKey: testKey, APIURL: srv.URL, Timeout: time.Second, HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := p.List(ctxT(t), reaper.ListFilter{})
+	if err != nil {
+		t.Fatalf("List = %v", err)
+	}
+	var gotIDs []string
+	for _, sb := range got {
+		gotIDs = append(gotIDs, sb.ID)
+	}
+	slices.Sort(gotIDs)
+	slices.Sort(ids)
+	if !slices.Equal(gotIDs, ids) {
+		t.Fatalf("List = %v, want all of %v (the resumed %s included)", gotIDs, ids, oldest)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // TestPaginationGuards uses a function-field handler: a server that repeats
 // its token, and one that returns a sandbox twice across pages.
