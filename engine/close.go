@@ -219,7 +219,10 @@ func (e *Engine) beginAttempt(key string) (*reaper.Entry, error) {
 				return nil
 			}
 			ent.Attempts++
-			ent.LastAttemptAt, ent.NotFoundAt = e.now(), time.Time{}
+			// A pending not-found (NotFoundAt) stays: listings skip the
+			// entry while its call is out, and the outcome keeps or
+			// clears it.
+			ent.LastAttemptAt = e.now()
 			if err := tx.PutEntry(ent); err != nil {
 				return err
 			}
@@ -314,8 +317,13 @@ func (e *Engine) finish(q *closeQueue, att *reaper.Entry, callErr error, took ti
 				// A claim, not proof: the listing decides (observe.go).
 				// Meanwhile the close waits out its backoff, and is
 				// retried if no listing decides first.
-				retryIn = Backoff(ent.Attempts, e.minBackoff(), e.maxBackoff(), callErr, e.jitter())
-				ent.NotFoundAt, ent.NextAttemptAt = now, now.Add(retryIn)
+				// A repeated not-found keeps the first one's time, so
+				// that listings taken since it still count.
+				retryIn = max(Backoff(ent.Attempts, e.minBackoff(), e.maxBackoff(), callErr, e.jitter()), min(confirmWait, e.maxBackoff()))
+				if ent.NotFoundAt.IsZero() {
+					ent.NotFoundAt = now
+				}
+				ent.NextAttemptAt = now.Add(retryIn)
 				ent.LastError, ent.ErrorClass = callErr.Error()+"; confirming with the provider's listing", class
 				retryAt, notFound = ent.NextAttemptAt, true
 				if err := tx.PutEntry(ent); err != nil {
@@ -325,6 +333,9 @@ func (e *Engine) finish(q *closeQueue, att *reaper.Entry, callErr error, took ti
 					Reason: ent.CloseReason, ErrorClass: class, Error: callErr.Error(),
 					Detail: fmt.Sprintf("attempt %d answered not found; confirming with the provider's listing", ent.Attempts)})
 			}
+			// Any other answer ends a pending not-found: a conflict says
+			// the sandbox exists, and the others say nothing either way.
+			ent.NotFoundAt = time.Time{}
 			if callErr == nil {
 				ent.State, ent.ClosedAt, ent.NextAttemptAt = reaper.StateClosed, now, time.Time{}
 				ent.LastError, ent.ErrorClass = "", ""

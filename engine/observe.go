@@ -40,6 +40,9 @@ const (
 	// be missing from a listing (the provider's listing may lag its create)
 	// before it counts as unverified.
 	verifyGrace = 5 * time.Second
+	// confirmWait is the least time before a close answered not-found is
+	// tried again: enough for the two listings that decide it.
+	confirmWait = 10 * time.Second
 )
 
 // wantListing asks the provider's observer for a listing at or after at,
