@@ -71,8 +71,9 @@ const (
 //     from its queue, waiting for the provider's rate limit and any
 //     Retry-After pause, counting the attempt durably, calling the
 //     provider and recording the outcome;
-//   - the process watcher: checks the pids of live sessions every
-//     ProcessCheck, ending the sessions whose process exited;
+//   - the process watcher: ends the live sessions whose process exited,
+//     told of each exit by a pidfd on Linux, else checking their pids
+//     every ProcessCheck;
 //   - the alive stamper: records in the ledger that the daemon runs, so
 //     that the next start can tell how long it was down.
 //
@@ -121,8 +122,9 @@ type Engine struct {
 	// and audit events are kept before sweeps prune them. Zero means
 	// DefaultRetention; negative disables pruning.
 	Retention time.Duration
-	// ProcessCheck is how often live sessions with a pid are checked.
-	// Zero means DefaultProcessCheck.
+	// ProcessCheck is how often live sessions with a pid are checked
+	// where no pidfd watches them (pidfds unavailable, or more sessions
+	// than the open-file limit allows). Zero means DefaultProcessCheck.
 	ProcessCheck time.Duration
 	// ShutdownGrace is how long close calls in flight may run after Run's
 	// context ends before they are canceled (they stay closing, and resume
@@ -140,12 +142,17 @@ type Engine struct {
 	DiscoverOnSweep bool
 
 	// ProcessAlive and ProcessStart check session processes. Nil means
-	// the /proc implementations in this package.
+	// the /proc implementations in this package. A ProcessAlive set here
+	// is asked every ProcessCheck: no pidfd is used.
 	ProcessAlive func(pid int, start uint64) bool
 	ProcessStart func(pid int) (uint64, error)
 	// Jitter returns a random number in [0,1) for backoff jitter. Nil
 	// means math/rand/v2.
 	Jitter func() float64
+
+	// maxPidfds caps the pidfds the process watcher holds (tests); zero
+	// means a share of the open-file limit, negative turns pidfds off.
+	maxPidfds int
 
 	initOnce sync.Once
 	clock    clockwork.Clock
@@ -169,8 +176,8 @@ type Engine struct {
 	providers            providerRegistry
 	maintenance          sync.Mutex // one prune and discovery at a time
 	triggered            atomic.Bool
-	mu                   sync.Mutex // guards seen and lastPassErr
-	seen                 map[string]map[string]struct{}
+	mu                   sync.Mutex // guards lastPassErr
+	adopt                atomic.Pointer[Adoption]
 	lastPassErr          error
 	lastPassLog          time.Time
 	lastAliveErr         atomic.Bool
@@ -195,7 +202,6 @@ func (e *Engine) init() {
 		e.wake = make(chan struct{}, 1)
 		e.requests = make(chan *sweepRequest)
 		e.pidWatch = make(chan struct{}, 1)
-		e.seen = map[string]map[string]struct{}{}
 		e.workCtx, e.stopWork = context.WithCancel(context.Background())
 		e.callCtx, e.stopCalls = context.WithCancel(context.Background())
 		e.providers.init(e)

@@ -2,10 +2,6 @@ package engine
 
 import "time"
 
-// RememberedUntracked returns how many untracked sandboxes e remembers
-// from its last discoveries.
-func RememberedUntracked(e *Engine) int { return e.remembered() }
-
 // NextWake returns when e's loop will next wake by itself, or the zero
 // time while it is not asleep on its timer.
 func NextWake(e *Engine) time.Time {

@@ -298,3 +298,11 @@ func never(t testing.TB, window time.Duration, cond func() bool, what string) {
 func caller(uid uint32, groups ...uint32) context.Context {
 	return reaper.WithCaller(context.Background(), reaper.Caller{UID: uid, GID: uid, Groups: groups})
 }
+
+// view runs fn in a read-only ledger transaction.
+func (h *harness) view(fn func(reaper.Tx) error) {
+	h.t.Helper()
+	if err := h.db.View(context.Background(), fn); err != nil {
+		h.t.Fatalf("View = %v", err)
+	}
+}

@@ -29,6 +29,10 @@ type Metrics struct {
 	ProviderPaused *prometheus.GaugeVec   // provider
 	Contradictions *prometheus.CounterVec // provider
 	Unverified     *prometheus.GaugeVec   // provider
+	// AdoptionMatches counts the untracked sandboxes each adoption rule
+	// matches, at the last discovery.
+	AdoptionMatches *prometheus.GaugeVec   // provider, rule, action
+	Adopted         *prometheus.CounterVec // provider, rule
 }
 
 // NewMetrics creates the engine's metrics and registers them with reg.
@@ -78,12 +82,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Closes a provider answered not-found while its listing still showed the sandbox; the closes are retried."}, []string{"provider"}),
 		Unverified: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "reaperd_unverified_entries",
 			Help: "Registered sandboxes that the provider's listing does not show to reaperd's credentials, at the last listing."}, []string{"provider"}),
+		AdoptionMatches: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "reaperd_adoption_matches",
+			Help: "Untracked sandboxes each adoption rule matches, at the last discovery (adopted ones included)."}, []string{"provider", "rule", "action"}),
+		Adopted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reaperd_adopted_total",
+			Help: "Untracked sandboxes adopted by a reap rule, to be closed."}, []string{"provider", "rule"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Registrations, m.CloseAttempts, m.Closed, m.Released, m.InFlight, m.Passes,
 			m.PassDuration, m.Panics, m.CloseDuration, m.NextDeadline, m.Pruned, m.Untracked,
 			m.ProcessExits, m.LeaseLapses, m.ProviderActive, m.PassErrors, m.Quarantined, m.Recoveries,
-			m.QueueLength, m.ProviderPaused, m.Contradictions, m.Unverified)
+			m.QueueLength, m.ProviderPaused, m.Contradictions, m.Unverified, m.AdoptionMatches, m.Adopted)
 	}
 	return m
 }

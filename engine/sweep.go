@@ -94,7 +94,7 @@ func (e *Engine) maintain(ctx context.Context, rep *reaper.SweepReport) {
 		rep.Pruned = st
 	}
 	if e.DiscoverOnSweep {
-		rep.Untracked, rep.DiscoveryErrors = e.discover(ctx, now)
+		rep.Untracked, rep.DiscoveryErrors = e.discover(ctx, now, true)
 	}
 }
 
@@ -150,38 +150,38 @@ func (e *Engine) Prune(ctx context.Context, before time.Time) (reaper.PruneStats
 }
 
 // Discover lists every enabled provider's live sandboxes and returns those
-// the ledger does not track, recording each newly seen one in the audit
-// log.
+// the ledger does not track, each with the adoption rule it matches,
+// recording each newly seen one in the audit log. It reconciles as a sweep
+// does, but adopts nothing: reap rules act in sweeps.
 func (e *Engine) Discover(ctx context.Context) ([]reaper.Untracked, map[string]string) {
 	e.init()
-	return e.discover(ctx, e.now())
+	return e.discover(ctx, e.now(), false)
 }
 
-// discover lists every enabled provider at once, each bounded by
-// ListTimeout. Sandboxes created after the sweep started are left for the
-// next one, since their registration may be on its way. A sandbox is
-// recorded in the audit log the first time a listing shows it untracked;
-// what is remembered is only the last listing's untracked set, so memory
-// follows the fleet, not its history.
-func (e *Engine) discover(ctx context.Context, now time.Time) ([]reaper.Untracked, map[string]string) {
-	// A stop ends the listings too: their calls hold the providers that a
-	// stop shuts down.
+// listing is one provider's listing, taken for a discovery.
+type listing struct {
+	name    string
+	sbs     []reaper.Sandbox
+	err     error
+	started time.Time
+}
+
+// listAll lists every enabled provider at once, each bounded by
+// ListTimeout. A stop ends the listings too: their calls hold the
+// providers that a stop shuts down.
+func (e *Engine) listAll(ctx context.Context) []listing {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stopListing := context.AfterFunc(e.workCtx, cancel)
 	defer stopListing()
 	names := e.providers.enabledNames()
-	type result struct {
-		sbs     []reaper.Sandbox
-		err     error
-		started time.Time
-	}
-	results := make([]result, len(names))
+	results := make([]listing, len(names))
 	var wg sync.WaitGroup
 	for i, name := range names {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			results[i].name = name
 			p, release := e.providers.acquire(name)
 			defer release()
 			if p == nil {
@@ -195,49 +195,53 @@ func (e *Engine) discover(ctx context.Context, now time.Time) ([]reaper.Untracke
 		}()
 	}
 	wg.Wait()
+	return results
+}
 
+// discover lists every enabled provider and reconciles the ledger with
+// what they hold, both ways:
+//
+//   - the listing decides not-founds and verifies registrations (observe),
+//     and an active entry whose sandbox two listings no longer show, after
+//     one did, is closed with reason gone (reconcile);
+//   - a live sandbox no entry tracks is untracked: recorded with the time
+//     it was first seen (audit discovered-untracked the first time),
+//     matched against the adoption rules, and, when adoptNow, adopted if a
+//     reap rule matches and it is old enough (adopt.go).
+//
+// Sandboxes created after the sweep started are left for the next one,
+// since their registration may be on its way.
+func (e *Engine) discover(ctx context.Context, now time.Time, adoptNow bool) ([]reaper.Untracked, map[string]string) {
 	var out []reaper.Untracked
 	errs := map[string]string{}
-	var fresh []reaper.Untracked
-	for i, name := range names {
-		r := results[i]
+	adopted := 0
+	for _, r := range e.listAll(ctx) {
 		if r.err != nil {
-			errs[name] = r.err.Error()
-			e.logger().Warn("discovery: list sandboxes", LogProvider, name, LogErr, r.err)
+			errs[r.name] = r.err.Error()
+			e.logger().Warn("discovery: list sandboxes", LogProvider, r.name, LogErr, r.err)
 			continue
 		}
-		// The listing also verifies registrations and decides not-founds.
-		if err := e.observe(ctx, name, r.sbs, r.started); err != nil {
-			e.logger().Error("apply a discovery listing", LogProvider, name, LogErr, err)
+		if err := e.observe(ctx, r.name, r.sbs, r.started); err != nil {
+			e.logger().Error("apply a discovery listing", LogProvider, r.name, LogErr, err)
 		}
-		var found []reaper.Untracked
-		err := e.view(ctx, func(tx reaper.Tx) error {
-			found = found[:0]
-			for _, sb := range r.sbs {
-				if !sb.CreatedAt.IsZero() && sb.CreatedAt.After(now) {
-					continue
-				}
-				ent, err := tx.Entry(name + "/" + sb.ID)
-				if err != nil {
-					return err
-				}
-				if ent == nil || ent.State == reaper.StateClosed {
-					found = append(found, reaper.Untracked{Provider: name, Sandbox: sb})
-				}
-			}
-			return nil
-		})
+		if err := e.reconcile(ctx, r.name, r.sbs, r.started); err != nil {
+			e.logger().Error("reconcile the ledger with a listing", LogProvider, r.name, LogErr, err)
+		}
+		found, err := e.untracked(ctx, r.name, r.sbs, now, adoptNow)
 		if err != nil {
-			errs[name] = err.Error()
+			errs[r.name] = err.Error()
 			continue
 		}
-		if m := e.Metrics; m != nil {
-			m.Untracked.WithLabelValues(name).Set(float64(len(found)))
+		for _, u := range found {
+			if u.Adopted {
+				adopted++
+			}
 		}
 		out = append(out, found...)
-		fresh = append(fresh, e.remember(name, found)...)
 	}
-	e.recordDiscovered(ctx, fresh, now)
+	if adopted > 0 {
+		e.Wake()
+	}
 	if len(errs) == 0 {
 		errs = nil
 	}
@@ -253,64 +257,16 @@ func safeList(ctx context.Context, p reaper.Provider, name string) (sbs []reaper
 	return p.List(ctx, reaper.ListFilter{})
 }
 
-// remember replaces a provider's set of untracked sandboxes with found and
-// returns the ones that were not in it.
-func (e *Engine) remember(provider string, found []reaper.Untracked) []reaper.Untracked {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	prev := e.seen[provider]
-	next := make(map[string]struct{}, len(found))
-	var fresh []reaper.Untracked
-	for _, u := range found {
-		next[u.Sandbox.ID] = struct{}{}
-		if _, ok := prev[u.Sandbox.ID]; !ok {
-			fresh = append(fresh, u)
-		}
-	}
-	e.seen[provider] = next
-	return fresh
-}
-
-// remembered returns how many untracked sandboxes the engine remembers.
-func (e *Engine) remembered() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	n := 0
-	for _, s := range e.seen {
-		n += len(s)
-	}
-	return n
-}
-
-func (e *Engine) recordDiscovered(ctx context.Context, fresh []reaper.Untracked, now time.Time) {
-	if len(fresh) == 0 {
-		return
-	}
-	err := e.update(ctx, func(tx reaper.Tx) error {
-		for _, u := range fresh {
-			detail := "state " + u.Sandbox.State
-			if !u.Sandbox.CreatedAt.IsZero() {
-				detail += ", created " + fmtTime(u.Sandbox.CreatedAt)
-			}
-			if err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventDiscovered, Key: u.Provider + "/" + u.Sandbox.ID, Detail: detail}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		e.logger().Error("record discovered sandboxes", LogErr, err)
-	}
-	e.logger().Warn("found sandboxes nobody registered", LogCount, len(fresh))
-}
-
 // dryRun applies the policy to every active and closing entry on a read-
 // only snapshot.
 func (e *Engine) dryRun(ctx context.Context) (*reaper.SweepReport, error) {
 	now := e.now()
+	// Adoptions first: they come from the providers' listings, and the
+	// sandboxes would be closed right after.
+	adoptions, listErrs := e.adoptionPlan(ctx, now)
 	var rep *reaper.SweepReport
 	err := e.view(ctx, func(tx reaper.Tx) error {
-		rep = &reaper.SweepReport{Time: now, DryRun: true}
+		rep = &reaper.SweepReport{Time: now, DryRun: true, Items: append([]reaper.SweepItem(nil), adoptions...), DiscoveryErrors: listErrs}
 		sessions := map[string]*reaper.Session{}
 		return tx.Entries(reaper.EntryFilter{States: []reaper.State{reaper.StateActive, reaper.StateClosing}}, func(ent *reaper.Entry) error {
 			if err := ctx.Err(); err != nil {

@@ -38,6 +38,7 @@ var (
 	bucketInFlight       = []byte("in_flight")
 	bucketQuarantine     = []byte("quarantine")
 	bucketUnseen         = []byte("unseen")
+	bucketUntracked      = []byte("untracked")
 
 	keySchema = []byte("schema")
 	keyAlive  = []byte("alive")
@@ -45,7 +46,7 @@ var (
 
 var allBuckets = [][]byte{bucketMeta, bucketEntries, bucketSessions, bucketSessionEntries,
 	bucketDeadlines, bucketProcesses, bucketRetire, bucketAudit, bucketClosing, bucketInFlight,
-	bucketQuarantine, bucketUnseen}
+	bucketQuarantine, bucketUnseen, bucketUntracked}
 
 // ErrLocked is returned by Open when another process holds the ledger file.
 var ErrLocked = errors.New("ledger is locked by another process")

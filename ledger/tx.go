@@ -814,3 +814,28 @@ func sessionEntryKey(session, key string) []byte {
 	b = append(b, 0)
 	return append(b, key...)
 }
+
+func (t *tx) Untracked(provider string, fn func(id string, firstSeen time.Time) error) error {
+	prefix := []byte(provider + "/")
+	c := t.bucket(bucketUntracked).Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		if len(v) != 8 {
+			// Only a first-seen time: reading it anew costs a little age.
+			continue
+		}
+		if err := fn(string(k[len(prefix):]), time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *tx) PutUntracked(provider, id string, firstSeen time.Time) error {
+	t.write()
+	return t.bucket(bucketUntracked).Put([]byte(provider+"/"+id), u64(uint64(firstSeen.UnixNano())))
+}
+
+func (t *tx) DeleteUntracked(provider, id string) error {
+	t.write()
+	return t.bucket(bucketUntracked).Delete([]byte(provider + "/" + id))
+}

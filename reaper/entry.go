@@ -47,6 +47,8 @@ const (
 	ReasonAttached        Reason = "attached"         // tagged attached: never closed
 	ReasonReleased        Reason = "released"         // released by a client
 	ReasonManual          Reason = "manual"           // an operator asked
+	ReasonAdopted         Reason = "adopted"          // nobody registered it; an adoption rule reaps it
+	ReasonGone            Reason = "gone"             // the provider no longer has it: its listings say so
 )
 
 // Entry is one sandbox the ledger knows, keyed PROVIDER/ID.
@@ -106,6 +108,9 @@ type Entry struct {
 	Unverified bool `json:"unverified,omitempty"`
 	// ClosedAt is when the entry became closed or released.
 	ClosedAt time.Time `json:"closed_at,omitzero"`
+	// Adopted is the name of the adoption rule that made the entry, for a
+	// sandbox nobody registered. Empty for a registered one.
+	Adopted string `json:"adopted,omitempty"`
 	// Owner is the uid that registered the entry, from the socket's peer
 	// credentials; nil when unknown (then anyone may change it).
 	Owner *uint32 `json:"owner,omitempty"`

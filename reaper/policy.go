@@ -81,6 +81,9 @@ func Decide(e *Entry, s *Session, now time.Time) Decision {
 		}
 		return Decision{Action: ActionSkip, Reason: ReasonAttached, At: earliest(e.ExpiresAt, sessionAt)}
 	}
+	if (expired || sessionReason != "") && e.Adopted != "" {
+		return Decision{Action: ActionClose, Reason: ReasonAdopted}
+	}
 	if expired {
 		return Decision{Action: ActionClose, Reason: ReasonExpired}
 	}

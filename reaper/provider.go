@@ -78,8 +78,15 @@ type Sandbox struct {
 	// ID is the provider-side id, the ID half of an entry key.
 	ID string `json:"id"`
 	// CreatedAt is when the provider created the sandbox. Zero when the
-	// provider does not say.
-	CreatedAt time.Time `json:"created_at"`
+	// provider does not say, or says something else (E2B: see StartedAt).
+	CreatedAt time.Time `json:"created_at,omitzero"`
+	// StartedAt is when the sandbox last started or resumed, where the
+	// provider reports that instead of its creation (E2B). It is not an
+	// age.
+	StartedAt time.Time `json:"started_at,omitzero"`
+	// LastActivityAt is when the provider last saw activity in the
+	// sandbox (Daytona). Zero when the provider does not say.
+	LastActivityAt time.Time `json:"last_activity_at,omitzero"`
 	// State is the provider's own name for the sandbox state ("started",
 	// "paused", "suspended", ...), passed through unchanged.
 	State string `json:"state,omitempty"`

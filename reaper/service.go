@@ -128,6 +128,25 @@ type SweepItem struct {
 type Untracked struct {
 	Provider string  `json:"provider"`
 	Sandbox  Sandbox `json:"sandbox"`
+	// FirstSeen is when a listing first showed the sandbox untracked.
+	FirstSeen time.Time `json:"first_seen"`
+	// Age is how old the sandbox is: since its creation where the
+	// provider reports it, else since FirstSeen (AgeFrom says which).
+	Age     Duration `json:"age"`
+	AgeFrom string   `json:"age_from"` // "created" or "first-seen"
+	// Rule is the adoption rule that matches the sandbox, and Action what
+	// it does (report or reap). Empty when no rule matches.
+	Rule   string      `json:"rule,omitempty"`
+	Action AdoptAction `json:"action,omitempty"`
+	// Adopted is set when this sweep adopted the sandbox as an entry,
+	// which the engine then closes.
+	Adopted bool `json:"adopted,omitempty"`
+	// Managed is set when the sandbox is labelled LabelManaged=true: an
+	// agent registers it with a reaperd, perhaps on another host.
+	Managed bool `json:"managed,omitempty"`
+	// Note says why no rule acts on the sandbox (too young, protected by
+	// a label), when one would otherwise.
+	Note string `json:"note,omitempty"`
 }
 
 // EngineStatus is the engine's state, for `reaperd status` and /v1/status.

@@ -88,6 +88,16 @@ type Tx interface {
 	// unverified. It is a no-op for an entry that is final or already seen.
 	SetVerification(e *Entry, seen, unverified bool) error
 
+	// Untracked calls fn for each live sandbox of the provider that no entry
+	// tracks, as recorded by PutUntracked, with the time reaperd first saw
+	// it, in id order.
+	Untracked(provider string, fn func(id string, firstSeen time.Time) error) error
+	// PutUntracked records that the provider's sandbox id is live and
+	// untracked, first seen at firstSeen.
+	PutUntracked(provider, id string, firstSeen time.Time) error
+	// DeleteUntracked forgets an untracked sandbox (gone, or now tracked).
+	DeleteUntracked(provider, id string) error
+
 	// Quarantine moves the record of the given kind and key aside, with the
 	// reason it could not be used, and deletes the indexes that name it. It
 	// is a no-op when there is no such record.

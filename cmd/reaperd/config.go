@@ -65,6 +65,12 @@ type Config struct {
 	// LogFormat is text or json. Empty means text.
 	LogFormat string `toml:"log_format"`
 
+	// AdoptGrace is how young an untracked sandbox may be and still be
+	// left alone by every adoption rule. Empty means 10m.
+	AdoptGrace Duration `toml:"adopt_grace"`
+	// Adopt are the adoption rules, tried in order.
+	Adopt []AdoptConfig `toml:"adopt"`
+
 	Engine    EngineConfig              `toml:"engine"`
 	Providers map[string]ProviderConfig `toml:"providers"`
 }
@@ -190,6 +196,12 @@ func (c *Config) validate() error {
 	}
 	if c.Engine.MinBackoff > 0 && c.Engine.MaxBackoff > 0 && c.Engine.MinBackoff > c.Engine.MaxBackoff {
 		return fmt.Errorf("engine.min_backoff %s is longer than engine.max_backoff %s", time.Duration(c.Engine.MinBackoff), time.Duration(c.Engine.MaxBackoff))
+	}
+	if c.AdoptGrace < 0 {
+		return fmt.Errorf("adopt_grace %s: must not be negative", time.Duration(c.AdoptGrace))
+	}
+	if _, err := c.adoptRules(); err != nil {
+		return err
 	}
 	if c.AdminGroup != "" {
 		if _, err := lookupGroup(c.AdminGroup); err != nil {

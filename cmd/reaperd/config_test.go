@@ -60,6 +60,16 @@ force_after = 5
 		{"force_after on e2b", "[providers.e2b]\nforce_after = 2\n", "runloop only"},
 		{"syntax error", "ledger = \n", "reaperd.toml:1"},
 		{"wrong type", "discover = \"yes\"\n", "reaperd.toml"},
+		{"adopt rule and preset", "adopt_grace = \"5m\"\n[[adopt]]\nprovider = \"daytona\"\nlabels = { OpenHands_SID = \"*\" }\nname = \"openhands-*\"\nstates = [\"stopped\"]\nmin_age = \"2h\"\nmin_idle = \"30m\"\naction = \"reap\"\nsession_label = \"OpenHands_SID\"\n[[adopt]]\npreset = \"swe-rex\"\naction = \"reap\"\n", ""},
+		{"adopt unknown key", "[[adopt]]\nprovider = \"daytona\"\nlabel = { a = \"b\" }\n", `"adopt.label"`},
+		{"adopt no provider", "[[adopt]]\napp = \"x\"\n", "[[adopt]] #1: provider \"\""},
+		{"adopt unknown preset", "[[adopt]]\npreset = \"autogen\"\n", "unknown preset: use one of openhands, swe-rex, deepagents"},
+		{"adopt preset with selector", "[[adopt]]\npreset = \"openhands\"\napp = \"x\"\n", "a preset takes only action, min_age, min_idle and states"},
+		{"adopt bad action", "[[adopt]]\nprovider = \"e2b\"\ntemplate = \"t\"\naction = \"kill\"\n", `[[adopt]] #1: action "kill"`},
+		{"adopt reap everything", "[[adopt]]\nprovider = \"e2b\"\naction = \"reap\"\n", "would close every untracked e2b sandbox"},
+		{"adopt preset twice", "[[adopt]]\npreset = \"swe-rex\"\n[[adopt]]\npreset = \"swe-rex\"\n", "[[adopt]] #2 (preset swe-rex): rule swe-rex/modal is given twice"},
+		{"adopt bad glob", "[[adopt]]\nprovider = \"daytona\"\nname = \"[x\"\n", "[[adopt]] #1: name"},
+		{"negative adopt grace", "adopt_grace = \"-1m\"\n", `reaperd.toml:1:15: toml: invalid duration "-1m"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

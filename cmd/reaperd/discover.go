@@ -2,15 +2,18 @@ package main
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/reaperd/reaperd/reaper"
 )
 
 func (m *Main) discoverCommand() *cobra.Command {
 	var output string
 	c := &cobra.Command{
 		Use:   "discover",
-		Short: "List live sandboxes at every enabled provider that nobody registered",
+		Short: "List live sandboxes that nobody registered, with the adoption rule each matches",
 		Args:  exactArgs(0, ""),
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := outputFormat(output, "table", "json", "csv"); err != nil {
@@ -24,13 +27,41 @@ func (m *Main) discoverCommand() *cobra.Command {
 				return writeJSONOut(m.Stdout, res)
 			}
 			rows := make([][]string, 0, len(res.Untracked))
+			managed, adopted := 0, 0
 			for _, u := range res.Untracked {
-				rows = append(rows, []string{u.Provider + "/" + u.Sandbox.ID, fmtTime(u.Sandbox.CreatedAt), orDash(u.Sandbox.State), fmtLabels(u.Sandbox.Labels)})
+				rule := "-"
+				if u.Rule != "" {
+					rule = u.Rule + " (" + string(u.Action) + ")"
+				}
+				what := u.Note
+				switch {
+				case u.Adopted:
+					what = "adopted: closing"
+					adopted++
+				case what == "" && u.Rule != "" && u.Action == reaper.AdoptReport:
+					what = "reported only"
+				}
+				if u.Managed {
+					managed++
+				}
+				age := fmtAge(time.Duration(u.Age))
+				if u.AgeFrom == "first-seen" {
+					age += " (seen)"
+				}
+				rows = append(rows, []string{u.Provider + "/" + u.Sandbox.ID, orDash(u.Sandbox.Name), orDash(u.Sandbox.State), age,
+					rule, orDash(what), fmtLabels(u.Sandbox.Labels)})
 			}
 			if output == "table" && len(rows) == 0 {
 				fmt.Fprintln(m.Stdout, "no untracked sandboxes")
-			} else if err := writeTable(m.Stdout, output, []string{"SANDBOX", "CREATED", "STATE", "LABELS"}, rows); err != nil {
+			} else if err := writeTable(m.Stdout, output, []string{"SANDBOX", "NAME", "STATE", "AGE", "RULE", "OUTCOME", "LABELS"}, rows); err != nil {
 				return err
+			}
+			if output == "table" && len(rows) > 0 {
+				fmt.Fprintf(m.Stderr, "%d untracked, %d adopted", len(rows), adopted)
+				if managed > 0 {
+					fmt.Fprintf(m.Stderr, "; %d labelled %s=true: another reaperd (another host?) tracks them, or their agents failed to register", managed, reaper.LabelManaged)
+				}
+				fmt.Fprintln(m.Stderr)
 			}
 			for p, e := range res.Errors {
 				fmt.Fprintf(m.Stderr, "discovery failed for %s: %s\n", p, e)

@@ -23,6 +23,8 @@ func TestExampleConfigParses(t *testing.T) {
 	for _, line := range strings.Split(string(data), "\n") {
 		m := setting.FindStringSubmatch(line)
 		switch {
+		case line == "# [[adopt]]":
+			out = append(out, "[[adopt]]")
 		case m == nil:
 			out = append(out, line)
 		case m[1] == "api_key" || m[1] == "token_secret":
@@ -39,7 +41,10 @@ func TestExampleConfigParses(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the example config, uncommented, does not parse: %v", err)
 	}
-	for _, key := range []string{"admin_group", "queue_limit", "list_timeout", "max_backoff", "force_after"} {
+	if len(c.Adopt) != 2 {
+		t.Errorf("the example config has %d [[adopt]] tables, want its two examples", len(c.Adopt))
+	}
+	for _, key := range []string{"admin_group", "queue_limit", "list_timeout", "max_backoff", "force_after", "adopt_grace", "session_label", "min_idle"} {
 		if !seen[key] {
 			t.Errorf("the example config does not document %s", key)
 		}

@@ -57,7 +57,7 @@ func (m *Main) serveCommand() *cobra.Command {
 		Short: "Run the daemon",
 		Long: `Run the daemon: open the ledger, listen on the socket, close expired and
 orphaned sandboxes at their deadlines and on the schedule, until SIGINT or
-SIGTERM. SIGHUP reloads the config file (log level, schedule, providers).
+SIGTERM. SIGHUP reloads the config file (log level, schedule, providers, adoption rules).
 
 Paths default to $STATE_DIRECTORY/ledger.db and $RUNTIME_DIRECTORY/reaperd.sock
 (set by systemd), else /var/lib/reaperd/ledger.db and /run/reaperd/reaperd.sock
@@ -162,6 +162,10 @@ func (m *Main) serve(ctx context.Context, o serveOptions) error {
 		DefaultTTL:      time.Duration(cfg.DefaultTTL),
 		Retention:       retentionOf(cfg),
 		DiscoverOnSweep: cfg.Discover == nil || *cfg.Discover,
+	}
+
+	if err := applyAdoption(eng, cfg, logger); err != nil {
+		return usageError{err}
 	}
 
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "reaperd_oldest_closing_seconds",
@@ -370,6 +374,9 @@ func (m *Main) reload(st *daemonState, eng *engine.Engine, o serveOptions, logge
 	var provs *engine.ProviderSet
 	if err == nil {
 		provs, err = BuildProviders(cfg, m.Getenv)
+	}
+	if err == nil {
+		err = applyAdoption(eng, cfg, logger)
 	}
 	if err != nil {
 		logger.Error("reload rejected; still running on the previous configuration", logErr, err)

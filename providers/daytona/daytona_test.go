@@ -889,7 +889,8 @@ func TestListOrderSurvivesActivity(t *testing.T) {
 }
 
 // TestListNameAndTemplate: Name is the sandbox's name, Template its
-// snapshot, empty when Daytona reports none.
+// snapshot, empty when Daytona reports none, LastActivityAt its last
+// activity (min_idle in adoption rules).
 func TestListNameAndTemplate(t *testing.T) {
 	srv := newFake(t)
 	p := newTestProvider(t, Config{APIURL: srv.URL})
@@ -900,15 +901,16 @@ func TestListNameAndTemplate(t *testing.T) {
 	unnamed := srv.Create(map[string]string{"n": "2"}, at.Add(time.Minute))
 	fromImage := srv.Create(map[string]string{"n": "3"}, at.Add(2*time.Minute))
 	srv.SetSnapshot(fromImage, "")
+	srv.Touch(named, at.Add(time.Hour))
 
 	got, err := p.List(context.Background(), reaper.ListFilter{})
 	if err != nil {
 		t.Fatalf("List = %v", err)
 	}
 	want := []reaper.Sandbox{
-		{ID: named, Name: "agent-7", Template: "python-3.12", State: "started", Labels: map[string]string{"n": "1"}, CreatedAt: at},
-		{ID: unnamed, Name: unnamed, Template: daytonatest.DefaultSnapshot, State: "started", Labels: map[string]string{"n": "2"}, CreatedAt: at.Add(time.Minute)},
-		{ID: fromImage, Name: fromImage, State: "started", Labels: map[string]string{"n": "3"}, CreatedAt: at.Add(2 * time.Minute)},
+		{ID: named, Name: "agent-7", Template: "python-3.12", State: "started", Labels: map[string]string{"n": "1"}, CreatedAt: at, LastActivityAt: at.Add(time.Hour)},
+		{ID: unnamed, Name: unnamed, Template: daytonatest.DefaultSnapshot, State: "started", Labels: map[string]string{"n": "2"}, CreatedAt: at.Add(time.Minute), LastActivityAt: at.Add(time.Minute)},
+		{ID: fromImage, Name: fromImage, State: "started", Labels: map[string]string{"n": "3"}, CreatedAt: at.Add(2 * time.Minute), LastActivityAt: at.Add(2 * time.Minute)},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("List =\n%+v\nwant\n%+v", got, want)

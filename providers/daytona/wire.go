@@ -71,12 +71,13 @@ func labelsParam(labels map[string]string) (string, error) {
 // generated models could not decode (a missing required property, a state
 // this client version does not know).
 type rawSandbox struct {
-	ID        string            `json:"id"`
-	Name      string            `json:"name"`
-	Snapshot  string            `json:"snapshot"`
-	State     string            `json:"state"`
-	Labels    map[string]string `json:"labels"`
-	CreatedAt string            `json:"createdAt"`
+	ID             string            `json:"id"`
+	Name           string            `json:"name"`
+	Snapshot       string            `json:"snapshot"`
+	State          string            `json:"state"`
+	Labels         map[string]string `json:"labels"`
+	CreatedAt      string            `json:"createdAt"`
+	LastActivityAt string            `json:"lastActivityAt"`
 }
 
 func rawState(body []byte) string {
@@ -98,7 +99,7 @@ func decodeList(res *apiclient.ListSandboxesResponse, resp *http.Response, err e
 		out := make([]reaper.Sandbox, 0, len(res.Items))
 		for _, it := range res.Items {
 			sb := reaper.Sandbox{ID: it.Id, Name: it.Name, Template: it.GetSnapshot(),
-				Labels: it.Labels, CreatedAt: parseTime(it.CreatedAt)}
+				Labels: it.Labels, CreatedAt: parseTime(it.CreatedAt), LastActivityAt: parseTime(it.LastActivityAt)}
 			if it.State != nil && *it.State != apiclient.SANDBOXSTATE_UNKNOWN_DEFAULT_OPEN_API {
 				sb.State = string(*it.State)
 			} else if it.State != nil {
@@ -124,12 +125,8 @@ func decodeList(res *apiclient.ListSandboxesResponse, resp *http.Response, err e
 	}
 	out := make([]reaper.Sandbox, 0, len(*page.Items))
 	for _, it := range *page.Items {
-		var at *string
-		if it.CreatedAt != "" {
-			at = &it.CreatedAt
-		}
 		out = append(out, reaper.Sandbox{ID: it.ID, Name: it.Name, Template: it.Snapshot, State: it.State,
-			Labels: it.Labels, CreatedAt: parseTime(at)})
+			Labels: it.Labels, CreatedAt: parseTime(&it.CreatedAt), LastActivityAt: parseTime(&it.LastActivityAt)})
 	}
 	next := ""
 	if page.NextCursor != nil {

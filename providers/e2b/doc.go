@@ -32,10 +32,12 @@
 // listing it cannot show complete. A sandbox's Labels are its metadata, its
 // State is "running" or "paused" as E2B reports it, its Template is the
 // alias of its template when E2B reports one (e.g. "base"), else the
-// template's id (templateID), and its CreatedAt is its startedAt: the time
+// template's id (templateID), and its StartedAt is its startedAt: the time
 // it last started, not its creation. E2B resets startedAt on every resume,
-// so a sandbox paused for a week and resumed a minute ago reads a minute
-// old; the API reports no creation time. Name is never set: E2B sandboxes
+// so a sandbox paused for a week and resumed a minute ago would read a
+// minute old; the API reports no creation time. CreatedAt is therefore left
+// zero, and reaperd ages an untracked E2B sandbox from the first listing
+// that showed it. Name is never set: E2B sandboxes
 // have none.
 //
 // Check lists at most one running sandbox (GET /v2/sandboxes?limit=1&

@@ -249,8 +249,9 @@ func (l *lister) pages(ctx context.Context, since time.Time) (time.Time, int, er
 				// startedAt is when the sandbox last started: E2B resets
 				// it on every resume, so it is the age of the sandbox's
 				// current run, not of the sandbox. The API reports no
-				// creation time.
-				CreatedAt: it.StartedAt,
+				// creation time, so CreatedAt stays zero and reaperd ages
+				// the sandbox from when it first saw it.
+				StartedAt: it.StartedAt,
 				State:     it.State,
 				Labels:    it.Metadata,
 				Template:  cmp.Or(it.Alias, it.TemplateID),

@@ -59,6 +59,9 @@ func TestConformance(t *testing.T) {
 		// The kill handler refuses ids that are not lowercase letters and
 		// digits with 400.
 		MalformedID: "Not_An_ID",
+		// The API reports startedAt, which a resume resets, and no
+		// creation time.
+		StartedAtOnly: true,
 		Setup: func(t *testing.T) (reaper.Provider, providertest.Fake) {
 			return newFake(t)
 		},
@@ -390,7 +393,7 @@ func TestPaginationGuards(t *testing.T) {
 		}))
 		defer ts.Close()
 		got, err := newProvider(t, ts.URL, testKey).List(ctxT(t), reaper.ListFilter{})
-		if err != nil || len(got) != 1 || got[0].ID != "a" || !got[0].CreatedAt.Equal(created) {
+		if err != nil || len(got) != 1 || got[0].ID != "a" || !got[0].StartedAt.Equal(created) {
 			t.Fatalf("List = %v, %v; want one sandbox a", got, err)
 		}
 	})
@@ -719,7 +722,7 @@ func TestListToTheEnd(t *testing.T) {
 }
 
 // TestListTemplateAndStart: Template is the template's alias when E2B
-// reports one, else its id; CreatedAt is the last start, which a resume
+// reports one, else its id; StartedAt is the last start, which a resume
 // moves.
 func TestListTemplateAndStart(t *testing.T) {
 	p, srv := newFake(t)
@@ -740,16 +743,16 @@ func TestListTemplateAndStart(t *testing.T) {
 		byID[sb.ID] = sb
 	}
 	want := map[string]reaper.Sandbox{
-		plain:   {ID: plain, CreatedAt: created, State: "running", Labels: map[string]string{"n": "1"}, Template: e2btest.DefaultTemplateID},
-		aliased: {ID: aliased, CreatedAt: created.Add(time.Minute), State: "running", Labels: map[string]string{"n": "2"}, Template: "code-interpreter-v1"},
-		resumed: {ID: resumed, CreatedAt: restart, State: "running", Labels: map[string]string{"n": "3"}, Template: e2btest.DefaultTemplateID},
+		plain:   {ID: plain, StartedAt: created, State: "running", Labels: map[string]string{"n": "1"}, Template: e2btest.DefaultTemplateID},
+		aliased: {ID: aliased, StartedAt: created.Add(time.Minute), State: "running", Labels: map[string]string{"n": "2"}, Template: "code-interpreter-v1"},
+		resumed: {ID: resumed, StartedAt: restart, State: "running", Labels: map[string]string{"n": "3"}, Template: e2btest.DefaultTemplateID},
 	}
 	if len(byID) != len(want) {
 		t.Fatalf("List = %+v, want %+v", got, want)
 	}
 	for id, w := range want {
 		g := byID[id]
-		if g.ID != w.ID || !g.CreatedAt.Equal(w.CreatedAt) || g.State != w.State || !maps.Equal(g.Labels, w.Labels) || g.Template != w.Template || g.Name != "" {
+		if g.ID != w.ID || !g.StartedAt.Equal(w.StartedAt) || !g.CreatedAt.IsZero() || g.State != w.State || !maps.Equal(g.Labels, w.Labels) || g.Template != w.Template || g.Name != "" {
 			t.Errorf("List[%s] = %+v, want %+v", id, g, w)
 		}
 	}
