@@ -200,7 +200,7 @@ func adopt(tx reaper.Tx, provider string, u *reaper.Untracked, uid uint32, now t
 	sb := u.Sandbox
 	labels := map[string]string{}
 	if reaper.ValidateLabels(sb.Labels) == nil && len(sb.Labels) < reaper.MaxLabels {
-		labels = maps.Clone(sb.Labels)
+		maps.Copy(labels, sb.Labels) // nil when the sandbox has none
 	}
 	labels[reaper.LabelRule] = u.Rule
 	ent := &reaper.Entry{Provider: provider, ID: sb.ID, Labels: labels, RegisteredAt: now, ExpiresAt: now,

@@ -278,3 +278,19 @@ func TestReconciliationNeedsConsecutiveAbsences(t *testing.T) {
 		t.Fatalf("entry = %s (%s), want active: it was never missing twice in a row", e.State, e.CloseReason)
 	}
 }
+
+// A sandbox without labels (a Modal one selected by its app) is adopted
+// with the rule's label alone.
+func TestAdoptsSandboxWithoutLabels(t *testing.T) {
+	rule := reaper.AdoptRule{Name: "app", Provider: "fake", App: "swe-rex", MinAge: time.Hour, Action: reaper.AdoptReap}
+	st := newStock(reaper.Sandbox{ID: "m", App: "swe-rex", CreatedAt: t0.Add(-2 * time.Hour)})
+	h := newHarness(t, withAdoption(rule))
+	h.prov.ListFn, h.prov.CloseFn = st.list, st.close
+	h.start()
+	if u := untrackedByID(h.sweep().Untracked)["m"]; !u.Adopted {
+		t.Fatalf("m = %+v, want adopted", u)
+	}
+	if e := h.waitState("fake/m", reaper.StateClosed); len(e.Labels) != 1 || e.Labels[reaper.LabelRule] != "app" {
+		t.Fatalf("labels = %v, want the rule's alone", e.Labels)
+	}
+}
