@@ -87,13 +87,13 @@ func (s *Server) routes() {
 	m.HandleFunc("/v1/audit", s.methods(map[string]http.HandlerFunc{"GET": s.audit}))
 	m.HandleFunc("/v1/status", s.methods(map[string]http.HandlerFunc{"GET": s.status}))
 	m.HandleFunc("/healthz", s.methods(map[string]http.HandlerFunc{"GET": s.healthz}))
-	m.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+	m.HandleFunc("/metrics", s.methods(map[string]http.HandlerFunc{"GET": func(w http.ResponseWriter, r *http.Request) {
 		if s.Metrics == nil {
 			writeError(w, reaper.Errorf(reaper.ENOTFOUND, "metrics are not enabled"))
 			return
 		}
 		s.Metrics.ServeHTTP(w, r)
-	})
+	}}))
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, reaper.Errorf(reaper.ENOTFOUND, "no such endpoint %s %s: see the API section of the README (routes are under /v1/)", r.Method, r.URL.Path))
 	})

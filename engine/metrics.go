@@ -7,7 +7,7 @@ import (
 // Metrics are the engine's Prometheus metrics. A nil *Metrics records
 // nothing. Queue lengths and pauses are read when scraped (see Collect).
 type Metrics struct {
-	Registrations  prometheus.Counter
+	Registrations  *prometheus.CounterVec // provider
 	CloseAttempts  *prometheus.CounterVec // provider, result (ok or error class)
 	Closed         *prometheus.CounterVec // provider, reason
 	Released       prometheus.Counter
@@ -33,13 +33,22 @@ type Metrics struct {
 	// matches, at the last discovery.
 	AdoptionMatches *prometheus.GaugeVec   // provider, rule, action
 	Adopted         *prometheus.CounterVec // provider, rule
+	// LastSweep is when the last full sweep's pass succeeded.
+	LastSweep prometheus.Gauge
+	// LastListing is when each provider's last discovery listing
+	// succeeded.
+	LastListing *prometheus.GaugeVec // provider
+	// ListErrors counts failed listings, by provider and purpose
+	// (discovery, or confirmation: confirming not-founds and verifying
+	// registrations).
+	ListErrors *prometheus.CounterVec // provider, purpose
 }
 
 // NewMetrics creates the engine's metrics and registers them with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		Registrations: prometheus.NewCounter(prometheus.CounterOpts{Name: "reaperd_registrations_total",
-			Help: "Sandboxes registered."}),
+		Registrations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reaperd_registrations_total",
+			Help: "Sandboxes registered, by provider."}, []string{"provider"}),
 		CloseAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reaperd_close_attempts_total",
 			Help: "Provider close calls, by provider and result (ok or error class)."}, []string{"provider", "result"}),
 		Closed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reaperd_closed_total",
@@ -86,12 +95,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Untracked sandboxes each adoption rule matches, at the last discovery (adopted ones included)."}, []string{"provider", "rule", "action"}),
 		Adopted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reaperd_adopted_total",
 			Help: "Untracked sandboxes adopted by a reap rule, to be closed."}, []string{"provider", "rule"}),
+		LastSweep: prometheus.NewGauge(prometheus.GaugeOpts{Name: "reaperd_last_sweep_success_timestamp_seconds",
+			Help: "Unix time of the last full sweep whose pass succeeded (0 before the first)."}),
+		LastListing: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "reaperd_last_discovery_success_timestamp_seconds",
+			Help: "Unix time of each provider's last successful discovery listing."}, []string{"provider"}),
+		ListErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reaperd_listing_errors_total",
+			Help: "Provider listings that failed, by provider and purpose: discovery, or confirmation (of not-founds and registrations)."}, []string{"provider", "purpose"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Registrations, m.CloseAttempts, m.Closed, m.Released, m.InFlight, m.Passes,
 			m.PassDuration, m.Panics, m.CloseDuration, m.NextDeadline, m.Pruned, m.Untracked,
 			m.ProcessExits, m.LeaseLapses, m.ProviderActive, m.PassErrors, m.Quarantined, m.Recoveries,
-			m.QueueLength, m.ProviderPaused, m.Contradictions, m.Unverified, m.AdoptionMatches, m.Adopted)
+			m.QueueLength, m.ProviderPaused, m.Contradictions, m.Unverified, m.AdoptionMatches, m.Adopted,
+			m.LastSweep, m.LastListing, m.ListErrors)
 	}
 	return m
 }

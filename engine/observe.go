@@ -111,6 +111,9 @@ func (e *Engine) observer(q *closeQueue) {
 			continue
 		}
 		failures++
+		if m := e.Metrics; m != nil {
+			m.ListErrors.WithLabelValues(q.name, "confirmation").Inc()
+		}
 		wait := ledgerBackoff(failures + 3) // from 800ms, doubling to 10s
 		if isPowerOfTwo(failures) {
 			e.logger().Warn("list sandboxes to confirm not-founds and verify registrations", LogProvider, q.name, LogErr, err, LogRetryIn, wait)

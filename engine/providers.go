@@ -297,6 +297,16 @@ func (e *Engine) updateProviderMetrics() {
 	for name := range e.providers.disabledHints() {
 		m.ProviderActive.WithLabelValues(name).Set(0)
 	}
+	// Counters start at zero for every enabled provider, so that rates
+	// and alerts see them before the first event.
+	for _, name := range e.providers.enabledNames() {
+		m.Registrations.WithLabelValues(name)
+		m.Contradictions.WithLabelValues(name)
+		m.Recoveries.WithLabelValues(name)
+		for _, purpose := range []string{"discovery", "confirmation"} {
+			m.ListErrors.WithLabelValues(name, purpose)
+		}
+	}
 }
 
 // EnabledProviders returns the names of the enabled providers, sorted.

@@ -168,7 +168,7 @@ func (e *Engine) Register(ctx context.Context, r reaper.RegisterRequest) (*reape
 	}
 	if created {
 		if m := e.Metrics; m != nil {
-			m.Registrations.Inc()
+			m.Registrations.WithLabelValues(r.Provider).Inc()
 		}
 		e.wakeBy(deadline)
 		// Verify, soon and batched, that reaperd's credentials see it.

@@ -53,6 +53,9 @@ func (e *Engine) Sweep(ctx context.Context, o reaper.SweepOptions) (*reaper.Swee
 	if reply.err != nil {
 		return nil, reply.err
 	}
+	if m := e.Metrics; m != nil {
+		m.LastSweep.Set(float64(e.clock.Now().UnixNano()) / 1e9)
+	}
 	rep := &reaper.SweepReport{Time: e.now(), Items: reply.res.items}
 
 	var wg sync.WaitGroup
@@ -219,7 +222,13 @@ func (e *Engine) discover(ctx context.Context, now time.Time, adoptNow bool) ([]
 		if r.err != nil {
 			errs[r.name] = r.err.Error()
 			e.logger().Warn("discovery: list sandboxes", LogProvider, r.name, LogErr, r.err)
+			if m := e.Metrics; m != nil {
+				m.ListErrors.WithLabelValues(r.name, "discovery").Inc()
+			}
 			continue
+		}
+		if m := e.Metrics; m != nil {
+			m.LastListing.WithLabelValues(r.name).Set(float64(e.clock.Now().UnixNano()) / 1e9)
 		}
 		if err := e.observe(ctx, r.name, r.sbs, r.started); err != nil {
 			e.logger().Error("apply a discovery listing", LogProvider, r.name, LogErr, err)

@@ -39,14 +39,16 @@ var (
 	bucketQuarantine     = []byte("quarantine")
 	bucketUnseen         = []byte("unseen")
 	bucketUntracked      = []byte("untracked")
+	bucketCounts         = []byte("counts")
 
-	keySchema = []byte("schema")
-	keyAlive  = []byte("alive")
+	keySchema  = []byte("schema")
+	keyCounted = []byte("counted") // set once the counts bucket is complete
+	keyAlive   = []byte("alive")
 )
 
 var allBuckets = [][]byte{bucketMeta, bucketEntries, bucketSessions, bucketSessionEntries,
 	bucketDeadlines, bucketProcesses, bucketRetire, bucketAudit, bucketClosing, bucketInFlight,
-	bucketQuarantine, bucketUnseen, bucketUntracked}
+	bucketQuarantine, bucketUnseen, bucketUntracked, bucketCounts}
 
 // ErrLocked is returned by Open when another process holds the ledger file.
 var ErrLocked = errors.New("ledger is locked by another process")
@@ -153,6 +155,14 @@ func (db *DB) init() error {
 				if err := migrate(btx, got); err != nil {
 					return fmt.Errorf("open ledger %s: migrate schema %d to %d: %w", db.path, got, SchemaVersion, err)
 				}
+			}
+		}
+		if meta.Get(keyCounted) == nil {
+			if err := recount(btx); err != nil {
+				return fmt.Errorf("open ledger %s: count entries: %w", db.path, err)
+			}
+			if err := meta.Put(keyCounted, u64(1)); err != nil {
+				return err
 			}
 		}
 		return meta.Put(keySchema, u64(SchemaVersion))

@@ -134,6 +134,16 @@ func (t *tx) PutEntry(e *reaper.Entry) error {
 	if err := t.indexEntry(e, t.sessionFor(e)); err != nil {
 		return err
 	}
+	if old == nil || old.State != e.State {
+		if old != nil {
+			if err := t.count(old.Provider, old.State, -1); err != nil {
+				return err
+			}
+		}
+		if err := t.count(e.Provider, e.State, 1); err != nil {
+			return err
+		}
+	}
 	v, err := encode(e)
 	if err != nil {
 		return fmt.Errorf("encode entry %s: %w", key, err)
@@ -213,6 +223,9 @@ func setMember(b *bolt.Bucket, key string, in bool) error {
 func (t *tx) deleteEntry(e *reaper.Entry) error {
 	t.write()
 	if err := t.unindexEntry(e, t.sessionFor(e)); err != nil {
+		return err
+	}
+	if err := t.count(e.Provider, e.State, -1); err != nil {
 		return err
 	}
 	return t.bucket(bucketEntries).Delete([]byte(e.Key()))
@@ -537,6 +550,11 @@ func (t *tx) Quarantine(kind reaper.DueKind, key, reason string, at time.Time) e
 		return err
 	}
 	if kind == reaper.DueEntry {
+		// Its state is unknown, so its count cannot be taken back: the
+		// next open counts the entries again.
+		if err := t.bucket(bucketMeta).Delete(keyCounted); err != nil {
+			return err
+		}
 		// Its deadline, session and retire keys cannot be computed without
 		// the record; the engine drops stale deadline keys as they come
 		// due, and readers skip keys whose entry is missing.
@@ -838,4 +856,63 @@ func (t *tx) PutUntracked(provider, id string, firstSeen time.Time) error {
 func (t *tx) DeleteUntracked(provider, id string) error {
 	t.write()
 	return t.bucket(bucketUntracked).Delete([]byte(provider + "/" + id))
+}
+
+// countKey is the key of the number of entries of a provider in a state.
+func countKey(provider string, st reaper.State) []byte {
+	return []byte(provider + "\x00" + string(st))
+}
+
+// count adds delta to the number of entries of provider in state st.
+func (t *tx) count(provider string, st reaper.State, delta int64) error {
+	b := t.bucket(bucketCounts)
+	k := countKey(provider, st)
+	var n int64
+	if v := b.Get(k); len(v) == 8 {
+		n = int64(binary.BigEndian.Uint64(v))
+	}
+	if n += delta; n <= 0 {
+		return b.Delete(k)
+	}
+	return b.Put(k, u64(uint64(n)))
+}
+
+func (t *tx) Counts(fn func(provider string, st reaper.State, n int) error) error {
+	return t.bucket(bucketCounts).ForEach(func(k, v []byte) error {
+		provider, st, ok := strings.Cut(string(k), "\x00")
+		if !ok || len(v) != 8 {
+			return nil
+		}
+		return fn(provider, reaper.State(st), int(binary.BigEndian.Uint64(v)))
+	})
+}
+
+// recount rebuilds the counts bucket from the entries: once, when a ledger
+// written before the counts were kept is opened.
+func recount(btx *bolt.Tx) error {
+	if err := btx.DeleteBucket(bucketCounts); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+		return err
+	}
+	if _, err := btx.CreateBucket(bucketCounts); err != nil {
+		return err
+	}
+	t := &tx{tx: btx}
+	counts := map[string]int64{}
+	err := t.bucket(bucketEntries).ForEach(func(k, v []byte) error {
+		e, err := decodeEntry(k, v)
+		if err != nil {
+			return nil // quarantined when the engine meets it
+		}
+		counts[string(countKey(e.Provider, e.State))]++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for k, n := range counts {
+		if err := t.bucket(bucketCounts).Put([]byte(k), u64(uint64(n))); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -88,6 +88,11 @@ type Tx interface {
 	// unverified. It is a no-op for an entry that is final or already seen.
 	SetVerification(e *Entry, seen, unverified bool) error
 
+	// Counts calls fn with the number of entries of each provider in each
+	// state (pairs with none are left out). The cost does not depend on
+	// the number of entries.
+	Counts(fn func(provider string, st State, n int) error) error
+
 	// Untracked calls fn for each live sandbox of the provider that no entry
 	// tracks, as recorded by PutUntracked, with the time reaperd first saw
 	// it, in id order.

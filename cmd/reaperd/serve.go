@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -168,9 +169,11 @@ func (m *Main) serve(ctx context.Context, o serveOptions) error {
 		return usageError{err}
 	}
 
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "reaperd_oldest_closing_seconds",
-		Help: "How long the longest-closing entry has been closing (0 when none is): alert when closes do not complete."},
-		eng.OldestClosingAge))
+	reg.MustRegister(eng.Collector())
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "reaperd_build_info",
+		Help: "Always 1; the labels say which build runs."}, []string{"version", "commit", "goversion"})
+	buildInfo.WithLabelValues(version, buildCommit(), runtime.Version()).Set(1)
+	reg.MustRegister(buildInfo)
 
 	ln, err := listenSocket(socketPath, cfg.SocketGroup)
 	if err != nil {

@@ -8,6 +8,21 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// buildCommit returns the commit the binary was built from, when known.
+func buildCommit() string {
+	if commit != "" {
+		return commit
+	}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				return s.Value[:12]
+			}
+		}
+	}
+	return ""
+}
+
 func versionString() string {
 	v, c := version, commit
 	if info, ok := debug.ReadBuildInfo(); ok {
