@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -73,6 +75,7 @@ as root, else ./reaperd-data/ for other users.`,
 	f.StringVar(&o.ledger, "ledger", "", "ledger file (default $STATE_DIRECTORY/ledger.db, /var/lib/reaperd/ledger.db as root, ./reaperd-data/ledger.db otherwise)")
 	f.StringVar(&o.schedule, "schedule", "", `cron spec of full sweeps (default "@every 1m")`)
 	f.StringVar(&o.logLevel, "log-level", "", "debug, info, warn or error (default info)")
+	completeFlag(c, "log-level", "debug", "info", "warn", "error")
 	return c
 }
 
@@ -175,11 +178,18 @@ func (m *Main) serve(ctx context.Context, o serveOptions) error {
 	buildInfo.WithLabelValues(version, buildCommit(), runtime.Version()).Set(1)
 	reg.MustRegister(buildInfo)
 
-	ln, err := listenSocket(socketPath, cfg.SocketGroup)
+	ln, inherited, err := apiListener(socketPath, cfg.SocketGroup)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(socketPath)
+	if inherited {
+		// systemd owns the socket file (reaperd.socket): it stays, so that
+		// connections during a restart queue up instead of failing.
+		socketPath = ln.Addr().String()
+		logger.Info("serving on the socket systemd passed", logSocket, socketPath)
+	} else {
+		defer os.Remove(socketPath)
+	}
 
 	// alive reports whether the ledger answers reads: the watchdog's check.
 	// A ledger that cannot be written (a full disk) is alive: the daemon
@@ -402,6 +412,35 @@ func (m *Main) reload(st *daemonState, eng *engine.Engine, o serveOptions, logge
 	st.cfg = cfg
 	st.mu.Unlock()
 	logger.Info("configuration reloaded", "config", firstNonEmpty(path, "(none)"), logSchedule, st.schedule)
+}
+
+// apiListener returns the API's Unix socket listener: the one systemd
+// passed (socket activation, reaperd.socket), if any, else a socket of its
+// own at path. inherited says which; an inherited socket is never
+// unlinked.
+func apiListener(path, group string) (ln net.Listener, inherited bool, err error) {
+	lns, err := activation.Listeners()
+	if err != nil {
+		return nil, false, fmt.Errorf("take the sockets systemd passed: %w", err)
+	}
+	for _, l := range lns {
+		if ul, ok := l.(*net.UnixListener); ok && ln == nil {
+			ul.SetUnlinkOnClose(false)
+			ln = ul
+			continue
+		}
+		if l != nil {
+			l.Close()
+		}
+	}
+	if ln != nil {
+		return ln, true, nil
+	}
+	if len(lns) > 0 {
+		return nil, false, errors.New("take the sockets systemd passed: none is a Unix stream socket (check ListenStream= in reaperd.socket)")
+	}
+	ln, err = listenSocket(path, group)
+	return ln, false, err
 }
 
 // listenSocket listens on a Unix socket with mode 0660, replacing a stale
