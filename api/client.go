@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,10 +20,19 @@ import (
 	"github.com/reaperd/reaperd/reaper"
 )
 
-// Client calls a daemon's API over its Unix socket.
+// Client calls a daemon's API over its Unix socket, or over its TCP
+// listener with a token.
 type Client struct {
 	// Socket is the path of the daemon's socket.
 	Socket string
+	// URL, when set, is the base URL of the daemon's TCP listener
+	// (https://host:port); Socket is then unused.
+	URL string
+	// Token is the API token sent to the TCP listener.
+	Token string
+	// Err, when set, is what every call returns: the client could not be
+	// configured (a bad URL, an unreadable token file).
+	Err error
 	// Timeout bounds each call. Zero means 30 seconds; sweeps get longer.
 	Timeout time.Duration
 
@@ -42,6 +52,32 @@ func NewClient(socket string) *Client {
 	return c
 }
 
+// NewRemoteClient returns a client for the daemon's TCP listener at
+// baseURL, sending token. tlsConfig may be nil (system roots).
+func NewRemoteClient(baseURL, token string, tlsConfig *tls.Config) (*Client, error) {
+	u, err := url.Parse(strings.TrimSpace(baseURL))
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return nil, fmt.Errorf("parse daemon URL %q: use https://host:port (or http:// on loopback)", baseURL)
+	}
+	if strings.TrimSpace(token) == "" {
+		return nil, errors.New("no API token: set REAPERD_TOKEN or --token-file for a daemon reached by URL")
+	}
+	c := &Client{URL: u.Scheme + "://" + u.Host, Token: strings.TrimSpace(token)}
+	c.http = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig, MaxIdleConnsPerHost: 64,
+		Proxy: http.ProxyFromEnvironment},
+		// A redirect would carry the token elsewhere.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	return c, nil
+}
+
+// where names the daemon the client calls.
+func (c *Client) where() string {
+	if c.URL != "" {
+		return c.URL
+	}
+	return c.Socket
+}
+
 // NotRunningError is returned when no daemon answers on the socket.
 type NotRunningError struct {
 	Socket string
@@ -49,6 +85,9 @@ type NotRunningError struct {
 }
 
 func (e *NotRunningError) Error() string {
+	if strings.Contains(e.Socket, "://") {
+		return fmt.Sprintf("cannot reach reaperd at %s: %v (is its [http] listen set, and the address reachable?)", e.Socket, e.Err)
+	}
 	switch {
 	case errors.Is(e.Err, os.ErrPermission):
 		return fmt.Sprintf("cannot connect to reaperd at %s: permission denied (the socket is mode 0660: add your user to its group, or use sudo)", e.Socket)
@@ -63,6 +102,9 @@ func (e *NotRunningError) Unwrap() error { return e.Err }
 // do sends a request and decodes a JSON response into out. API errors are
 // returned as *reaper.Error with the daemon's code and message.
 func (c *Client) do(ctx context.Context, method, path string, in, out any, timeout time.Duration) error {
+	if c.Err != nil {
+		return c.Err
+	}
 	if timeout == 0 {
 		timeout = c.Timeout
 	}
@@ -79,9 +121,16 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any, timeo
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://reaperd"+path, body)
+	base := "http://reaperd"
+	if c.URL != "" {
+		base = c.URL
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
 	if err != nil {
 		return fmt.Errorf("build request: %w", err)
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -90,10 +139,10 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any, timeo
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && op.Op == "dial" {
-			return &NotRunningError{Socket: c.Socket, Err: op.Err}
+			return &NotRunningError{Socket: c.where(), Err: op.Err}
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("reaperd at %s did not answer within %s", c.Socket, timeout)
+			return fmt.Errorf("reaperd at %s did not answer within %s", c.where(), timeout)
 		}
 		return fmt.Errorf("call reaperd: %w", err)
 	}

@@ -47,6 +47,7 @@ const (
 	logPath   = "path"
 	logStatus = "status"
 	logUID    = "uid"
+	logToken  = "token" // the token's name, never the token
 	logErr    = "err"
 )
 
@@ -109,7 +110,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(sw, r)
 	if s.Logger != nil && s.Logger.Enabled(r.Context(), slog.LevelDebug) {
 		attrs := []any{logMethod, r.Method, logPath, r.URL.Path, logStatus, sw.status}
-		if c, ok := reaper.CallerFrom(r.Context()); ok {
+		if c, ok := reaper.CallerFrom(r.Context()); ok && c.Token != "" {
+			attrs = append(attrs, logToken, c.Token)
+		} else if ok {
 			attrs = append(attrs, logUID, c.UID)
 		}
 		s.Logger.Debug("api request", attrs...)

@@ -64,7 +64,7 @@ func (e *Engine) Register(ctx context.Context, r reaper.RegisterRequest) (*reape
 			return nil, false, err
 		}
 	}
-	owner := reaper.CallerUID(ctx)
+	owner, token := reaper.CallerUID(ctx), reaper.CallerToken(ctx)
 	var out *reaper.Entry
 	var created bool
 	var deadline time.Time // earliest time the new entry may become due
@@ -72,7 +72,7 @@ func (e *Engine) Register(ctx context.Context, r reaper.RegisterRequest) (*reape
 		out, created, deadline = nil, false, time.Time{}
 		now := e.now()
 		ent := &reaper.Entry{Provider: r.Provider, ID: r.ID, Session: r.Session, Labels: maps.Clone(r.Labels),
-			Keep: r.Keep, Attached: r.Attached, RegisteredAt: now, State: reaper.StateActive, Owner: owner}
+			Keep: r.Keep, Attached: r.Attached, RegisteredAt: now, State: reaper.StateActive, Owner: owner, OwnerToken: token}
 		if r.TTL > 0 {
 			ent.ExpiresAt = now.Add(time.Duration(r.TTL))
 		}
@@ -84,7 +84,7 @@ func (e *Engine) Register(ctx context.Context, r reaper.RegisterRequest) (*reape
 				return err
 			}
 			if s != nil {
-				if err := e.Access.Check(ctx, s.Owner, "session "+s.ID, "register into"); err != nil {
+				if err := e.Access.Check(ctx, s.Ownership(), "session "+s.ID, "register into"); err != nil {
 					return err
 				}
 			}
@@ -113,7 +113,7 @@ func (e *Engine) Register(ctx context.Context, r reaper.RegisterRequest) (*reape
 			switch {
 			case s == nil:
 				s = &reaper.Session{ID: r.Session, Lease: r.Lease, StartedAt: now, LastHeartbeat: now,
-					PID: r.PID, PIDStart: pidStart, Owner: owner}
+					PID: r.PID, PIDStart: pidStart, Owner: owner, OwnerToken: token}
 			case s.Ended():
 				return sessionEndedError(s)
 			default:
@@ -156,7 +156,7 @@ func (e *Engine) Register(ctx context.Context, r reaper.RegisterRequest) (*reape
 		if !ent.ExpiresAt.IsZero() {
 			detail = append(detail, "expires "+fmtTime(ent.ExpiresAt))
 		}
-		if err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventRegistered, Key: key, Session: ent.Session, Actor: owner,
+		if err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventRegistered, Key: key, Session: ent.Session, Actor: owner, ActorToken: token,
 			Detail: strings.Join(detail, ", ")}); err != nil {
 			return err
 		}
@@ -231,7 +231,7 @@ func (e *Engine) Heartbeat(ctx context.Context, id string, lease reaper.Duration
 		if s == nil {
 			return reaper.Errorf(reaper.ENOTFOUND, "session %s is not known: register a sandbox with --session %s first", id, id)
 		}
-		if err := e.Access.Check(ctx, s.Owner, "session "+id, "heartbeat"); err != nil {
+		if err := e.Access.Check(ctx, s.Ownership(), "session "+id, "heartbeat"); err != nil {
 			return err
 		}
 		if s.Ended() {
@@ -268,7 +268,7 @@ func (e *Engine) EndSession(ctx context.Context, id string) (*reaper.EndResult, 
 	if err := reaper.ValidateID("session", id); err != nil {
 		return nil, err
 	}
-	actor := reaper.CallerUID(ctx)
+	actor, actorToken := reaper.CallerUID(ctx), reaper.CallerToken(ctx)
 	var res *reaper.EndResult
 	var released int
 	err := e.update(ctx, func(tx reaper.Tx) error {
@@ -281,13 +281,13 @@ func (e *Engine) EndSession(ctx context.Context, id string) (*reaper.EndResult, 
 		if s == nil {
 			return reaper.Errorf(reaper.ENOTFOUND, "session %s is not known", id)
 		}
-		if err := e.Access.Check(ctx, s.Owner, "session "+id, "end"); err != nil {
+		if err := e.Access.Check(ctx, s.Ownership(), "session "+id, "end"); err != nil {
 			return err
 		}
 		res = &reaper.EndResult{Session: s}
 		if !s.Ended() {
 			s.EndedAt, s.EndReason = now, reaper.ReasonSessionEnded
-			if err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventSessionEnded, Session: id, Actor: actor,
+			if err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventSessionEnded, Session: id, Actor: actor, ActorToken: actorToken,
 				Reason: reaper.ReasonSessionEnded}); err != nil {
 				return err
 			}
@@ -344,7 +344,7 @@ func (e *Engine) modifiable(ctx context.Context, tx reaper.Tx, key, verb string)
 	if ent == nil {
 		return nil, reaper.Errorf(reaper.ENOTFOUND, "%s is not registered", key)
 	}
-	if err := e.Access.Check(ctx, ent.Owner, key, verb); err != nil {
+	if err := e.Access.Check(ctx, ent.Ownership(), key, verb); err != nil {
 		return nil, err
 	}
 	return ent, nil
@@ -375,7 +375,7 @@ func (e *Engine) Tag(ctx context.Context, key string, r reaper.TagRequest) (*rea
 	if err := reaper.ValidateLabels(merged); err != nil {
 		return nil, err
 	}
-	actor := reaper.CallerUID(ctx)
+	actor, actorToken := reaper.CallerUID(ctx), reaper.CallerToken(ctx)
 	var out *reaper.Entry
 	var due time.Time
 	err := e.update(ctx, func(tx reaper.Tx) error {
@@ -448,7 +448,7 @@ func (e *Engine) Tag(ctx context.Context, key string, r reaper.TagRequest) (*rea
 		if err := tx.PutEntry(ent); err != nil {
 			return err
 		}
-		return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventTagged, Key: key, Session: ent.Session, Actor: actor,
+		return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventTagged, Key: key, Session: ent.Session, Actor: actor, ActorToken: actorToken,
 			Detail: strings.Join(changes, " ")})
 	})
 	if err != nil {
@@ -466,7 +466,7 @@ func (e *Engine) Release(ctx context.Context, key string) (*reaper.Entry, error)
 	if _, _, err := reaper.ParseKey(key); err != nil {
 		return nil, err
 	}
-	actor := reaper.CallerUID(ctx)
+	actor, actorToken := reaper.CallerUID(ctx), reaper.CallerToken(ctx)
 	var out *reaper.Entry
 	var released bool
 	err := e.update(ctx, func(tx reaper.Tx) error {
@@ -491,7 +491,7 @@ func (e *Engine) Release(ctx context.Context, key string) (*reaper.Entry, error)
 		if prev == reaper.StateClosing {
 			detail = "released while closing"
 		}
-		return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventReleased, Key: key, Session: ent.Session, Actor: actor,
+		return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventReleased, Key: key, Session: ent.Session, Actor: actor, ActorToken: actorToken,
 			Reason: reaper.ReasonReleased, Detail: detail})
 	})
 	if err != nil {

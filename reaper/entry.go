@@ -114,7 +114,13 @@ type Entry struct {
 	// Owner is the uid that registered the entry, from the socket's peer
 	// credentials; nil when unknown (then anyone may change it).
 	Owner *uint32 `json:"owner,omitempty"`
+	// OwnerToken is the name of the API token that registered the entry
+	// over the TCP listener; empty otherwise.
+	OwnerToken string `json:"owner_token,omitempty"`
 }
+
+// Ownership returns who registered the entry.
+func (e *Entry) Ownership() Ownership { return Ownership{UID: e.Owner, Token: e.OwnerToken} }
 
 // Key returns the entry's ledger key, PROVIDER/ID.
 func (e *Entry) Key() string { return e.Provider + "/" + e.ID }
@@ -155,7 +161,13 @@ type Session struct {
 	// Owner is the uid that created the session, by its first
 	// registration; nil when unknown (then anyone may use it).
 	Owner *uint32 `json:"owner,omitempty"`
+	// OwnerToken is the name of the API token that created the session
+	// over the TCP listener; empty otherwise.
+	OwnerToken string `json:"owner_token,omitempty"`
 }
+
+// Ownership returns who created the session.
+func (s *Session) Ownership() Ownership { return Ownership{UID: s.Owner, Token: s.OwnerToken} }
 
 // Ended reports whether the session has ended.
 func (s *Session) Ended() bool { return !s.EndedAt.IsZero() }
@@ -218,12 +230,14 @@ type AuditEvent struct {
 	Key     string    `json:"key,omitempty"`
 	Session string    `json:"session,omitempty"`
 	// Actor is the uid of the client that caused the event; nil when the
-	// engine acted on its own.
-	Actor      *uint32 `json:"actor,omitempty"`
-	Reason     Reason  `json:"reason,omitempty"`
-	ErrorClass string  `json:"error_class,omitempty"`
-	Error      string  `json:"error,omitempty"`
-	Detail     string  `json:"detail,omitempty"`
+	// engine acted on its own, or a token did (ActorToken).
+	Actor *uint32 `json:"actor,omitempty"`
+	// ActorToken is the name of the API token that caused the event.
+	ActorToken string `json:"actor_token,omitempty"`
+	Reason     Reason `json:"reason,omitempty"`
+	ErrorClass string `json:"error_class,omitempty"`
+	Error      string `json:"error,omitempty"`
+	Detail     string `json:"detail,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration

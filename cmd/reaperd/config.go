@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -71,8 +72,57 @@ type Config struct {
 	// Adopt are the adoption rules, tried in order.
 	Adopt []AdoptConfig `toml:"adopt"`
 
+	HTTP      HTTPConfig                `toml:"http"`
 	Engine    EngineConfig              `toml:"engine"`
 	Providers map[string]ProviderConfig `toml:"providers"`
+}
+
+// HTTPConfig is the optional TCP listener.
+type HTTPConfig struct {
+	// Listen is host:port; empty means no TCP listener.
+	Listen string `toml:"listen"`
+	// TokenFile holds the API tokens, one per line ("name:token" or a
+	// bare token). Empty means the listener serves /metrics and /healthz
+	// only.
+	TokenFile string `toml:"token_file"`
+	// TLSCertFile and TLSKeyFile serve HTTPS. Required when Listen is not
+	// a loopback address.
+	TLSCertFile string `toml:"tls_cert_file"`
+	TLSKeyFile  string `toml:"tls_key_file"`
+}
+
+// validate checks the listener's settings (not its files, which serve
+// reads).
+func (h HTTPConfig) validate() error {
+	if h.Listen == "" {
+		if h.TokenFile != "" || h.TLSCertFile != "" || h.TLSKeyFile != "" {
+			return errors.New("[http]: token_file and tls_* need listen")
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(h.Listen)
+	if err != nil {
+		return fmt.Errorf("[http] listen %q: %v: use host:port, e.g. \"127.0.0.1:9810\"", h.Listen, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("[http] listen %q: port %q is not a number from 0 to 65535", h.Listen, port)
+	}
+	if (h.TLSCertFile == "") != (h.TLSKeyFile == "") {
+		return errors.New("[http]: give both tls_cert_file and tls_key_file, or neither")
+	}
+	if h.TLSCertFile == "" && !loopback(host) {
+		return fmt.Errorf("[http] listen %q is not a loopback address: set tls_cert_file and tls_key_file (tokens never travel in clear off this host)", h.Listen)
+	}
+	return nil
+}
+
+// loopback reports whether host names only this host.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // EngineConfig tunes the engine. Zero values take the engine's defaults.
@@ -196,6 +246,9 @@ func (c *Config) validate() error {
 	}
 	if c.Engine.MinBackoff > 0 && c.Engine.MaxBackoff > 0 && c.Engine.MinBackoff > c.Engine.MaxBackoff {
 		return fmt.Errorf("engine.min_backoff %s is longer than engine.max_backoff %s", time.Duration(c.Engine.MinBackoff), time.Duration(c.Engine.MaxBackoff))
+	}
+	if err := c.HTTP.validate(); err != nil {
+		return err
 	}
 	if c.AdoptGrace < 0 {
 		return fmt.Errorf("adopt_grace %s: must not be negative", time.Duration(c.AdoptGrace))

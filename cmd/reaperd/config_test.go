@@ -69,6 +69,13 @@ force_after = 5
 		{"adopt reap everything", "[[adopt]]\nprovider = \"e2b\"\naction = \"reap\"\n", "would close every untracked e2b sandbox"},
 		{"adopt preset twice", "[[adopt]]\npreset = \"swe-rex\"\n[[adopt]]\npreset = \"swe-rex\"\n", "[[adopt]] #2 (preset swe-rex): rule swe-rex/modal is given twice"},
 		{"adopt bad glob", "[[adopt]]\nprovider = \"daytona\"\nname = \"[x\"\n", "[[adopt]] #1: name"},
+		{"http loopback", "[http]\nlisten = \"127.0.0.1:9810\"\ntoken_file = \"/etc/reaperd/api.token\"\n", ""},
+		{"http off loopback without TLS", "[http]\nlisten = \"0.0.0.0:9810\"\n", "is not a loopback address: set tls_cert_file and tls_key_file"},
+		{"http all interfaces without TLS", "[http]\nlisten = \":9810\"\n", "is not a loopback address"},
+		{"http off loopback with TLS", "[http]\nlisten = \"0.0.0.0:9810\"\ntls_cert_file = \"/c\"\ntls_key_file = \"/k\"\n", ""},
+		{"http bad listen", "[http]\nlisten = \"9810\"\n", "use host:port"},
+		{"http cert without key", "[http]\nlisten = \"127.0.0.1:9810\"\ntls_cert_file = \"/c\"\n", "both tls_cert_file and tls_key_file"},
+		{"http token without listen", "[http]\ntoken_file = \"/t\"\n", "need listen"},
 		{"negative adopt grace", "adopt_grace = \"-1m\"\n", `reaperd.toml:1:15: toml: invalid duration "-1m"`},
 	}
 	for _, tt := range tests {

@@ -44,7 +44,7 @@ func TestExampleConfigParses(t *testing.T) {
 	if len(c.Adopt) != 2 {
 		t.Errorf("the example config has %d [[adopt]] tables, want its two examples", len(c.Adopt))
 	}
-	for _, key := range []string{"admin_group", "queue_limit", "list_timeout", "max_backoff", "force_after", "adopt_grace", "session_label", "min_idle"} {
+	for _, key := range []string{"admin_group", "queue_limit", "list_timeout", "max_backoff", "force_after", "adopt_grace", "session_label", "min_idle", "listen", "token_file", "tls_cert_file", "tls_key_file"} {
 		if !seen[key] {
 			t.Errorf("the example config does not document %s", key)
 		}

@@ -5,11 +5,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/reaperd/reaperd/api"
@@ -44,7 +47,10 @@ type Main struct {
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
 
-	socket string // --socket
+	socket    string // --socket
+	url       string // --url
+	tokenFile string // --token-file
+	caFile    string // --ca-file
 }
 
 // NewMain returns a Main wired to the process's streams and environment.
@@ -108,6 +114,9 @@ Unix socket (--socket, or REAPERD_SOCKET).`,
 		return usageError{fmt.Errorf("%w (see 'reaperd %s --help')", err, c.Name())}
 	})
 	root.PersistentFlags().StringVar(&m.socket, "socket", "", "daemon socket path (default $REAPERD_SOCKET, else the daemon's default)")
+	root.PersistentFlags().StringVar(&m.url, "url", "", "daemon's TCP listener, https://host:port (default $REAPERD_URL; the socket when unset)")
+	root.PersistentFlags().StringVar(&m.tokenFile, "token-file", "", "file holding the API token for --url (default $REAPERD_TOKEN)")
+	root.PersistentFlags().StringVar(&m.caFile, "ca-file", "", "PEM CA certificate to trust for --url (default $REAPERD_CA_FILE, else the system's)")
 	root.AddCommand(
 		m.serveCommand(),
 		m.registerCommand(),
@@ -127,8 +136,43 @@ Unix socket (--socket, or REAPERD_SOCKET).`,
 
 // client returns an API client for the socket chosen by --socket,
 // REAPERD_SOCKET or the default.
+// client returns the API client: over the TCP listener when a URL is given
+// (--url or REAPERD_URL, with a token from --token-file or REAPERD_TOKEN),
+// else over the Unix socket.
 func (m *Main) client() *api.Client {
-	return api.NewClient(m.clientSocket())
+	u := firstNonEmpty(m.url, m.Getenv("REAPERD_URL"))
+	if u == "" {
+		return api.NewClient(m.clientSocket())
+	}
+	c, err := m.remoteClient(u)
+	if err != nil {
+		return &api.Client{Err: usageError{err}}
+	}
+	return c
+}
+
+func (m *Main) remoteClient(u string) (*api.Client, error) {
+	token := m.Getenv("REAPERD_TOKEN")
+	if m.tokenFile != "" {
+		b, err := os.ReadFile(m.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("--token-file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	var tlsConfig *tls.Config
+	if ca := firstNonEmpty(m.caFile, m.Getenv("REAPERD_CA_FILE")); ca != "" {
+		pem, err := os.ReadFile(ca)
+		if err != nil {
+			return nil, fmt.Errorf("CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", ca)
+		}
+		tlsConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return api.NewRemoteClient(u, token, tlsConfig)
 }
 
 // exactArgs is cobra.ExactArgs with a usage error naming what is missing.

@@ -81,6 +81,7 @@ as root, else ./reaperd-data/ for other users.`,
 
 // daemonState is what a reload may change.
 type daemonState struct {
+	tcp      *tcpListener // nil without [http] listen
 	mu       sync.Mutex
 	cfg      *Config
 	schedule string
@@ -239,6 +240,18 @@ func (m *Main) serve(ctx context.Context, o serveOptions) error {
 	go func() { engDone <- eng.Run(engCtx) }()
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- httpSrv.Serve(ln) }()
+	tcp, err := startTCP(cfg.HTTP, srv, logger)
+	if err != nil {
+		_ = httpSrv.Close()
+		stopEngine()
+		<-engDone
+		return err
+	}
+	st.tcp = tcp
+	var tcpDone chan error
+	if tcp != nil {
+		tcpDone = tcp.done
+	}
 
 	// Ready once the engine has prepared the ledger (lease grace, resumed
 	// closes): until then nothing would be reaped. The API answers already.
@@ -269,6 +282,9 @@ loop:
 		case err := <-srvDone:
 			runErr = fmt.Errorf("serve API: %w", err)
 			break loop
+		case err := <-tcpDone:
+			runErr = fmt.Errorf("serve API over TCP: %w", err)
+			break loop
 		}
 	}
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
@@ -280,6 +296,9 @@ loop:
 	st.mu.Unlock()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = httpSrv.Shutdown(shutCtx)
+	if tcp != nil {
+		_ = tcp.srv.Shutdown(shutCtx)
+	}
 	cancel()
 	stopEngine()
 	if err := <-engDone; err != nil && runErr == nil {
@@ -387,6 +406,9 @@ func (m *Main) reload(st *daemonState, eng *engine.Engine, o serveOptions, logge
 	var provs *engine.ProviderSet
 	if err == nil {
 		provs, err = BuildProviders(cfg, m.Getenv)
+	}
+	if err == nil && st.tcp != nil && cfg.HTTP.Listen != "" {
+		err = st.tcp.load(cfg.HTTP) // tokens and certificate are read again
 	}
 	if err == nil {
 		err = applyAdoption(eng, cfg, logger)
@@ -534,6 +556,7 @@ func restartOnly(old, cfg *Config) []string {
 	add("retention", retentionOf(old) != retentionOf(cfg))
 	add("default_ttl", old.DefaultTTL != cfg.DefaultTTL)
 	add("discover", (old.Discover == nil || *old.Discover) != (cfg.Discover == nil || *cfg.Discover))
+	add("http.listen", old.HTTP.Listen != cfg.HTTP.Listen || (old.HTTP.TLSCertFile == "") != (cfg.HTTP.TLSCertFile == ""))
 	add("engine", old.Engine != cfg.Engine)
 	return out
 }

@@ -5,6 +5,8 @@ import http.client
 import json
 import os
 import socket as _socket
+import ssl
+import urllib.parse
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 from urllib.parse import quote, urlencode
 
@@ -103,12 +105,49 @@ class Client:
     threads.
     """
 
-    def __init__(self, socket: Optional[str] = None, timeout: float = 10.0) -> None:
-        self.socket = socket if socket else default_socket()
+    def __init__(self, socket: Optional[str] = None, timeout: float = 10.0,
+                 url: Optional[str] = None, token: Optional[str] = None,
+                 cafile: Optional[str] = None) -> None:
+        """``url`` reaches the daemon's TCP listener instead of its socket
+        (``https://host:port``; default ``$REAPERD_URL`` when no ``socket``
+        is given), with the API ``token`` (default ``$REAPERD_TOKEN``) and,
+        for a private CA, ``cafile`` (default ``$REAPERD_CA_FILE``)."""
+        if url is None and socket is None:
+            url = os.environ.get("REAPERD_URL") or None
         self.timeout = timeout
+        self.url = None
+        self.token = None
+        self._ssl = None
+        if url:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+                raise ValueError("url %r: use https://host:port (or http:// on loopback)" % url)
+            self.url = "%s://%s" % (parts.scheme, parts.netloc)
+            self.token = token if token is not None else os.environ.get("REAPERD_TOKEN")
+            if not self.token:
+                raise ValueError("no API token for %s: pass token= or set REAPERD_TOKEN" % self.url)
+            if parts.scheme == "https":
+                self._ssl = ssl.create_default_context(cafile=cafile or os.environ.get("REAPERD_CA_FILE") or None)
+            self.socket = None
+        else:
+            self.socket = socket if socket else default_socket()
 
     def __repr__(self) -> str:
+        if self.url:
+            return "Client(url=%r, timeout=%r)" % (self.url, self.timeout)
         return "Client(socket=%r, timeout=%r)" % (self.socket, self.timeout)
+
+    @property
+    def _where(self) -> str:
+        return self.url or self.socket or ""
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if not self.url:
+            return _UnixHTTPConnection(self.socket, self.timeout)
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme == "https":
+            return http.client.HTTPSConnection(parts.netloc, timeout=self.timeout, context=self._ssl)
+        return http.client.HTTPConnection(parts.netloc, timeout=self.timeout)
 
     # -- sandboxes ---------------------------------------------------------
 
@@ -291,14 +330,16 @@ class Client:
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        conn = _UnixHTTPConnection(self.socket, self.timeout)
+        if self.token:
+            headers["Authorization"] = "Bearer " + self.token
+        conn = self._connection()
         try:
             try:
                 conn.connect()
             except _socket.timeout as e:
                 raise ReaperdTimeoutError(
-                    "reaperd at %s did not accept a connection within %ss" % (self.socket, self.timeout),
-                    self.socket) from e
+                    "reaperd at %s did not accept a connection within %ss" % (self._where, self.timeout),
+                    self._where) from e
             except OSError as e:
                 raise self._not_running(e) from e
             try:
@@ -307,12 +348,12 @@ class Client:
                 raw = resp.read()
             except _socket.timeout as e:
                 raise ReaperdTimeoutError(
-                    "reaperd at %s did not answer %s %s within %ss" % (self.socket, method, path, self.timeout),
-                    self.socket) from e
+                    "reaperd at %s did not answer %s %s within %ss" % (self._where, method, path, self.timeout),
+                    self._where) from e
             except (OSError, http.client.HTTPException) as e:
                 raise ReaperdConnectionError(
                     "reaperd at %s closed the connection during %s %s (%s): is it stopping?"
-                    % (self.socket, method, path, e), self.socket) from e
+                    % (self._where, method, path, e), self._where) from e
         finally:
             conn.close()
         return self._decode(resp, raw)
@@ -333,7 +374,10 @@ class Client:
         return payload
 
     def _not_running(self, e: OSError) -> ReaperdConnectionError:
-        path = self.socket
+        path = self._where
+        if self.url:
+            return ReaperdConnectionError(
+                "cannot reach reaperd at %s: %s (is its [http] listen set, and the address reachable?)" % (path, e), path)
         if isinstance(e, PermissionError) or e.errno in (errno.EACCES, errno.EPERM):
             msg = ("cannot connect to reaperd at %s: permission denied (the socket is mode 0660: "
                    "add your user to its group, or use sudo)" % path)

@@ -9,6 +9,7 @@ import atexit
 import datetime
 import json
 import os
+import socket as _socket_mod
 import re
 import selectors
 import shutil
@@ -170,8 +171,20 @@ class Daemon:
         self.socket = os.path.join(workdir, "s.sock")
         self.ledger = os.path.join(workdir, "ledger.db")
         self.config = os.path.join(workdir, "reaperd.toml")
+        # A TCP listener too, on a free loopback port, with one token.
+        probe = _socket_mod.socket(_socket_mod.AF_INET, _socket_mod.SOCK_STREAM)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        self.url = "http://127.0.0.1:%d" % port
+        self.token = "py-test-token-0123456789abcdef"
+        token_file = os.path.join(workdir, "api.token")
+        with open(token_file, "w") as f:
+            f.write("py:%s\n" % self.token)
+        os.chmod(token_file, 0o600)
         with open(self.config, "w") as f:
             f.write(CONFIG)
+            f.write('\n[http]\nlisten = "127.0.0.1:%d"\ntoken_file = "%s"\n' % (port, token_file))
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(_SCRUB) and k not in _SCRUB_EXACT}
         env.update({"E2B_API_URL": fake_url, "E2B_API_KEY": FAKE_KEY})

@@ -353,3 +353,40 @@ class Runtime(DaemonTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TcpTest(unittest.TestCase):
+    """The same API over the daemon's TCP listener, with a token."""
+
+    def test_register_over_tcp_is_owned_by_the_token(self):
+        c = reaperd.Client(url=_daemon.url, token=_daemon.token, timeout=10)
+        sid = _fake.create()
+        ent = c.register("e2b", sid, ttl="1h")
+        self.assertEqual(ent.get("owner_token"), "py")
+        keys = [e["key"] for e in c.list(provider="e2b")]
+        self.assertIn("e2b/" + sid, keys)
+
+    def test_wrong_token_is_refused(self):
+        c = reaperd.Client(url=_daemon.url, token="not-the-token-0123456789", timeout=10)
+        with self.assertRaises(reaperd.ReaperdError) as cm:
+            c.status()
+        self.assertEqual(cm.exception.status, 401)
+        self.assertEqual(cm.exception.code, "unauthorized")
+
+    def test_url_needs_a_token(self):
+        with self.assertRaises(ValueError):
+            reaperd.Client(url=_daemon.url, token="")
+
+    def test_environment_selects_tcp(self):
+        old = {k: os.environ.get(k) for k in ("REAPERD_URL", "REAPERD_TOKEN")}
+        os.environ["REAPERD_URL"], os.environ["REAPERD_TOKEN"] = _daemon.url, _daemon.token
+        try:
+            c = reaperd.Client(timeout=10)
+            self.assertEqual(c.url, _daemon.url)
+            self.assertIn("engine", c.status())
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
