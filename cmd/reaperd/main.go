@@ -75,13 +75,27 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		return exitOK
 	}
 	fmt.Fprintf(m.Stderr, "reaperd: %s\n", oneLine(err))
+	return exitCode(err)
+}
+
+// exitCode maps an error to the exit status the README promises: 2 for
+// every usage or invalid-argument error, whether the CLI or the daemon
+// caught it; 3 when no daemon answers; 1 otherwise, permission denied
+// included (a daemon answered, and refused).
+func exitCode(err error) int {
 	var ue usageError
 	var nr *api.NotRunningError
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage
+	case errors.As(err, &nr) && errors.Is(nr.Err, os.ErrPermission):
+		return exitError // the socket is there; this user may not use it
 	case errors.As(err, &nr):
 		return exitNoDaemon
+	}
+	switch reaper.ErrorCode(err) {
+	case reaper.EINVALID, reaper.EUNKNOWN, reaper.ETOOLARGE:
+		return exitUsage
 	}
 	return exitError
 }

@@ -125,11 +125,13 @@ func (m *Main) serve(ctx context.Context, o serveOptions) error {
 
 	ledgerPath, socketPath, err := resolvePaths(cfg, o.ledger, m.socket, m.Getenv)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	provs, err := BuildProviders(cfg, m.Getenv)
 	if err != nil {
-		return err
+		// A missing api_key_file, a bad endpoint: the configuration is
+		// wrong, and restarting will not help (RestartPreventExitStatus=2).
+		return usageError{err}
 	}
 
 	db, err := ledger.Open(ledgerPath, ledger.Options{})
