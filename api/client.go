@@ -35,6 +35,9 @@ type Client struct {
 	Err error
 	// Timeout bounds each call. Zero means 30 seconds; sweeps get longer.
 	Timeout time.Duration
+	// CallTimeout, when set, bounds every call, sweeps and discovery
+	// included (the CLI's --timeout).
+	CallTimeout time.Duration
 
 	http *http.Client
 }
@@ -107,6 +110,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any, timeo
 	}
 	if timeout == 0 {
 		timeout = c.Timeout
+	}
+	if c.CallTimeout > 0 {
+		timeout = c.CallTimeout
 	}
 	if timeout == 0 {
 		timeout = 30 * time.Second

@@ -33,6 +33,9 @@ func validateRegister(r *reaper.RegisterRequest) error {
 	if r.Lease != 0 && time.Duration(r.Lease) < time.Second {
 		return reaper.Errorf(reaper.EINVALID, "lease %s is too short: use at least 1s", r.Lease)
 	}
+	if r.TTL != 0 && time.Duration(r.TTL) < time.Second {
+		return reaper.Errorf(reaper.EINVALID, "ttl %s is too short: use at least 1s", r.TTL)
+	}
 	if r.PID < 0 {
 		return reaper.Errorf(reaper.EINVALID, "pid %d is invalid", r.PID)
 	}

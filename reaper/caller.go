@@ -122,12 +122,16 @@ func (a Access) Check(ctx context.Context, o Ownership, what, verb string) error
 	if a.Allows(ctx, o) {
 		return nil
 	}
-	who := "its owner, root or the daemon's user"
+	owner := "that user"
+	if o.Token != "" {
+		owner = "that token"
+	}
+	who := owner + ", root or the daemon's user"
 	if len(a.AdminGroups) > 0 {
-		who = "its owner, root, the daemon's user or a member of the admin group"
+		who = owner + ", root, the daemon's user or a member of the admin group"
 	}
 	if c, _ := CallerFrom(ctx); c.Token != "" {
-		who = "its owner: an API token may change only what it registered"
+		who = owner + ": an API token may change only what it registered"
 	}
 	return Errorf(EFORBIDDEN, "%s belongs to %s: only %s may %s it", what, o, who, verb)
 }

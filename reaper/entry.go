@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -297,18 +298,23 @@ func ParseDuration(s string) (time.Duration, error) {
 	if s == "" {
 		return 0, fmt.Errorf("empty duration: use a value such as \"30m\"")
 	}
+	bad := fmt.Errorf("invalid duration %q: use a value such as \"30m\", \"2h\", \"7d\" or \"1d12h\"", s)
 	var d time.Duration
-	if n, ok := strings.CutSuffix(s, "d"); ok {
-		days, err := strconv.ParseFloat(n, 64)
-		if err != nil {
-			return 0, fmt.Errorf("invalid duration %q: use a value such as \"30m\", \"2h\" or \"7d\"", s)
+	rest := s
+	// Days lead, alone or before the units Go knows: "7d", "1.5d", "1d12h".
+	if i := strings.IndexByte(s, 'd'); i > 0 {
+		days, err := strconv.ParseFloat(s[:i], 64)
+		if err != nil || math.IsNaN(days) || math.IsInf(days, 0) || days < 0 || days > 36600 {
+			return 0, bad
 		}
-		d = time.Duration(days * float64(24*time.Hour))
-	} else {
-		var err error
-		if d, err = time.ParseDuration(s); err != nil {
-			return 0, fmt.Errorf("invalid duration %q: use a value such as \"30m\", \"2h\" or \"7d\"", s)
+		d, rest = time.Duration(days*float64(24*time.Hour)), s[i+1:]
+	}
+	if rest != "" {
+		r, err := time.ParseDuration(rest)
+		if err != nil || (rest != s && strings.HasPrefix(rest, "-")) {
+			return 0, bad
 		}
+		d += r
 	}
 	if d < 0 {
 		return 0, fmt.Errorf("invalid duration %q: must not be negative", s)

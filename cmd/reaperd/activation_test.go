@@ -60,9 +60,10 @@ func TestSocketActivation(t *testing.T) {
 	if st.Socket != sock {
 		t.Errorf("status socket = %q, want the passed %q", st.Socket, sock)
 	}
-	if !strings.Contains(log.String(), "serving on the socket systemd passed") {
-		t.Errorf("the log does not say the socket was passed:\n%s", log.String())
-	}
+	// The log reaches the buffer through a pipe: wait for it.
+	eventually(t, 5*time.Second, "the log to say the socket was passed", func() bool {
+		return strings.Contains(log.String(), "serving on the socket systemd passed")
+	})
 	if _, err := os.Stat(filepath.Join(dir, "unused.sock")); err == nil {
 		t.Errorf("the daemon made a socket of its own beside the passed one")
 	}

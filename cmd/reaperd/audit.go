@@ -21,6 +21,9 @@ func (m *Main) auditCommand() *cobra.Command {
 			if err := outputFormat(output, "table", "csv", "json"); err != nil {
 				return err
 			}
+			if limit < 0 {
+				return usagef("--limit %d: use a whole number of zero (no limit) or more", limit)
+			}
 			evs, err := m.client().Audit(c.Context(), since, limit)
 			if err != nil {
 				return err
@@ -46,6 +49,7 @@ func (m *Main) auditCommand() *cobra.Command {
 	}
 	c.Flags().StringVar(&since, "since", "24h", "events since this long ago (24h, 7d) or this RFC 3339 time; \"\" for all")
 	c.Flags().StringVarP(&output, "output", "o", "table", "output format: table, csv or json")
+	completeFlag(c, "output", "table", "csv", "json")
 	c.Flags().IntVar(&limit, "limit", 0, "at most this many events (the newest)")
 	return c
 }

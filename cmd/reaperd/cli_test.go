@@ -162,8 +162,8 @@ func TestCLIErrors(t *testing.T) {
 		mentions string
 	}{
 		{[]string{"register", "e2b/x", "--ttl", "5x"}, exitUsage, `invalid duration "5x"`},
-		{[]string{"register", "e2b/x"}, exitError, "neither a ttl nor a session"},
-		{[]string{"register", "nosuch/x", "--ttl", "1h"}, exitError, `unknown provider "nosuch"`},
+		{[]string{"register", "e2b/x"}, exitUsage, "neither a ttl nor a session"},
+		{[]string{"register", "nosuch/x", "--ttl", "1h"}, exitUsage, `unknown provider "nosuch"`},
 		{[]string{"register", "daytona/x", "--ttl", "1h"}, exitError, "DAYTONA_API_KEY"},
 		{[]string{"register", "e2b/a b", "--ttl", "1h"}, exitUsage, "invalid"},
 		{[]string{"register", "e2b", "--ttl", "1h"}, exitUsage, "PROVIDER/ID"},
@@ -180,8 +180,8 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"end-session", "--session", "nope"}, exitError, "not known"},
 		{[]string{"list", "-o", "yaml"}, exitUsage, "use table, json, csv"},
 		{[]string{"list", "--state", "gone"}, exitUsage, "--state"},
-		{[]string{"audit", "--since", "yesterday"}, exitError, "since"},
-		{[]string{"nosuchcommand"}, exitError, "unknown command"},
+		{[]string{"audit", "--since", "yesterday"}, exitUsage, "since"},
+		{[]string{"nosuchcommand"}, exitUsage, "unknown command"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -314,6 +314,12 @@ func parseSchedule(spec string) (cron.Schedule, error) {
 	if err != nil {
 		return nil, fmt.Errorf("schedule %q: %v: use a 5-field cron spec such as \"*/5 * * * *\" or \"@every 1m\"", spec, err)
 	}
+	if every, ok := strings.CutPrefix(strings.TrimSpace(spec), "@every "); ok {
+		// cron rounds a shorter delay up to a second without a word.
+		if d, err := time.ParseDuration(strings.TrimSpace(every)); err == nil && d < time.Second {
+			return nil, fmt.Errorf("schedule %q: sweeps at most once a second: use \"@every 1s\" or longer (deadlines do not wait for sweeps)", spec)
+		}
+	}
 	return s, nil
 }
 

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -51,8 +53,10 @@ func (m *Main) discoverCommand() *cobra.Command {
 				rows = append(rows, []string{u.Provider + "/" + u.Sandbox.ID, orDash(u.Sandbox.Name), orDash(u.Sandbox.State), age,
 					rule, orDash(what), fmtLabels(u.Sandbox.Labels)})
 			}
-			if output == "table" && len(rows) == 0 {
+			if output == "table" && len(rows) == 0 && len(res.Errors) == 0 {
 				fmt.Fprintln(m.Stdout, "no untracked sandboxes")
+			} else if output == "table" && len(rows) == 0 {
+				// Say nothing about what could not be listed.
 			} else if err := writeTable(m.Stdout, output, []string{"SANDBOX", "NAME", "STATE", "AGE", "RULE", "OUTCOME", "LABELS"}, rows); err != nil {
 				return err
 			}
@@ -63,8 +67,8 @@ func (m *Main) discoverCommand() *cobra.Command {
 				}
 				fmt.Fprintln(m.Stderr)
 			}
-			for p, e := range res.Errors {
-				fmt.Fprintf(m.Stderr, "discovery failed for %s: %s\n", p, e)
+			for _, p := range slices.Sorted(maps.Keys(res.Errors)) {
+				fmt.Fprintf(m.Stderr, "discovery failed for %s: %s\n", p, res.Errors[p])
 			}
 			if len(res.Errors) > 0 {
 				return fmt.Errorf("discovery failed for %d provider(s)", len(res.Errors))
@@ -73,5 +77,6 @@ func (m *Main) discoverCommand() *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or csv")
+	completeFlag(c, "output", "table", "json", "csv")
 	return c
 }

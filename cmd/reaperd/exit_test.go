@@ -2,13 +2,16 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/reaperd/reaperd/api"
+	"github.com/reaperd/reaperd/providers/providertest"
 	"github.com/reaperd/reaperd/reaper"
 )
 
@@ -28,6 +31,10 @@ func TestExitCodes(t *testing.T) {
 		{"bad duration, caught by the CLI", []string{"register", "e2b/y", "--ttl", "5x"}, exitUsage},
 		{"unknown provider, caught by the daemon", []string{"register", "azure/y", "--ttl", "1h"}, exitUsage},
 		{"invalid id, caught by the daemon", []string{"register", "e2b/a b", "--ttl", "1h"}, exitUsage},
+		{"ttl under a second", []string{"register", "e2b/y", "--ttl", "500ms"}, exitUsage},
+		{"ttl in days and hours", []string{"register", "e2b/" + id, "--ttl", "1d12h"}, exitOK},
+		{"negative limit", []string{"list", "--limit", "-1"}, exitUsage},
+		{"negative audit limit", []string{"audit", "--limit", "-1"}, exitUsage},
 		{"no such entry", []string{"release", "e2b/nope"}, exitError},
 		{"conflict", []string{"register", "e2b/" + id, "--session", "other"}, exitError},
 	}
@@ -66,5 +73,50 @@ func TestServeConfigErrorsExit2(t *testing.T) {
 	_, errOut, code := runCLI(filepath.Join(dir, "s.sock"), "serve", "--config", cfg, "--ledger", filepath.Join(dir, "l.db"))
 	if code != exitUsage {
 		t.Fatalf("serve with a missing api_key_file: exit %d (%s), want 2", code, errOut)
+	}
+}
+
+// TestClientTimeout: --timeout bounds a call to a daemon that does not
+// answer.
+func TestClientTimeout(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "mute.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // accepted, never answered
+		}
+	}()
+	start := time.Now()
+	_, errOut, code := runCLI(sock, "list", "--timeout", "300ms")
+	if code != exitError || !strings.Contains(errOut, "did not answer within 300ms") {
+		t.Fatalf("list --timeout 300ms against a mute daemon: exit %d %q", code, errOut)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("took %v", el)
+	}
+	if _, _, code := runCLI(sock, "list", "--timeout", "-1s"); code != exitUsage {
+		t.Fatalf("negative --timeout: exit %d, want 2", code)
+	}
+}
+
+// TestDiscoveryFailuresAreReported: when every provider fails to list,
+// discover and sweep say so and fail, rather than report nothing
+// untracked.
+func TestDiscoveryFailuresAreReported(t *testing.T) {
+	d, fake := e2bDaemon(t, "--schedule", "@every 1h")
+	fake.Fail(providertest.Failure{Kind: providertest.FailServerError})
+	for _, args := range [][]string{{"discover"}, {"sweep"}} {
+		out, errOut, code := d.cli(args...)
+		if code != exitError || strings.Contains(out, "no untracked") || !strings.Contains(errOut, "discovery failed for e2b") {
+			t.Errorf("reaperd %v with e2b failing: exit %d, stdout %q, stderr %q; want 1 and the failure", args, code, out, errOut)
+		}
 	}
 }

@@ -41,6 +41,9 @@ func (m *Main) listCommand() *cobra.Command {
 			if len(f.States) == 0 && !all {
 				f.States = []reaper.State{reaper.StateActive, reaper.StateClosing}
 			}
+			if limit < 0 {
+				return usagef("--limit %d: use a whole number of zero (no limit) or more", limit)
+			}
 			ents, err := m.client().Entries(c.Context(), f, limit)
 			if err != nil {
 				return err
@@ -89,9 +92,12 @@ func (m *Main) listCommand() *cobra.Command {
 	}
 	f := c.Flags()
 	f.StringVarP(&output, "output", "o", "table", "output format: table, json or csv")
+	completeFlag(c, "output", "table", "json", "csv")
 	f.StringVar(&provider, "provider", "", "only this provider")
+	completeFlag(c, "provider", providerNames...)
 	f.StringVar(&session, "session", "", "only this session")
 	f.StringSliceVar(&states, "state", nil, "only these states: active, closing, closed, released")
+	completeFlag(c, "state", "active", "closing", "closed", "released")
 	f.BoolVar(&all, "all", false, "include closed and released entries")
 	f.IntVar(&limit, "limit", 0, "at most this many entries")
 	return c

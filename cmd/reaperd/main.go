@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/reaperd/reaperd/api"
 	"github.com/reaperd/reaperd/reaper"
@@ -47,10 +48,11 @@ type Main struct {
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
 
-	socket    string // --socket
-	url       string // --url
-	tokenFile string // --token-file
-	caFile    string // --ca-file
+	socket    string        // --socket
+	url       string        // --url
+	tokenFile string        // --token-file
+	caFile    string        // --ca-file
+	timeout   time.Duration // --timeout
 }
 
 // NewMain returns a Main wired to the process's streams and environment.
@@ -86,7 +88,7 @@ func exitCode(err error) int {
 	var ue usageError
 	var nr *api.NotRunningError
 	switch {
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), strings.HasPrefix(err.Error(), "unknown command "):
 		return exitUsage
 	case errors.As(err, &nr) && errors.Is(nr.Err, os.ErrPermission):
 		return exitError // the socket is there; this user may not use it
@@ -130,6 +132,7 @@ Unix socket (--socket, or REAPERD_SOCKET).`,
 	root.PersistentFlags().StringVar(&m.socket, "socket", "", "daemon socket path (default $REAPERD_SOCKET, else the daemon's default)")
 	root.PersistentFlags().StringVar(&m.url, "url", "", "daemon's TCP listener, https://host:port (default $REAPERD_URL; the socket when unset)")
 	root.PersistentFlags().StringVar(&m.tokenFile, "token-file", "", "file holding the API token for --url (default $REAPERD_TOKEN)")
+	root.PersistentFlags().DurationVar(&m.timeout, "timeout", 0, "bound each call to the daemon (default 30s; sweeps and discovery 10m)")
 	root.PersistentFlags().StringVar(&m.caFile, "ca-file", "", "PEM CA certificate to trust for --url (default $REAPERD_CA_FILE, else the system's)")
 	root.AddCommand(
 		m.serveCommand(),
@@ -154,14 +157,20 @@ Unix socket (--socket, or REAPERD_SOCKET).`,
 // (--url or REAPERD_URL, with a token from --token-file or REAPERD_TOKEN),
 // else over the Unix socket.
 func (m *Main) client() *api.Client {
+	if m.timeout < 0 {
+		return &api.Client{Err: usagef("--timeout %s: must not be negative", m.timeout)}
+	}
 	u := firstNonEmpty(m.url, m.Getenv("REAPERD_URL"))
 	if u == "" {
-		return api.NewClient(m.clientSocket())
+		c := api.NewClient(m.clientSocket())
+		c.CallTimeout = m.timeout
+		return c
 	}
 	c, err := m.remoteClient(u)
 	if err != nil {
 		return &api.Client{Err: usageError{err}}
 	}
+	c.CallTimeout = m.timeout
 	return c
 }
 

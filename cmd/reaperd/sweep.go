@@ -1,7 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -53,15 +57,23 @@ func (m *Main) sweepCommand() *cobra.Command {
 				}
 			}
 			for _, u := range rep.Untracked {
-				fmt.Fprintf(m.Stdout, "untracked: %s/%s (created %s, %s)\n", u.Provider, u.Sandbox.ID, fmtTime(u.Sandbox.CreatedAt), orDash(u.Sandbox.State))
+				what := "untracked"
+				if u.Adopted {
+					what = "adopted (" + u.Rule + ")"
+				}
+				fmt.Fprintf(m.Stdout, "%s: %s/%s (%s old, %s)\n", what, u.Provider, u.Sandbox.ID, fmtAge(time.Duration(u.Age)), orDash(u.Sandbox.State))
 			}
-			for p, e := range rep.DiscoveryErrors {
-				fmt.Fprintf(m.Stdout, "discovery failed for %s: %s\n", p, e)
+			for _, p := range slices.Sorted(maps.Keys(rep.DiscoveryErrors)) {
+				fmt.Fprintf(m.Stderr, "discovery failed for %s: %s\n", p, oneLine(errors.New(rep.DiscoveryErrors[p])))
+			}
+			if n := len(rep.DiscoveryErrors); n > 0 {
+				return fmt.Errorf("the sweep ran, but discovery failed for %s: see above", plural(n, "provider", "providers"))
 			}
 			return nil
 		},
 	}
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be closed and why; change nothing")
 	c.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	completeFlag(c, "output", "table", "json")
 	return c
 }
