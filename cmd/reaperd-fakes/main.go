@@ -95,9 +95,20 @@ func main() {
 		fmt.Fprintf(os.Stderr, "reaperd-fakes: run %s: %v\n", strings.Join(flag.Args(), " "), err)
 		os.Exit(1)
 	}
+	// Forward what systemd or a terminal would send the daemon: a stop
+	// (SIGINT, SIGTERM) as SIGTERM, and SIGHUP (reload) as itself.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
-		<-ctx.Done()
-		_ = cmd.Process.Signal(syscall.SIGTERM)
+		for {
+			select {
+			case <-ctx.Done():
+				_ = cmd.Process.Signal(syscall.SIGTERM)
+				return
+			case <-hup:
+				_ = cmd.Process.Signal(syscall.SIGHUP)
+			}
+		}
 	}()
 	err := cmd.Wait()
 	if ee, ok := err.(*exec.ExitError); ok {

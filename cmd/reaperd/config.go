@@ -418,7 +418,7 @@ func resolvePaths(c *Config, ledgerFlag, socketFlag string, getenv func(string) 
 	if ledger == "" {
 		if dir := getenv("STATE_DIRECTORY"); dir != "" {
 			ledger = filepath.Join(firstPath(dir), ledgerFileName)
-		} else if os.Geteuid() == 0 {
+		} else if systemPaths(getenv) {
 			ledger = systemLedgerPath
 		} else {
 			ledger = filepath.Join(localDataDir, ledgerFileName)
@@ -426,7 +426,14 @@ func resolvePaths(c *Config, ledgerFlag, socketFlag string, getenv func(string) 
 	}
 	socket = firstNonEmpty(socketFlag, getenv("REAPERD_SOCKET"), c.Socket)
 	if socket == "" {
-		socket = defaultSocket(getenv)
+		switch dir := getenv("RUNTIME_DIRECTORY"); {
+		case dir != "":
+			socket = filepath.Join(firstPath(dir), socketFileName)
+		case systemPaths(getenv):
+			socket = systemSocketPath
+		default:
+			socket = filepath.Join(localDataDir, socketFileName)
+		}
 	}
 	if ledger, err = filepath.Abs(ledger); err != nil {
 		return "", "", fmt.Errorf("resolve ledger path: %w", err)
@@ -438,6 +445,14 @@ func resolvePaths(c *Config, ledgerFlag, socketFlag string, getenv func(string) 
 		return "", "", fmt.Errorf("socket path %s is %d bytes long; Unix sockets allow %d: choose a shorter --socket", socket, len(socket), maxSocketPathLen)
 	}
 	return ledger, socket, nil
+}
+
+// systemPaths reports whether the daemon uses the system's paths
+// (/var/lib/reaperd, /run/reaperd) by default: as root under systemd, which
+// sets INVOCATION_ID for every unit it starts. Root trying reaperd by hand
+// gets ./reaperd-data like anyone else, unless it passes --ledger.
+func systemPaths(getenv func(string) string) bool {
+	return os.Geteuid() == 0 && getenv("INVOCATION_ID") != ""
 }
 
 // defaultSocket is the socket path when none is configured.

@@ -160,15 +160,17 @@ func TestBuildProviders(t *testing.T) {
 	}
 }
 
+type pathCase struct {
+	name               string
+	cfg                Config
+	ledgerFlag, sockF  string
+	env                map[string]string
+	wantLedger, wantSk string
+	wantErr            string
+}
+
 func TestResolvePaths(t *testing.T) {
-	tests := []struct {
-		name               string
-		cfg                Config
-		ledgerFlag, sockF  string
-		env                map[string]string
-		wantLedger, wantSk string
-		wantErr            string
-	}{
+	tests := []pathCase{
 		{"systemd directories", Config{}, "", "", map[string]string{"STATE_DIRECTORY": "/var/lib/reaperd:/other", "RUNTIME_DIRECTORY": "/run/reaperd"},
 			"/var/lib/reaperd/ledger.db", "/run/reaperd/reaperd.sock", ""},
 		{"config beats systemd", Config{Ledger: "/data/l.db", Socket: "/tmp/r.sock"}, "", "", map[string]string{"STATE_DIRECTORY": "/var/lib/reaperd"},
@@ -178,6 +180,15 @@ func TestResolvePaths(t *testing.T) {
 		{"REAPERD_SOCKET beats config", Config{Socket: "/tmp/r.sock"}, "/f/l.db", "", map[string]string{"REAPERD_SOCKET": "/e/r.sock"},
 			"/f/l.db", "/e/r.sock", ""},
 		{"socket path too long", Config{}, "/f/l.db", "/" + strings.Repeat("s", 120), nil, "", "", "choose a shorter --socket"},
+	}
+	local, _ := filepath.Abs("reaperd-data")
+	if os.Geteuid() == 0 {
+		tests = append(tests,
+			// Root trying reaperd by hand does not write the system's ledger.
+			pathCase{"root by hand", Config{}, "", "", nil, local + "/ledger.db", local + "/reaperd.sock", ""},
+			pathCase{"root under systemd", Config{}, "", "", map[string]string{"INVOCATION_ID": "0123abcd"}, "/var/lib/reaperd/ledger.db", "/run/reaperd/reaperd.sock", ""})
+	} else {
+		tests = append(tests, pathCase{"a user", Config{}, "", "", map[string]string{"INVOCATION_ID": "0123abcd"}, local + "/ledger.db", local + "/reaperd.sock", ""})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
