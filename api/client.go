@@ -277,6 +277,17 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	return st, c.do(ctx, "GET", "/v1/status", nil, st, 0)
 }
 
+// Backup streams a consistent copy of the daemon's ledger into w and
+// returns its length. A copy cut short is an error; so is a pause of
+// Timeout (30 seconds when zero) with nothing received.
+func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
+	timeout := c.Timeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	return c.download(ctx, "/v1/ledger/backup", w, timeout)
+}
+
 func escapeKey(key string) string {
 	p, id, ok := strings.Cut(key, "/")
 	if !ok {

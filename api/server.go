@@ -15,7 +15,8 @@
 //
 // The files follow the concerns: server.go (routing, the error table),
 // decode.go (strict request decoding), sandboxes.go, sessions.go, ops.go
-// (sweep, discovery, audit, status, health), peercred.go.
+// (sweep, discovery, audit, status, health), backup.go (the ledger's
+// copy), tokens.go (the TCP listener's tokens), peercred.go.
 //
 // # Caveats
 //
@@ -62,6 +63,11 @@ type Server struct {
 	// Ready reports whether /healthz should answer 200; an error is
 	// answered 503 with its message. Nil means always ready.
 	Ready func() error
+	// Ledger serves GET /v1/ledger/backup; nil answers 404.
+	Ledger LedgerBackup
+	// Access is the ownership rule, here guarding the ledger backup:
+	// only root, the daemon's user and admin group members may copy it.
+	Access reaper.Access
 
 	mux *http.ServeMux
 }
@@ -87,6 +93,7 @@ func (s *Server) routes() {
 	m.HandleFunc("/v1/discover", s.methods(map[string]http.HandlerFunc{"POST": s.discover}))
 	m.HandleFunc("/v1/audit", s.methods(map[string]http.HandlerFunc{"GET": s.audit}))
 	m.HandleFunc("/v1/status", s.methods(map[string]http.HandlerFunc{"GET": s.status}))
+	m.HandleFunc("/v1/ledger/backup", s.methods(map[string]http.HandlerFunc{"GET": s.backup}))
 	m.HandleFunc("/healthz", s.methods(map[string]http.HandlerFunc{"GET": s.healthz}))
 	m.HandleFunc("/metrics", s.methods(map[string]http.HandlerFunc{"GET": func(w http.ResponseWriter, r *http.Request) {
 		if s.Metrics == nil {

@@ -53,4 +53,18 @@
 // reaper.Error with code EUNAVAILABLE naming the cause, and WriteError
 // reports it until a commit succeeds. bbolt rolls the transaction back; the
 // same DB works again once the cause is gone.
+//
+// # Tools
+//
+// DB.Backup streams a consistent copy from one read transaction while the
+// daemon serves (reaperd ledger backup). Check verifies a ledger file
+// offline: bbolt's own check, then that every record decodes and every
+// index (deadlines at reaper.DueAt, closing, in-flight, session members,
+// processes, retirement, counts) agrees with the records (reaperd ledger
+// check). Compact copies a file without its free pages (reaperd ledger
+// compact). Both offline tools refuse a file a running daemon holds.
+//
+// The counts bucket keeps the number of entries by provider and state, so
+// that metrics cost the same at any size; a quarantine marks it stale and
+// the next open counts again.
 package ledger

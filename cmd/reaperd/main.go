@@ -146,6 +146,7 @@ Unix socket (--socket, or REAPERD_SOCKET).`,
 		m.auditCommand(),
 		m.discoverCommand(),
 		m.statusCommand(),
+		m.ledgerCommand(),
 		m.versionCommand(),
 	)
 	return root

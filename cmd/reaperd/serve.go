@@ -206,6 +206,8 @@ func (m *Main) serve(ctx context.Context, o serveOptions) error {
 	startedAt := time.Now().UTC()
 	srv := &api.Server{
 		Service: eng,
+		Ledger:  db,
+		Access:  access,
 		Logger:  logger,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		Status: func() api.Status {
