@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reaperd/reaperd/api"
 	"github.com/reaperd/reaperd/providers/daytona/daytonatest"
 	"github.com/reaperd/reaperd/providers/e2b/e2btest"
 	"github.com/reaperd/reaperd/providers/modal/modaltest"
@@ -125,7 +126,18 @@ min_age = "1s"
 	eventually(t, 15*time.Second, "the adopted sandboxes to be closed at their fakes", func() bool {
 		return !dy.Alive(dOld) && !rl.Alive(rOld) && !md.Alive(mOld)
 	})
-	ents := listJSON(t, d)
+	// The fakes see the close before the ledger records it (Daytona's
+	// delete is confirmed by polling).
+	var ents map[string]api.EntryView
+	eventually(t, 15*time.Second, "the adopted entries to be recorded closed", func() bool {
+		ents = listJSON(t, d)
+		for key := range wantAdopt {
+			if ents[key].Entry == nil || ents[key].State != reaper.StateClosed {
+				return false
+			}
+		}
+		return true
+	})
 	for key := range wantAdopt {
 		e := ents[key]
 		if e.Entry == nil || e.State != reaper.StateClosed || e.CloseReason != reaper.ReasonAdopted || e.Adopted == "" {
