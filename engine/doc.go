@@ -16,7 +16,8 @@
 //	              committed before the call, the call, the outcome
 //	startup.go    lease grace for the daemon's downtime, resumed closes,
 //	              the alive stamp
-//	procwatch.go  session processes (--pid)
+//	procwatch.go  session processes (--pid): watched through pidfds
+//	              (pidfd_linux.go) where the kernel has them, else polled
 //	sweep.go      sweeps, dry runs, pruning and discovery off the loop
 //	service.go    registrations, heartbeats, tags, releases, session ends
 //	query.go      reads and status

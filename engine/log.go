@@ -14,4 +14,8 @@ const (
 	LogDuration = "duration"
 	LogPanic    = "panic"
 	LogStack    = "stack"
+	LogPID      = "pid"
+	LogLimit    = "limit"
+	LogMaxFDs   = "max_pidfds"
+	LogInterval = "interval"
 )

@@ -2,20 +2,47 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jonboulle/clockwork"
 	"github.com/reaperd/reaperd/reaper"
 )
 
-// watchProcesses checks the pid of every live session that has one, every
-// ProcessCheck, and ends the sessions whose process exited; the loop then
-// closes their sandboxes at once. With no such session it sleeps until a
-// registration names a pid (notifyPID), so the first crashed agent is
-// caught as fast as any other.
+// watchProcesses ends the live sessions whose process exited; the loop then
+// closes their sandboxes at once. Where the kernel has pidfds (Linux 5.3
+// and later, pidfd_linux.go) it holds one per session process and is told
+// of each exit as it happens: nothing runs while no process exits. Where it
+// has none, or when ProcessAlive is injected, it checks every session's pid
+// every ProcessCheck instead (pollProcesses). The mode is logged once.
 func (e *Engine) watchProcesses(t clockwork.Timer) {
 	defer e.background.Done()
 	defer t.Stop()
+	w, why := e.openPidfdWatcher()
+	if w != nil {
+		e.logger().Info("watching session processes with pidfds: an exit is seen at once", LogMaxFDs, w.limit)
+		err := errWatcherPanicked
+		e.safely("process watcher", func() { err = w.run() })
+		if err == nil || e.workCtx.Err() != nil {
+			return
+		}
+		e.logger().Error("pidfd process watcher failed; checking session processes by polling from now on",
+			LogErr, err, LogInterval, e.processCheck())
+	} else {
+		e.logger().Info("checking session processes by polling", LogInterval, e.processCheck(), LogReason, why)
+	}
+	e.pollProcesses(t)
+}
+
+// errWatcherPanicked stands for the outcome of a pidfd watcher that
+// panicked (the panic itself is logged).
+var errWatcherPanicked = errors.New("watch session processes: internal error")
+
+// pollProcesses checks the pid of every live session that has one, every
+// ProcessCheck, and ends the sessions whose process exited. With no such
+// session it sleeps until a registration names a pid (notifyPID), so the
+// first crashed agent is caught as fast as any other.
+func (e *Engine) pollProcesses(t clockwork.Timer) {
 	failures := 0
 	for {
 		select {
@@ -48,7 +75,8 @@ func (e *Engine) watchProcesses(t clockwork.Timer) {
 	}
 }
 
-// notifyPID tells the process watcher that a session with a pid exists.
+// notifyPID tells the process watcher that a session with a pid exists, or
+// has a new pid.
 func (e *Engine) notifyPID() {
 	select {
 	case e.pidWatch <- struct{}{}:
@@ -75,8 +103,16 @@ func (e *Engine) checkProcesses(ctx context.Context) (int, error) {
 	if err != nil || len(dead) == 0 {
 		return live, err
 	}
+	return live, e.endExited(ctx, dead)
+}
+
+// endExited ends the sessions of dead, whose processes exited, with reason
+// orphaned-process, and wakes the loop to close their sandboxes. A session
+// that ended meanwhile, or whose pid changed since it was read, is left as
+// it is.
+func (e *Engine) endExited(ctx context.Context, dead []*reaper.Session) error {
 	var ended []*reaper.Session
-	err = e.update(ctx, func(tx reaper.Tx) error {
+	err := e.update(ctx, func(tx reaper.Tx) error {
 		ended = ended[:0]
 		now := e.now()
 		for _, d := range dead {
@@ -100,10 +136,10 @@ func (e *Engine) checkProcesses(ctx context.Context) (int, error) {
 		return nil
 	})
 	if err != nil {
-		return live, err
+		return err
 	}
 	for _, s := range ended {
-		e.logger().Warn("session process exited", LogSession, s.ID, "pid", s.PID)
+		e.logger().Warn("session process exited", LogSession, s.ID, LogPID, s.PID)
 	}
 	if m := e.Metrics; m != nil {
 		m.ProcessExits.Add(float64(len(ended)))
@@ -111,5 +147,5 @@ func (e *Engine) checkProcesses(ctx context.Context) (int, error) {
 	if len(ended) > 0 {
 		e.Wake()
 	}
-	return live, nil
+	return nil
 }
