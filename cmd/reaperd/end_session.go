@@ -43,5 +43,6 @@ func (m *Main) endSessionCommand() *cobra.Command {
 	}
 	c.Flags().StringVar(&session, "session", "", "session id (required)")
 	c.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	completeFlag(c, "output", "text", "json")
 	return c
 }

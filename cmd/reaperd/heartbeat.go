@@ -47,5 +47,6 @@ func (m *Main) heartbeatCommand() *cobra.Command {
 	c.Flags().StringVar(&session, "session", "", "session id (required)")
 	c.Flags().StringVar(&lease, "lease", "", "also change the lease (e.g. 2m)")
 	c.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	completeFlag(c, "output", "text", "json")
 	return c
 }

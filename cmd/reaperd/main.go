@@ -148,6 +148,7 @@ Unix socket (--socket, or REAPERD_SOCKET).`,
 		m.statusCommand(),
 		m.ledgerCommand(),
 		m.versionCommand(),
+		m.manCommand(),
 	)
 	return root
 }

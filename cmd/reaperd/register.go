@@ -87,5 +87,6 @@ func (m *Main) registerCommand() *cobra.Command {
 	f.BoolVar(&attached, "attached", false, "the session did not create this sandbox: never close it, release it when the session ends")
 	f.IntVar(&pid, "pid", 0, "the session's process id on this host: its exit ends the session")
 	f.StringVarP(&output, "output", "o", "text", "output format: text or json")
+	completeFlag(c, "output", "text", "json")
 	return c
 }

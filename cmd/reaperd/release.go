@@ -35,5 +35,6 @@ func (m *Main) releaseCommand() *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	completeFlag(c, "output", "text", "json")
 	return c
 }

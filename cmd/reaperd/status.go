@@ -39,6 +39,7 @@ func (m *Main) statusCommand() *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	completeFlag(c, "output", "text", "json")
 	return c
 }
 

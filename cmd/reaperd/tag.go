@@ -77,5 +77,6 @@ change (the daemon's default_ttl applies otherwise, if it has one).`,
 	c.Flags().StringVar(&ttl, "ttl", "", "make the sandbox expire this long from now (30m, 2h, 7d)")
 	c.Flags().StringArrayVar(&labels, "label", nil, "set label key=value; key= removes it (repeatable)")
 	c.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	completeFlag(c, "output", "text", "json")
 	return c
 }

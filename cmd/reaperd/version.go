@@ -23,32 +23,54 @@ func buildCommit() string {
 	return ""
 }
 
+// buildVersion returns the version set at build time, else the module
+// version go install recorded, else "dev".
+func buildVersion() string {
+	if version == "dev" {
+		if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
+			return info.Main.Version
+		}
+	}
+	return version
+}
+
 func versionString() string {
-	v, c := version, commit
-	if info, ok := debug.ReadBuildInfo(); ok {
-		if v == "dev" && info.Main.Version != "" && info.Main.Version != "(devel)" {
-			v = info.Main.Version
-		}
-		for _, s := range info.Settings {
-			if s.Key == "vcs.revision" && c == "" && len(s.Value) >= 12 {
-				c = s.Value[:12]
-			}
-		}
+	if c := buildCommit(); c != "" {
+		return buildVersion() + " (" + c + ")"
 	}
-	if c != "" {
-		return v + " (" + c + ")"
-	}
-	return v
+	return buildVersion()
+}
+
+// versionInfo is `reaperd version -o json`.
+type versionInfo struct {
+	Version   string `json:"version"`
+	Commit    string `json:"commit"`
+	GoVersion string `json:"go_version"`
+	OS        string `json:"os"`
+	Arch      string `json:"arch"`
 }
 
 func (m *Main) versionCommand() *cobra.Command {
-	return &cobra.Command{
+	var output string
+	c := &cobra.Command{
 		Use:   "version",
-		Short: "Print reaperd's version",
-		Args:  exactArgs(0, ""),
+		Short: "Print reaperd's version, commit and Go version",
+		Example: `  reaperd version
+  reaperd version -o json`,
+		Args: exactArgs(0, ""),
 		RunE: func(*cobra.Command, []string) error {
+			if err := outputFormat(output, "text", "json"); err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSONOut(m.Stdout, versionInfo{Version: buildVersion(), Commit: buildCommit(),
+					GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH})
+			}
 			fmt.Fprintf(m.Stdout, "reaperd %s %s %s/%s\n", versionString(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 			return nil
 		},
 	}
+	c.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	completeFlag(c, "output", "text", "json")
+	return c
 }
