@@ -1,7 +1,9 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -294,4 +296,83 @@ func escapeKey(key string) string {
 		return url.PathEscape(key)
 	}
 	return url.PathEscape(p) + "/" + url.PathEscape(id)
+}
+
+// AuditEvents streams audit events at or after since (a duration before
+// now, an RFC 3339 time, or "" for all) into w as JSON lines, one page at a
+// time (pageSize events; zero means DefaultEventPage), following each
+// page's cursor. It returns the number of events written. Memory stays
+// bounded by a page whatever the size of the log.
+func (c *Client) AuditEvents(ctx context.Context, since string, pageSize int, w io.Writer) (int, error) {
+	if c.Err != nil {
+		return 0, c.Err
+	}
+	n, cursor := 0, ""
+	for {
+		q := url.Values{}
+		if since != "" {
+			q.Set("since", since)
+		}
+		if cursor != "" {
+			q.Set("after", cursor)
+		}
+		if pageSize > 0 {
+			q.Set("limit", strconv.Itoa(pageSize))
+		}
+		next, lines, err := c.eventPage(ctx, "/v1/audit/events?"+q.Encode(), w)
+		n += lines
+		if err != nil || next == "" {
+			return n, err
+		}
+		cursor = next
+	}
+}
+
+// eventPage fetches one page of events into w; it returns the next page's
+// cursor and the number of lines written.
+func (c *Client) eventPage(ctx context.Context, path string, w io.Writer) (string, int, error) {
+	timeout := cmp.Or(c.CallTimeout, c.Timeout, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	base := "http://reaperd"
+	if c.URL != "" {
+		base = c.URL
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+	if err != nil {
+		return "", 0, fmt.Errorf("build request: %w", err)
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return "", 0, &NotRunningError{Socket: c.where(), Err: op.Err}
+		}
+		return "", 0, fmt.Errorf("call reaperd: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var eb ErrorBody
+		if json.Unmarshal(data, &eb) == nil && eb.Error.Code != "" {
+			return "", 0, &reaper.Error{Code: eb.Error.Code, Message: eb.Error.Message}
+		}
+		return "", 0, fmt.Errorf("reaperd answered %s", resp.Status)
+	}
+	lines := 0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		if _, err := w.Write(append(sc.Bytes(), '\n')); err != nil {
+			return "", lines, fmt.Errorf("write events: %w", err)
+		}
+		lines++
+	}
+	if err := sc.Err(); err != nil {
+		return "", lines, fmt.Errorf("read events: %w", err)
+	}
+	return resp.Header.Get(HeaderNextPage), lines, nil
 }

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"bufio"
+	"encoding/json"
 	"net/http"
 	"time"
 
@@ -84,6 +86,61 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"events": evs})
+}
+
+// Audit event pages: the default and largest number of events per page.
+const (
+	DefaultEventPage = 10000
+	MaxEventPage     = 100000
+)
+
+// HeaderNextPage carries the cursor of the next page of events; it is
+// absent on the last page.
+const HeaderNextPage = "Reaperd-Next"
+
+// auditEvents serves GET /v1/audit/events: one page of audit events as
+// JSON lines (application/x-ndjson), oldest first, from since or after the
+// cursor of the previous page, which HeaderNextPage gives.
+func (s *Server) auditEvents(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if err := onlyParams(q, "since", "after", "limit"); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	since, err := ParseSince(q.Get("since"), time.Now())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	limit, err := intParam(q.Get("limit"), "limit")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	switch {
+	case limit == 0:
+		limit = DefaultEventPage
+	case limit > MaxEventPage:
+		s.fail(w, r, reaper.Errorf(reaper.EINVALID, "limit=%d: a page holds at most %d events; follow %s for more", limit, MaxEventPage, HeaderNextPage))
+		return
+	}
+	evs, next, err := s.Service.AuditPage(r.Context(), since, q.Get("after"), limit)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	if next != "" {
+		w.Header().Set(HeaderNextPage, next)
+	}
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := json.NewEncoder(bw)
+	for i := range evs {
+		if err := enc.Encode(&evs[i]); err != nil {
+			return // the client went away
+		}
+	}
+	_ = bw.Flush()
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {

@@ -92,6 +92,7 @@ func (s *Server) routes() {
 	m.HandleFunc("/v1/sweep", s.methods(map[string]http.HandlerFunc{"POST": s.sweep}))
 	m.HandleFunc("/v1/discover", s.methods(map[string]http.HandlerFunc{"POST": s.discover}))
 	m.HandleFunc("/v1/audit", s.methods(map[string]http.HandlerFunc{"GET": s.audit}))
+	m.HandleFunc("/v1/audit/events", s.methods(map[string]http.HandlerFunc{"GET": s.auditEvents}))
 	m.HandleFunc("/v1/status", s.methods(map[string]http.HandlerFunc{"GET": s.status}))
 	m.HandleFunc("/v1/ledger/backup", s.methods(map[string]http.HandlerFunc{"GET": s.backup}))
 	m.HandleFunc("/healthz", s.methods(map[string]http.HandlerFunc{"GET": s.healthz}))

@@ -120,6 +120,38 @@ func (e *Engine) Audit(ctx context.Context, since time.Time, limit int) ([]reape
 	return out, err
 }
 
+// errPageFull stops a page's read once it holds one event more than asked.
+var errPageFull = errors.New("page full")
+
+// AuditPage returns up to limit events after cursor (at or after since
+// when cursor is empty), oldest first, and the next page's cursor. Each
+// page is one short read transaction, so a slow reader holds nothing.
+func (e *Engine) AuditPage(ctx context.Context, since time.Time, cursor string, limit int) ([]reaper.AuditEvent, string, error) {
+	e.init()
+	if limit <= 0 {
+		return nil, "", reaper.Errorf(reaper.EINVALID, "limit %d: a page holds at least one event", limit)
+	}
+	var out []reaper.AuditEvent
+	var next string
+	err := e.view(ctx, func(tx reaper.Tx) error {
+		out, next = out[:0], ""
+		var last string
+		err := tx.AuditAfter(cursor, since, func(c string, ev reaper.AuditEvent) error {
+			if len(out) == limit {
+				next = last
+				return errPageFull
+			}
+			out, last = append(out, ev), c
+			return nil
+		})
+		if errors.Is(err, errPageFull) {
+			return nil
+		}
+		return err
+	})
+	return out, next, err
+}
+
 // maxQuarantinedKeys is how many quarantined records Status names.
 const maxQuarantinedKeys = 10
 

@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -659,6 +660,32 @@ func (t *tx) Audit(since time.Time, fn func(reaper.AuditEvent) error) error {
 			continue // an unreadable event is skipped, not fatal to the log
 		}
 		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *tx) AuditAfter(cursor string, since time.Time, fn func(string, reaper.AuditEvent) error) error {
+	c := t.bucket(bucketAudit).Cursor()
+	var k, v []byte
+	if cursor != "" {
+		after, err := hex.DecodeString(cursor)
+		if err != nil || len(after) != 16 {
+			return reaper.Errorf(reaper.EINVALID, "after=%q: not a cursor this daemon gave out", cursor)
+		}
+		if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
+			k, v = c.Next()
+		}
+	} else {
+		k, v = c.Seek(u64(timeKey(since)))
+	}
+	for ; k != nil; k, v = c.Next() {
+		var ev reaper.AuditEvent
+		if err := json.Unmarshal(v, &ev); err != nil {
+			continue // an unreadable event is skipped, not fatal to the log
+		}
+		if err := fn(hex.EncodeToString(k), ev); err != nil {
 			return err
 		}
 	}

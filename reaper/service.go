@@ -35,6 +35,10 @@ type Service interface {
 	// Audit returns audit events at or after since, oldest first, at most
 	// limit (zero: no limit; the newest are kept).
 	Audit(ctx context.Context, since time.Time, limit int) ([]AuditEvent, error)
+	// AuditPage returns up to limit audit events after cursor (or, with
+	// an empty cursor, at or after since), oldest first, and the cursor of
+	// the next page, empty when there is none.
+	AuditPage(ctx context.Context, since time.Time, cursor string, limit int) ([]AuditEvent, string, error)
 
 	// Sweep runs a full sweep now, or reports what one would do.
 	Sweep(ctx context.Context, o SweepOptions) (*SweepReport, error)

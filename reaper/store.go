@@ -119,6 +119,11 @@ type Tx interface {
 	Append(ev AuditEvent) error
 	// Audit calls fn for each event at or after since, oldest first.
 	Audit(since time.Time, fn func(AuditEvent) error) error
+	// AuditAfter calls fn for each event after the one cursor names (from
+	// an earlier call), or, with an empty cursor, at or after since, oldest
+	// first, with each event's own cursor. A malformed cursor is an
+	// EINVALID error.
+	AuditAfter(cursor string, since time.Time, fn func(cursor string, ev AuditEvent) error) error
 
 	// Prune deletes, at most limit items in all: closed and released
 	// entries that became final before the given time; ended sessions left

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -10,12 +11,14 @@ func (m *Main) auditCommand() *cobra.Command {
 	var (
 		since, output string
 		limit         int
+		events        bool
 	)
 	c := &cobra.Command{
 		Use:   "audit",
 		Short: "Show the audit log: every registration, tag, close and release",
 		Example: `  reaperd audit --since 24h
-  reaperd audit --since 2026-01-01T00:00:00Z -o csv > audit.csv`,
+  reaperd audit --since 2026-01-01T00:00:00Z -o csv > audit.csv
+  reaperd audit --since 30d --events > events.jsonl`,
 		Args: exactArgs(0, ""),
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := outputFormat(output, "table", "csv", "json"); err != nil {
@@ -23,6 +26,17 @@ func (m *Main) auditCommand() *cobra.Command {
 			}
 			if limit < 0 {
 				return usagef("--limit %d: use a whole number of zero (no limit) or more", limit)
+			}
+			if events {
+				if output != "table" || limit != 0 {
+					return usagef("--events writes JSON lines: it takes --since, not -o or --limit")
+				}
+				bw := bufio.NewWriterSize(m.Stdout, 64<<10)
+				_, err := m.client().AuditEvents(c.Context(), since, 0, bw)
+				if ferr := bw.Flush(); err == nil {
+					err = ferr
+				}
+				return err
 			}
 			evs, err := m.client().Audit(c.Context(), since, limit)
 			if err != nil {
@@ -34,7 +48,10 @@ func (m *Main) auditCommand() *cobra.Command {
 			rows := make([][]string, 0, len(evs))
 			for _, ev := range evs {
 				actor := "reaperd"
-				if ev.Actor != nil {
+				switch {
+				case ev.ActorToken != "":
+					actor = "token " + ev.ActorToken
+				case ev.Actor != nil:
 					actor = "uid " + strconv.FormatUint(uint64(*ev.Actor), 10)
 				}
 				detail := ev.Detail
@@ -51,5 +68,6 @@ func (m *Main) auditCommand() *cobra.Command {
 	c.Flags().StringVarP(&output, "output", "o", "table", "output format: table, csv or json")
 	completeFlag(c, "output", "table", "csv", "json")
 	c.Flags().IntVar(&limit, "limit", 0, "at most this many events (the newest)")
+	c.Flags().BoolVar(&events, "events", false, "stream the raw events as JSON lines, page by page, for import elsewhere")
 	return c
 }

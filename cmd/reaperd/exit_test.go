@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -35,6 +36,7 @@ func TestExitCodes(t *testing.T) {
 		{"ttl in days and hours", []string{"register", "e2b/" + id, "--ttl", "1d12h"}, exitOK},
 		{"negative limit", []string{"list", "--limit", "-1"}, exitUsage},
 		{"negative audit limit", []string{"audit", "--limit", "-1"}, exitUsage},
+		{"events with a format", []string{"audit", "--events", "-o", "json"}, exitUsage},
 		{"no such entry", []string{"release", "e2b/nope"}, exitError},
 		{"conflict", []string{"register", "e2b/" + id, "--session", "other"}, exitError},
 	}
@@ -117,6 +119,29 @@ func TestDiscoveryFailuresAreReported(t *testing.T) {
 		out, errOut, code := d.cli(args...)
 		if code != exitError || strings.Contains(out, "no untracked") || !strings.Contains(errOut, "discovery failed for e2b") {
 			t.Errorf("reaperd %v with e2b failing: exit %d, stdout %q, stderr %q; want 1 and the failure", args, code, out, errOut)
+		}
+	}
+}
+
+// TestAuditEventsCLI: audit --events writes every event as a JSON line,
+// the same events audit -o json returns.
+func TestAuditEventsCLI(t *testing.T) {
+	d, fake := e2bDaemon(t)
+	for range 3 {
+		d.mustCLI("register", "e2b/"+fake.Create(nil, time.Now()), "--ttl", "1h")
+	}
+	var all []json.RawMessage
+	if err := json.Unmarshal([]byte(d.mustCLI("audit", "--since", "", "-o", "json")), &all); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(d.mustCLI("audit", "--since", "", "--events")), "\n")
+	if len(lines) != len(all) || len(all) < 3 {
+		t.Fatalf("--events wrote %d lines, audit -o json has %d events", len(lines), len(all))
+	}
+	for i, l := range lines {
+		var ev reaper.AuditEvent
+		if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.Kind == "" {
+			t.Fatalf("line %d %q is not an event: %v", i, l, err)
 		}
 	}
 }
