@@ -128,7 +128,7 @@ func TestBackupWithoutALedger(t *testing.T) {
 }
 
 // serveUnix serves h on a Unix socket with the API's peer credentials.
-func serveUnix(t *testing.T, h http.Handler) string {
+func serveUnix(t testing.TB, h http.Handler) string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "r.sock")
 	ln, err := net.Listen("unix", sock)
