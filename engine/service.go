@@ -39,6 +39,9 @@ func validateRegister(r *reaper.RegisterRequest) error {
 	if r.PID < 0 {
 		return reaper.Errorf(reaper.EINVALID, "pid %d is invalid", r.PID)
 	}
+	if err := r.Resources.Validate(); err != nil {
+		return err
+	}
 	return reaper.ValidateLabels(r.Labels)
 }
 
@@ -75,7 +78,8 @@ func (e *Engine) Register(ctx context.Context, r reaper.RegisterRequest) (*reape
 		out, created, deadline = nil, false, time.Time{}
 		now := e.now()
 		ent := &reaper.Entry{Provider: r.Provider, ID: r.ID, Session: r.Session, Labels: maps.Clone(r.Labels),
-			Keep: r.Keep, Attached: r.Attached, RegisteredAt: now, State: reaper.StateActive, Owner: owner, OwnerToken: token}
+			Keep: r.Keep, Attached: r.Attached, RegisteredAt: now, State: reaper.StateActive, Owner: owner, OwnerToken: token,
+			Resources: r.Resources}
 		if r.TTL > 0 {
 			ent.ExpiresAt = now.Add(time.Duration(r.TTL))
 		}

@@ -109,6 +109,8 @@ type Entry struct {
 	Unverified bool `json:"unverified,omitempty"`
 	// ClosedAt is when the entry became closed or released.
 	ClosedAt time.Time `json:"closed_at,omitzero"`
+	// Resources is the sandbox's size, when known.
+	Resources *Resources `json:"resources,omitempty"`
 	// Adopted is the name of the adoption rule that made the entry, for a
 	// sandbox nobody registered. Empty for a registered one.
 	Adopted string `json:"adopted,omitempty"`
@@ -118,6 +120,47 @@ type Entry struct {
 	// OwnerToken is the name of the API token that registered the entry
 	// over the TCP listener; empty otherwise.
 	OwnerToken string `json:"owner_token,omitempty"`
+}
+
+// Resources is a sandbox's size, as its registration or its provider
+// reports it. Zero fields are unknown.
+type Resources struct {
+	VCPU      float64 `json:"vcpu,omitempty"`
+	MemoryGiB float64 `json:"memory_gib,omitempty"`
+	DiskGiB   float64 `json:"disk_gib,omitempty"`
+	// GPU is the GPU type ("A100", "H100"), GPUCount how many.
+	GPU      string `json:"gpu,omitempty"`
+	GPUCount int    `json:"gpu_count,omitempty"`
+}
+
+// Validate checks that every figure is within what a sandbox can be.
+func (r *Resources) Validate() error {
+	if r == nil {
+		return nil
+	}
+	check := func(name string, v, most float64) error {
+		if v < 0 || v > most || v != v {
+			return Errorf(EINVALID, "resources: %s %v: use a number from 0 to %v", name, v, most)
+		}
+		return nil
+	}
+	for _, c := range []struct {
+		name    string
+		v, most float64
+	}{{"vcpu", r.VCPU, 1024}, {"memory_gib", r.MemoryGiB, 65536}, {"disk_gib", r.DiskGiB, 1 << 20}, {"gpu_count", float64(r.GPUCount), 64}} {
+		if err := check(c.name, c.v, c.most); err != nil {
+			return err
+		}
+	}
+	if r.GPU != "" {
+		if err := ValidateID("resources: gpu type", r.GPU); err != nil || len(r.GPU) > 64 {
+			return Errorf(EINVALID, "resources: gpu %q: use a type name such as \"A100\"", r.GPU)
+		}
+	}
+	if r.GPUCount > 0 && r.GPU == "" {
+		return Errorf(EINVALID, "resources: gpu_count %d needs a gpu type", r.GPUCount)
+	}
+	return nil
 }
 
 // Ownership returns who registered the entry.
@@ -130,6 +173,10 @@ func (e *Entry) Key() string { return e.Provider + "/" + e.ID }
 func (e *Entry) Clone() *Entry {
 	c := *e
 	c.Labels = maps.Clone(e.Labels)
+	if e.Resources != nil {
+		r := *e.Resources
+		c.Resources = &r
+	}
 	if e.Owner != nil {
 		o := *e.Owner
 		c.Owner = &o

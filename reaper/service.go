@@ -70,6 +70,9 @@ type RegisterRequest struct {
 	Labels   map[string]string `json:"labels,omitempty"`
 	Keep     bool              `json:"keep,omitempty"`
 	Attached bool              `json:"attached,omitempty"`
+	// Resources is the sandbox's size, for cost reports; nil when not
+	// given.
+	Resources *Resources `json:"resources,omitempty"`
 }
 
 // TagRequest changes an entry's protection tags, labels or expiry. Nil

@@ -37,6 +37,8 @@ func TestExitCodes(t *testing.T) {
 		{"negative limit", []string{"list", "--limit", "-1"}, exitUsage},
 		{"negative audit limit", []string{"audit", "--limit", "-1"}, exitUsage},
 		{"events with a format", []string{"audit", "--events", "-o", "json"}, exitUsage},
+		{"negative cpu", []string{"register", "e2b/z", "--ttl", "1h", "--cpu", "-1"}, exitUsage},
+		{"bad gpu count", []string{"register", "e2b/z", "--ttl", "1h", "--gpu", "A100:x"}, exitUsage},
 		{"no such entry", []string{"release", "e2b/nope"}, exitError},
 		{"conflict", []string{"register", "e2b/" + id, "--session", "other"}, exitError},
 	}
@@ -143,5 +145,18 @@ func TestAuditEventsCLI(t *testing.T) {
 		if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.Kind == "" {
 			t.Fatalf("line %d %q is not an event: %v", i, l, err)
 		}
+	}
+}
+
+// TestRegisterResources: the size given at registration is kept on the
+// entry, for cost reports.
+func TestRegisterResources(t *testing.T) {
+	d, fake := e2bDaemon(t)
+	id := fake.Create(nil, time.Now())
+	d.mustCLI("register", "e2b/"+id, "--ttl", "1h", "--cpu", "2", "--memory", "4.5", "--disk", "10", "--gpu", "A100:2")
+	e := listJSON(t, d)["e2b/"+id]
+	want := reaper.Resources{VCPU: 2, MemoryGiB: 4.5, DiskGiB: 10, GPU: "A100", GPUCount: 2}
+	if e.Entry == nil || e.Resources == nil || *e.Resources != want {
+		t.Fatalf("resources = %+v, want %+v", e.Resources, want)
 	}
 }

@@ -162,6 +162,7 @@ class Client:
         keep: bool = False,
         attached: bool = False,
         pid: Optional[int] = None,
+        resources: Optional[Mapping[str, Any]] = None,
     ) -> Dict[str, Any]:
         """Register a sandbox and return its entry.
 
@@ -183,6 +184,9 @@ class Client:
                 it; it is released when its session ends.
             pid: with ``session``, the session's process on the daemon's
                 host: when it exits, the session ends.
+            resources: the sandbox's size, for cost reports:
+                ``{"vcpu": 2, "memory_gib": 4, "disk_gib": 10, "gpu": "A100",
+                "gpu_count": 1}`` (any subset).
 
         Registering again an active entry for the same session returns the
         existing entry, so a registration may be retried.
@@ -204,6 +208,8 @@ class Client:
             if isinstance(pid, bool) or not isinstance(pid, int):
                 raise TypeError("pid: expected an int, not %s" % type(pid).__name__)
             body["pid"] = pid
+        if resources is not None:
+            body["resources"] = dict(resources)
         return self._call("POST", "/v1/sandboxes", body)
 
     def release(self, provider: str, id: str) -> Dict[str, Any]:

@@ -390,3 +390,14 @@ class TcpTest(unittest.TestCase):
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+
+class ResourcesTest(unittest.TestCase):
+    def test_resources_are_kept_and_checked(self):
+        c = _daemon.client
+        sid = _fake.create()
+        ent = c.register("e2b", sid, ttl="1h", resources={"vcpu": 2, "memory_gib": 4, "gpu": "A100", "gpu_count": 1})
+        self.assertEqual(ent["resources"], {"vcpu": 2, "memory_gib": 4, "gpu": "A100", "gpu_count": 1})
+        with self.assertRaises(reaperd.ReaperdError) as cm:
+            c.register("e2b", _fake.create(), ttl="1h", resources={"vcpu": -1})
+        self.assertEqual(cm.exception.code, "invalid")
