@@ -205,6 +205,10 @@ func adopt(tx reaper.Tx, provider string, u *reaper.Untracked, uid uint32, now t
 	labels[reaper.LabelRule] = u.Rule
 	ent := &reaper.Entry{Provider: provider, ID: sb.ID, Labels: labels, RegisteredAt: now, ExpiresAt: now,
 		State: reaper.StateActive, Adopted: u.Rule, Seen: true, Owner: &uid}
+	if sb.Resources != nil {
+		r := *sb.Resources
+		ent.Resources = &r
+	}
 	for _, r := range ad.Rules {
 		if r.Name == u.Rule && r.SessionLabel != "" {
 			if s := sb.Labels[r.SessionLabel]; reaper.ValidateID("session", s) == nil {

@@ -82,7 +82,7 @@ func TestAdoptionReapsOnlyWhatTheRuleSelects(t *testing.T) {
 		return out
 	}
 	st := newStock(
-		reaper.Sandbox{ID: "old", State: "stopped", Labels: oh, CreatedAt: t0.Add(-3 * time.Hour)},
+		reaper.Sandbox{ID: "old", State: "stopped", Labels: oh, CreatedAt: t0.Add(-3 * time.Hour), Resources: &reaper.Resources{VCPU: 2, DiskGiB: 10}},
 		reaper.Sandbox{ID: "young", State: "stopped", Labels: oh, CreatedAt: t0.Add(-5 * time.Minute)},
 		reaper.Sandbox{ID: "between", State: "stopped", Labels: oh, CreatedAt: t0.Add(-30 * time.Minute)},
 		reaper.Sandbox{ID: "running", State: "started", Labels: oh, CreatedAt: t0.Add(-3 * time.Hour)},
@@ -120,6 +120,9 @@ func TestAdoptionReapsOnlyWhatTheRuleSelects(t *testing.T) {
 	e := h.waitState("fake/old", reaper.StateClosed)
 	if e.CloseReason != reaper.ReasonAdopted || e.Adopted != "oh" || e.Session != "sess-1" || e.Labels[reaper.LabelRule] != "oh" {
 		t.Fatalf("adopted entry = %+v, want closed (adopted) by rule oh, session from its label", e)
+	}
+	if e.Resources == nil || *e.Resources != (reaper.Resources{VCPU: 2, DiskGiB: 10}) {
+		t.Fatalf("adopted entry resources = %+v, want the size the provider reported", e.Resources)
 	}
 	if e.Owner == nil || *e.Owner != uint32(os.Getuid()) {
 		t.Fatalf("adopted entry owner = %v, want the daemon's uid", e.Owner)

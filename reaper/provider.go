@@ -100,6 +100,9 @@ type Sandbox struct {
 	// provider reports one (E2B template, Daytona snapshot, Runloop
 	// blueprint).
 	Template string `json:"template,omitempty"`
+	// Resources is the sandbox's size, where the provider reports it
+	// (Daytona, E2B); nil otherwise.
+	Resources *Resources `json:"resources,omitempty"`
 }
 
 type attemptKey struct{}

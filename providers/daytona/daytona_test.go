@@ -643,7 +643,8 @@ func TestListLenientDecode(t *testing.T) {
 		{
 			name: "unknown state",
 			body: `{"items":[{"id":"a","organizationId":"o","name":"agent-a","snapshot":"snap-1","target":"us","user":"daytona","public":false,"cpu":1,"gpu":0,"memory":1,"disk":3,"labels":{"k":"v"},"toolboxProxyUrl":"u","state":"hibernating","createdAt":"2026-03-04T05:06:07.000Z"}],"nextCursor":null}`,
-			want: []reaper.Sandbox{{ID: "a", Name: "agent-a", Template: "snap-1", State: "hibernating", Labels: map[string]string{"k": "v"}, CreatedAt: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}},
+			want: []reaper.Sandbox{{ID: "a", Name: "agent-a", Template: "snap-1", State: "hibernating", Labels: map[string]string{"k": "v"}, CreatedAt: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC),
+				Resources: &reaper.Resources{VCPU: 1, MemoryGiB: 1, DiskGiB: 3}}},
 		},
 		{
 			name: "missing required property",
@@ -653,7 +654,8 @@ func TestListLenientDecode(t *testing.T) {
 		{
 			name: "no snapshot",
 			body: `{"items":[{"id":"c","organizationId":"o","name":"c","snapshot":null,"target":"us","user":"daytona","public":false,"cpu":1,"gpu":0,"memory":1,"disk":3,"labels":{},"toolboxProxyUrl":"u","state":"started","createdAt":"2026-03-04T05:06:07.000Z"}],"nextCursor":null}`,
-			want: []reaper.Sandbox{{ID: "c", Name: "c", State: "started", Labels: map[string]string{}, CreatedAt: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}},
+			want: []reaper.Sandbox{{ID: "c", Name: "c", State: "started", Labels: map[string]string{}, CreatedAt: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC),
+				Resources: &reaper.Resources{VCPU: 1, MemoryGiB: 1, DiskGiB: 3}}},
 		},
 	}
 	for _, tt := range tests {
@@ -907,10 +909,11 @@ func TestListNameAndTemplate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("List = %v", err)
 	}
+	size := &reaper.Resources{VCPU: 1, MemoryGiB: 1, DiskGiB: 3} // every sandbox of the fake
 	want := []reaper.Sandbox{
-		{ID: named, Name: "agent-7", Template: "python-3.12", State: "started", Labels: map[string]string{"n": "1"}, CreatedAt: at, LastActivityAt: at.Add(time.Hour)},
-		{ID: unnamed, Name: unnamed, Template: daytonatest.DefaultSnapshot, State: "started", Labels: map[string]string{"n": "2"}, CreatedAt: at.Add(time.Minute), LastActivityAt: at.Add(time.Minute)},
-		{ID: fromImage, Name: fromImage, State: "started", Labels: map[string]string{"n": "3"}, CreatedAt: at.Add(2 * time.Minute), LastActivityAt: at.Add(2 * time.Minute)},
+		{ID: named, Name: "agent-7", Template: "python-3.12", State: "started", Labels: map[string]string{"n": "1"}, CreatedAt: at, LastActivityAt: at.Add(time.Hour), Resources: size},
+		{ID: unnamed, Name: unnamed, Template: daytonatest.DefaultSnapshot, State: "started", Labels: map[string]string{"n": "2"}, CreatedAt: at.Add(time.Minute), LastActivityAt: at.Add(time.Minute), Resources: size},
+		{ID: fromImage, Name: fromImage, State: "started", Labels: map[string]string{"n": "3"}, CreatedAt: at.Add(2 * time.Minute), LastActivityAt: at.Add(2 * time.Minute), Resources: size},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("List =\n%+v\nwant\n%+v", got, want)

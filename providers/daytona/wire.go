@@ -78,6 +78,24 @@ type rawSandbox struct {
 	Labels         map[string]string `json:"labels"`
 	CreatedAt      string            `json:"createdAt"`
 	LastActivityAt string            `json:"lastActivityAt"`
+	CPU            float64           `json:"cpu"`
+	Memory         float64           `json:"memory"`
+	Disk           float64           `json:"disk"`
+	GPU            float64           `json:"gpu"`
+}
+
+// resources returns a sandbox's size from the API's cpu (vCPUs), memory
+// and disk (GiB) and gpu (a count; Daytona does not name the type). Nil
+// when it reports none.
+func resources(cpu, memory, disk, gpu float64) *reaper.Resources {
+	if cpu <= 0 && memory <= 0 && disk <= 0 && gpu <= 0 {
+		return nil
+	}
+	r := &reaper.Resources{VCPU: cpu, MemoryGiB: memory, DiskGiB: disk}
+	if gpu > 0 {
+		r.GPU, r.GPUCount = "unnamed", int(gpu)
+	}
+	return r
 }
 
 func rawState(body []byte) string {
@@ -99,7 +117,8 @@ func decodeList(res *apiclient.ListSandboxesResponse, resp *http.Response, err e
 		out := make([]reaper.Sandbox, 0, len(res.Items))
 		for _, it := range res.Items {
 			sb := reaper.Sandbox{ID: it.Id, Name: it.Name, Template: it.GetSnapshot(),
-				Labels: it.Labels, CreatedAt: parseTime(it.CreatedAt), LastActivityAt: parseTime(it.LastActivityAt)}
+				Labels: it.Labels, CreatedAt: parseTime(it.CreatedAt), LastActivityAt: parseTime(it.LastActivityAt),
+				Resources: resources(float64(it.Cpu), float64(it.Memory), float64(it.Disk), float64(it.Gpu))}
 			if it.State != nil && *it.State != apiclient.SANDBOXSTATE_UNKNOWN_DEFAULT_OPEN_API {
 				sb.State = string(*it.State)
 			} else if it.State != nil {
@@ -126,7 +145,8 @@ func decodeList(res *apiclient.ListSandboxesResponse, resp *http.Response, err e
 	out := make([]reaper.Sandbox, 0, len(*page.Items))
 	for _, it := range *page.Items {
 		out = append(out, reaper.Sandbox{ID: it.ID, Name: it.Name, Template: it.Snapshot, State: it.State,
-			Labels: it.Labels, CreatedAt: parseTime(&it.CreatedAt), LastActivityAt: parseTime(&it.LastActivityAt)})
+			Labels: it.Labels, CreatedAt: parseTime(&it.CreatedAt), LastActivityAt: parseTime(&it.LastActivityAt),
+			Resources: resources(it.CPU, it.Memory, it.Disk, it.GPU)})
 	}
 	next := ""
 	if page.NextCursor != nil {

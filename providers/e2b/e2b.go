@@ -255,6 +255,7 @@ func (l *lister) pages(ctx context.Context, since time.Time) (time.Time, int, er
 				State:     it.State,
 				Labels:    it.Metadata,
 				Template:  cmp.Or(it.Alias, it.TemplateID),
+				Resources: it.resources(),
 			})
 		}
 		if next == "" || reached {
@@ -293,6 +294,17 @@ type listedSandbox struct {
 	StartedAt  time.Time         `json:"startedAt"`
 	State      string            `json:"state"`
 	Metadata   map[string]string `json:"metadata"`
+	CPUCount   float64           `json:"cpuCount"`
+	MemoryMB   float64           `json:"memoryMB"`
+	DiskSizeMB float64           `json:"diskSizeMB"`
+}
+
+// resources returns the sandbox's size, nil when the API reports none.
+func (s listedSandbox) resources() *reaper.Resources {
+	if s.CPUCount <= 0 && s.MemoryMB <= 0 && s.DiskSizeMB <= 0 {
+		return nil
+	}
+	return &reaper.Resources{VCPU: s.CPUCount, MemoryGiB: s.MemoryMB / 1024, DiskGiB: s.DiskSizeMB / 1024}
 }
 
 // listPage fetches one page of GET /v2/sandboxes; op names the caller in

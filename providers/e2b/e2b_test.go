@@ -752,7 +752,7 @@ func TestListTemplateAndStart(t *testing.T) {
 	}
 	for id, w := range want {
 		g := byID[id]
-		if g.ID != w.ID || !g.StartedAt.Equal(w.StartedAt) || !g.CreatedAt.IsZero() || g.State != w.State || !maps.Equal(g.Labels, w.Labels) || g.Template != w.Template || g.Name != "" {
+		if g.ID != w.ID || !g.StartedAt.Equal(w.StartedAt) || !g.CreatedAt.IsZero() || g.Resources == nil || *g.Resources != (reaper.Resources{VCPU: 2, MemoryGiB: 0.5, DiskGiB: 0.5}) || g.State != w.State || !maps.Equal(g.Labels, w.Labels) || g.Template != w.Template || g.Name != "" {
 			t.Errorf("List[%s] = %+v, want %+v", id, g, w)
 		}
 	}
