@@ -8,10 +8,7 @@ import (
 	"time"
 
 	"github.com/reaperd/reaperd/api"
-	"github.com/reaperd/reaperd/providers/daytona/daytonatest"
-	"github.com/reaperd/reaperd/providers/e2b/e2btest"
 	"github.com/reaperd/reaperd/providers/modal/modaltest"
-	"github.com/reaperd/reaperd/providers/runloop/runlooptest"
 	"github.com/reaperd/reaperd/reaper"
 )
 
@@ -23,20 +20,8 @@ import (
 // the adoptions first; the report rule only reports; an entry whose
 // sandbox someone else deleted becomes closed (gone).
 func TestAdoptionEndToEnd(t *testing.T) {
-	const (
-		daytonaKey   = "dtn_adopt_key_0123456789"
-		runloopKey   = "ak_adopt_runloop_0123456789"
-		modalTokenID = "ak-adopt-token"
-		modalSecret  = "as-adopt-secret"
-	)
-	dy := daytonatest.NewServer(daytonaKey)
-	t.Cleanup(dy.Close)
-	eb := e2btest.NewServer(e2bKey)
-	t.Cleanup(eb.Close)
-	md := modaltest.NewServer(modalTokenID, modalSecret)
-	t.Cleanup(md.Close)
-	rl := runlooptest.NewServer(runloopKey)
-	t.Cleanup(rl.Close)
+	f := allFakes(t)
+	dy, eb, md, rl := f.daytona, f.e2b, f.modal, f.runloop
 
 	old := time.Now().Add(-3 * time.Hour)
 	sid := map[string]string{"OpenHands_SID": "oh-session-1"}
@@ -85,12 +70,7 @@ min_age = "1s"
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemon(t, "", []string{
-		"DAYTONA_API_KEY=" + daytonaKey, "DAYTONA_API_URL=" + dy.URL,
-		"E2B_API_KEY=" + e2bKey, "E2B_API_URL=" + eb.URL,
-		"MODAL_TOKEN_ID=" + modalTokenID, "MODAL_TOKEN_SECRET=" + modalSecret, "MODAL_SERVER_URL=" + md.URL,
-		"RUNLOOP_API_KEY=" + runloopKey, "RUNLOOP_BASE_URL=" + rl.URL,
-	}, "--schedule", "@every 1h", "--config", cfg)
+	d := startDaemon(t, "", f.env(), "--schedule", "@every 1h", "--config", cfg)
 	d.mustCLI("register", "daytona/"+dRegistered, "--keep")
 	d.mustCLI("register", "daytona/"+dGone, "--ttl", "10h")
 

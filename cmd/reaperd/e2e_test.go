@@ -10,10 +10,6 @@ import (
 	"time"
 
 	"github.com/reaperd/reaperd/api"
-	"github.com/reaperd/reaperd/providers/daytona/daytonatest"
-	"github.com/reaperd/reaperd/providers/e2b/e2btest"
-	"github.com/reaperd/reaperd/providers/modal/modaltest"
-	"github.com/reaperd/reaperd/providers/runloop/runlooptest"
 	"github.com/reaperd/reaperd/reaper"
 )
 
@@ -63,20 +59,8 @@ func (s *e2eSandbox) shouldClose() bool { return s.kind == e2eTTL || s.kind == e
 // sandboxes are closed at their deadlines (within seconds, with full sweeps
 // an hour apart) while keep, attached and long-lived ones are left alone.
 func TestE2EAllProviders(t *testing.T) {
-	const (
-		daytonaKey   = "dtn_e2e_key_0123456789"
-		runloopKey   = "ak_e2e_runloop_0123456789"
-		modalTokenID = "ak-e2e-token"
-		modalSecret  = "as-e2e-secret"
-	)
-	daytonaFake := daytonatest.NewServer(daytonaKey)
-	t.Cleanup(daytonaFake.Close)
-	e2bFake := e2btest.NewServer(e2bKey)
-	t.Cleanup(e2bFake.Close)
-	modalFake := modaltest.NewServer(modalTokenID, modalSecret)
-	t.Cleanup(modalFake.Close)
-	runloopFake := runlooptest.NewServer(runloopKey)
-	t.Cleanup(runloopFake.Close)
+	f := allFakes(t)
+	daytonaFake, e2bFake, modalFake, runloopFake := f.daytona, f.e2b, f.modal, f.runloop
 
 	fakes := []struct {
 		name string
@@ -88,12 +72,7 @@ func TestE2EAllProviders(t *testing.T) {
 		{"runloop", runloopFake},
 	}
 
-	d := startDaemon(t, "", []string{
-		"DAYTONA_API_KEY=" + daytonaKey, "DAYTONA_API_URL=" + daytonaFake.URL,
-		"E2B_API_KEY=" + e2bKey, "E2B_API_URL=" + e2bFake.URL,
-		"MODAL_TOKEN_ID=" + modalTokenID, "MODAL_TOKEN_SECRET=" + modalSecret, "MODAL_SERVER_URL=" + modalFake.URL,
-		"RUNLOOP_API_KEY=" + runloopKey, "RUNLOOP_BASE_URL=" + runloopFake.URL,
-	}, "--schedule", "@every 1h")
+	d := startDaemon(t, "", f.env(), "--schedule", "@every 1h")
 
 	// The startup log says all four providers are enabled, none disabled.
 	// (The log reaches the buffer through a pipe: allow it a moment.)

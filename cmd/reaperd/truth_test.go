@@ -9,11 +9,7 @@ import (
 	"time"
 
 	"github.com/reaperd/reaperd/api"
-	"github.com/reaperd/reaperd/providers/daytona/daytonatest"
-	"github.com/reaperd/reaperd/providers/e2b/e2btest"
-	"github.com/reaperd/reaperd/providers/modal/modaltest"
 	"github.com/reaperd/reaperd/providers/providertest"
-	"github.com/reaperd/reaperd/providers/runloop/runlooptest"
 	"github.com/reaperd/reaperd/reaper"
 )
 
@@ -30,28 +26,11 @@ type truthFake interface {
 // contradiction is recorded; once the providers answer truly, every
 // sandbox is closed.
 func TestSpuriousNotFoundsAtEveryProvider(t *testing.T) {
-	const (
-		daytonaKey   = "dtn_truth_key_0123456789"
-		runloopKey   = "ak_truth_runloop_0123456789"
-		modalTokenID = "ak-truth-token"
-		modalSecret  = "as-truth-secret"
-	)
-	daytonaFake := daytonatest.NewServer(daytonaKey)
-	t.Cleanup(daytonaFake.Close)
-	e2bFake := e2btest.NewServer(e2bKey)
-	t.Cleanup(e2bFake.Close)
-	modalFake := modaltest.NewServer(modalTokenID, modalSecret)
-	t.Cleanup(modalFake.Close)
-	runloopFake := runlooptest.NewServer(runloopKey)
-	t.Cleanup(runloopFake.Close)
+	f := allFakes(t)
+	daytonaFake, e2bFake, modalFake, runloopFake := f.daytona, f.e2b, f.modal, f.runloop
 	fakes := map[string]truthFake{"daytona": daytonaFake, "e2b": e2bFake, "modal": modalFake, "runloop": runloopFake}
 
-	d := startDaemon(t, "", []string{
-		"DAYTONA_API_KEY=" + daytonaKey, "DAYTONA_API_URL=" + daytonaFake.URL,
-		"E2B_API_KEY=" + e2bKey, "E2B_API_URL=" + e2bFake.URL,
-		"MODAL_TOKEN_ID=" + modalTokenID, "MODAL_TOKEN_SECRET=" + modalSecret, "MODAL_SERVER_URL=" + modalFake.URL,
-		"RUNLOOP_API_KEY=" + runloopKey, "RUNLOOP_BASE_URL=" + runloopFake.URL,
-	}, "--schedule", "@every 1h")
+	d := startDaemon(t, "", f.env(), "--schedule", "@every 1h")
 
 	type sandbox struct{ provider, id, key string }
 	var sbs []sandbox
