@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/reaperd/reaperd/reaper"
@@ -65,17 +66,7 @@ func (s *Server) discover(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	if err := onlyParams(q, "since", "limit"); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	since, err := ParseSince(q.Get("since"), time.Now())
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	limit, err := intParam(q.Get("limit"), "limit")
+	since, limit, err := auditQuery(r.URL.Query())
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -101,18 +92,23 @@ const HeaderNextPage = "Reaperd-Next"
 // auditEvents serves GET /v1/audit/events: one page of audit events as
 // JSON lines (application/x-ndjson), oldest first, from since or after the
 // cursor of the previous page, which HeaderNextPage gives.
-func (s *Server) auditEvents(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	if err := onlyParams(q, "since", "after", "limit"); err != nil {
-		s.fail(w, r, err)
-		return
+// auditQuery reads the since and limit parameters of the audit routes,
+// refusing any parameter but those and extra.
+func auditQuery(q url.Values, extra ...string) (time.Time, int, error) {
+	if err := onlyParams(q, append([]string{"since", "limit"}, extra...)...); err != nil {
+		return time.Time{}, 0, err
 	}
 	since, err := ParseSince(q.Get("since"), time.Now())
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return time.Time{}, 0, err
 	}
 	limit, err := intParam(q.Get("limit"), "limit")
+	return since, limit, err
+}
+
+func (s *Server) auditEvents(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	since, limit, err := auditQuery(q, "after")
 	if err != nil {
 		s.fail(w, r, err)
 		return
