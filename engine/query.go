@@ -249,26 +249,6 @@ func (e *Engine) Status(ctx context.Context) (*reaper.EngineStatus, error) {
 	return st, err
 }
 
-// OldestClosingAge returns how long the longest-closing entry has been
-// closing, in seconds (0 when none is): the metric to alert on for closes
-// that do not complete.
-func (e *Engine) OldestClosingAge() float64 {
-	e.init()
-	var oldest time.Time
-	err := e.Store.View(context.Background(), func(tx reaper.Tx) error {
-		return tx.Closing("", func(ent *reaper.Entry) error {
-			if oldest.IsZero() || ent.ClosingSince.Before(oldest) {
-				oldest = ent.ClosingSince
-			}
-			return nil
-		})
-	})
-	if err != nil || oldest.IsZero() {
-		return 0
-	}
-	return max(0, e.clock.Since(oldest).Seconds())
-}
-
 // Health returns nil while the engine can use its ledger, and otherwise
 // the reason it cannot (an EUNAVAILABLE error): /healthz answers 503 with
 // it.

@@ -521,12 +521,7 @@ func hasLabels(info *pb.SandboxInfo, want map[string]string) bool {
 	for _, t := range info.GetTags() {
 		have[t.GetTagName()] = t.GetTagValue()
 	}
-	for k, v := range want {
-		if hv, ok := have[k]; !ok || hv != v {
-			return false
-		}
-	}
-	return true
+	return kit.MatchLabels(have, want)
 }
 
 func sandboxFromInfo(info *pb.SandboxInfo) reaper.Sandbox {
