@@ -43,7 +43,14 @@
 // that are shut down or failed are never returned. A sandbox's Name is the
 // devbox's name (empty when it has none), its Template the blueprint_id it
 // was created from, else its snapshot_id, and its CreatedAt its
-// create_time_ms.
+// create_time_ms. Its Resources is the size its launch_parameters give: the
+// documented vCPUs, memory and disk of a preset resource_size_request
+// (X_SMALL 0.5 vCPU, 1 GiB, 4 GiB disk; SMALL 1, 2, 4; MEDIUM 2, 4, 8; LARGE
+// 2, 8, 16; X_LARGE 4, 16, 16; XX_LARGE 8, 32, 16), or, for CUSTOM_SIZE,
+// custom_cpu_cores, custom_gb_memory and custom_disk_size, a figure the
+// devbox does not give left zero. A devbox without a resource_size_request,
+// or with one this version does not know, has no Resources. Runloop reports
+// no GPUs.
 //
 // Check lists one devbox (GET /v1/devboxes?limit=1) to check the API key:
 // nil when accepted, reaper.ErrUnauthorized naming RUNLOOP_API_KEY on 401 or

@@ -217,6 +217,9 @@ type devboxView struct {
 	Metadata     map[string]string `json:"metadata"`
 	BlueprintID  string            `json:"blueprint_id"`
 	SnapshotID   string            `json:"snapshot_id"`
+	// LaunchParameters is read for the devbox's size (devboxResources),
+	// leniently: its shape never fails a listing.
+	LaunchParameters json.RawMessage `json:"launch_parameters"`
 }
 
 // devboxListView is Runloop's DevboxListView.
@@ -396,9 +399,11 @@ func (p *Provider) Check(ctx context.Context) error {
 }
 
 // toSandbox converts a devbox. Template is the blueprint it was created
-// from, else the disk snapshot, when Runloop reports either.
+// from, else the disk snapshot, when Runloop reports either; Resources the
+// size its launch_parameters give (devboxResources).
 func toSandbox(d devboxView) reaper.Sandbox {
-	s := reaper.Sandbox{ID: d.ID, Name: d.Name, State: d.Status, Template: cmp.Or(d.BlueprintID, d.SnapshotID)}
+	s := reaper.Sandbox{ID: d.ID, Name: d.Name, State: d.Status, Template: cmp.Or(d.BlueprintID, d.SnapshotID),
+		Resources: devboxResources(d.LaunchParameters)}
 	if d.CreateTimeMs > 0 {
 		s.CreatedAt = time.UnixMilli(d.CreateTimeMs).UTC()
 	}

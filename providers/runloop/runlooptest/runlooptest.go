@@ -23,6 +23,10 @@
 // its deprecated name scheduled included, which the fake lists like any
 // other (CreateWithStatus, CreateDevbox). A devbox reports its name,
 // blueprint_id and snapshot_id when CreateDevbox gave them, null otherwise.
+// Its launch_parameters carry resource_size_request ("X_SMALL" ...
+// "XX_LARGE", "CUSTOM_SIZE") and custom_cpu_cores, custom_gb_memory and
+// custom_disk_size (JSON numbers) when CreateDevbox gave them, and leave
+// each out otherwise.
 //
 // # Caveats
 //
@@ -81,6 +85,7 @@ type Devbox struct {
 	Name               string // "" answers null
 	BlueprintID        string // "" answers null
 	SnapshotID         string // "" answers null
+	Size               Size   // launch_parameters' size fields
 	Status             string
 	CreateTimeMs       int64
 	EndTimeMs          int64 // zero while the devbox is not terminal
@@ -165,8 +170,25 @@ type DevboxSpec struct {
 	Name        string
 	BlueprintID string
 	SnapshotID  string
+	Size        Size
 	Metadata    map[string]string
 	CreatedAt   time.Time
+}
+
+// Size is what a devbox's launch_parameters say of its size, as Runloop's
+// LaunchParameters names the fields. A zero field is left out of
+// launch_parameters. The fake checks none of them: Runloop would refuse
+// some combinations at creation.
+type Size struct {
+	// ResourceSize is resource_size_request: "X_SMALL", "SMALL",
+	// "MEDIUM", "LARGE", "X_LARGE", "XX_LARGE" or "CUSTOM_SIZE".
+	ResourceSize string
+	// CustomCPUCores (custom_cpu_cores, vCPUs), CustomGBMemory
+	// (custom_gb_memory, GiB) and CustomDiskSize (custom_disk_size, GiB)
+	// give a CUSTOM_SIZE.
+	CustomCPUCores float64
+	CustomGBMemory int
+	CustomDiskSize int
 }
 
 // CreateDevbox adds a devbox as spec describes and returns its id.
@@ -175,7 +197,7 @@ func (s *Server) CreateDevbox(spec DevboxSpec) string {
 	defer s.mu.Unlock()
 	s.seq++
 	d := &Devbox{
-		ID: newID(s.seq), Name: spec.Name, BlueprintID: spec.BlueprintID, SnapshotID: spec.SnapshotID,
+		ID: newID(s.seq), Name: spec.Name, BlueprintID: spec.BlueprintID, SnapshotID: spec.SnapshotID, Size: spec.Size,
 		Status: spec.Status, CreateTimeMs: spec.CreatedAt.UnixMilli(), Metadata: map[string]string{},
 	}
 	if d.Status == "" {
@@ -503,7 +525,7 @@ func view(d *Devbox) map[string]any {
 		"end_time_ms":       nil,
 		"metadata":          metadata(d),
 		"capabilities":      []string{},
-		"launch_parameters": map[string]any{},
+		"launch_parameters": launchParameters(d.Size),
 		"state_transitions": []any{},
 		"initiator_type":    "api",
 		"shutdown_reason":   nil,
@@ -515,6 +537,25 @@ func view(d *Devbox) map[string]any {
 		v["shutdown_reason"] = d.ShutdownReason
 	}
 	return v
+}
+
+// launchParameters renders a devbox's launch_parameters: the size fields
+// that are set.
+func launchParameters(z Size) map[string]any {
+	lp := map[string]any{}
+	if z.ResourceSize != "" {
+		lp["resource_size_request"] = z.ResourceSize
+	}
+	if z.CustomCPUCores != 0 {
+		lp["custom_cpu_cores"] = z.CustomCPUCores
+	}
+	if z.CustomGBMemory != 0 {
+		lp["custom_gb_memory"] = z.CustomGBMemory
+	}
+	if z.CustomDiskSize != 0 {
+		lp["custom_disk_size"] = z.CustomDiskSize
+	}
+	return lp
 }
 
 func nullable(s string) any {

@@ -214,3 +214,40 @@ func TestQueuedAndDetails(t *testing.T) {
 		t.Errorf("queued devboxes not alive")
 	}
 }
+
+// TestLaunchParametersSize: a devbox's launch_parameters carry the size
+// fields CreateDevbox gave it, as Runloop's LaunchParameters names and
+// types them (a string and JSON numbers), and leave the others out.
+func TestLaunchParametersSize(t *testing.T) {
+	srv := runlooptest.NewServer("k")
+	defer srv.Close()
+	tests := []struct {
+		name string
+		size runlooptest.Size
+		want map[string]any
+	}{
+		{"none", runlooptest.Size{}, map[string]any{}},
+		{"preset", runlooptest.Size{ResourceSize: "X_LARGE"}, map[string]any{"resource_size_request": "X_LARGE"}},
+		{"custom", runlooptest.Size{ResourceSize: "CUSTOM_SIZE", CustomCPUCores: 0.5, CustomGBMemory: 2, CustomDiskSize: 8},
+			map[string]any{"resource_size_request": "CUSTOM_SIZE", "custom_cpu_cores": 0.5, "custom_gb_memory": float64(2), "custom_disk_size": float64(8)}},
+		{"custom without disk", runlooptest.Size{ResourceSize: "CUSTOM_SIZE", CustomCPUCores: 4, CustomGBMemory: 16},
+			map[string]any{"resource_size_request": "CUSTOM_SIZE", "custom_cpu_cores": float64(4), "custom_gb_memory": float64(16)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := srv.CreateDevbox(runlooptest.DevboxSpec{Size: tt.size})
+			_, d := call(t, "GET", srv.URL+"/v1/devboxes/"+id, "k")
+			if got := d["launch_parameters"]; !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("GET launch_parameters = %#v, want %#v", got, tt.want)
+			}
+			_, page := call(t, "GET", srv.URL+"/v1/devboxes?limit=1", "k")
+			boxes, _ := page["devboxes"].([]any)
+			if len(boxes) != 1 || !reflect.DeepEqual(boxes[0].(map[string]any)["launch_parameters"], tt.want) {
+				t.Errorf("listed devbox = %v, want launch_parameters %#v", boxes, tt.want)
+			}
+			if got, _ := srv.Devbox(id); got.Size != tt.size {
+				t.Errorf("Devbox(%s).Size = %+v, want %+v", id, got.Size, tt.size)
+			}
+		})
+	}
+}
