@@ -57,8 +57,15 @@
 // creation time, tags as labels, its name (Sandbox.Name), the name of its
 // app (Sandbox.App: SandboxInfo carries only the app id, so the names come
 // from AppList, called once per environment holding an app not seen
-// before, and remembered), and a state derived from its task ("pending",
-// "running").
+// before, and remembered), a state derived from its task ("pending",
+// "running"), and its size (Sandbox.Resources) from the same SandboxInfo,
+// with no further call: resource_info's CPU request (milli_cpu, in
+// thousandths of a physical core) in vCPUs, two per core as Modal counts
+// them, its memory request (memory_mb) and ephemeral disk
+// (ephemeral_disk_mb) in GiB, and the GPU type and count of its task
+// (task_info.gpu_config), else the type resource_info names. What the
+// listing does not give is zero, and a sandbox listed without any of it has
+// no Resources.
 //
 // Check calls WorkspaceNameLookup, Modal's "who am I" (what the Modal
 // Python client calls to verify a new token: config.py, _lookup_workspace),

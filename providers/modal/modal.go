@@ -530,6 +530,7 @@ func sandboxFromInfo(info *pb.SandboxInfo) reaper.Sandbox {
 		CreatedAt: unixSeconds(info.GetCreatedAt()),
 		State:     sandboxState(info),
 		Name:      info.GetName(),
+		Resources: sandboxResources(info),
 	}
 	if tags := info.GetTags(); len(tags) > 0 {
 		sb.Labels = make(map[string]string, len(tags))

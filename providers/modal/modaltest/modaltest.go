@@ -48,11 +48,27 @@
 // one sandbox (terminate, wait, tags) find it whatever its environment, as
 // Modal's do: they carry no environment.
 //
+// # Sizes
+//
+// A sandbox's size (SandboxSpec.Resources, in the units of Modal's
+// Resources message) is listed as Modal's SandboxInfo carries it:
+// resource_info.milli_cpu and memory_mb (each a value flagged is_default
+// when the sandbox asked for none: then Modal's documented defaults,
+// DefaultMilliCPU and DefaultMemoryMiB), milli_cpu_max, memory_mb_max and
+// ephemeral_disk_mb (zero when not asked for), resource_info.gpu_type (the
+// GPU type alone), and task_info.gpu_type and task_info.gpu_config (type
+// and count) for a sandbox with a GPU. SandboxSpec.NoResourceInfo lists a
+// sandbox without resource_info, as a server older than that field (2026)
+// would.
+//
 // # Caveats
 //
 // Sandboxes are created with Create and CreateSandbox, not through
-// SandboxCreate. SandboxList pages newest first, SetPageSize sandboxes a
-// page (100 by default; Modal does not document its own), and
+// SandboxCreate. Modal does not document how its server fills
+// resource_info: the fake reports the request a sandbox was given, or
+// Modal's documented default flagged is_default, and the GPU type alone in
+// resource_info.gpu_type. SandboxList pages newest first, SetPageSize
+// sandboxes a page (100 by default; Modal does not document its own), and
 // before_timestamp selects sandboxes created strictly earlier. An id the
 // fake has never seen is NOT_FOUND, whatever its form; so is every id while
 // FailSpuriousNotFound is injected (see Fail).
@@ -106,6 +122,14 @@ const DefaultApp = "modaltest"
 
 // Workspace is the workspace name WorkspaceNameLookup reports.
 const Workspace = "modaltest-workspace"
+
+// Modal's default CPU and memory requests, for a sandbox that asks for
+// none: 0.125 physical cores and 128 MiB
+// (https://modal.com/docs/guide/resources).
+const (
+	DefaultMilliCPU  = 125
+	DefaultMemoryMiB = 128
+)
 
 // DefaultPageSize is the number of sandboxes a SandboxList page holds
 // until SetPageSize changes it.
@@ -173,6 +197,22 @@ type Sandbox struct {
 	// Terminations counts accepted terminate calls (V1 or V2, whichever
 	// matches the sandbox) for this sandbox.
 	Terminations int
+	// Resources is the size the sandbox was created with.
+	Resources Resources
+	// NoResourceInfo: SandboxList leaves resource_info out.
+	NoResourceInfo bool
+}
+
+// Resources is the size a sandbox asks for, in the units of Modal's
+// Resources message. A zero request means the sandbox asked for none.
+type Resources struct {
+	MilliCPU     uint32 // CPU request, thousandths of a physical core (1 core = 2 vCPUs)
+	MilliCPUMax  uint32 // CPU limit, thousandths of a physical core
+	MemoryMiB    uint32 // memory request
+	MemoryMiBMax uint32 // memory limit
+	DiskMiB      uint32 // ephemeral disk
+	GPUType      string // "A100", "H100", as Modal names GPUs
+	GPUCount     uint32
 }
 
 type sandbox struct {
@@ -190,6 +230,10 @@ type SandboxSpec struct {
 	Name        string
 	Tags        map[string]string
 	CreatedAt   time.Time // zero means now
+	Resources   Resources
+	// NoResourceInfo lists the sandbox without resource_info, as a server
+	// that does not fill it would.
+	NoResourceInfo bool
 }
 
 // NewServer starts a fake that accepts the token pair tokenID/tokenSecret.
@@ -269,14 +313,16 @@ func (s *Server) CreateSandbox(spec SandboxSpec) string {
 	}
 	s.sandboxes[id] = &sandbox{
 		Sandbox: Sandbox{
-			ID:          id,
-			V2:          spec.V2,
-			Environment: env,
-			App:         app,
-			AppID:       s.appIDLocked(env, app),
-			Name:        spec.Name,
-			Tags:        maps.Clone(spec.Tags),
-			CreatedAt:   at,
+			ID:             id,
+			V2:             spec.V2,
+			Environment:    env,
+			App:            app,
+			AppID:          s.appIDLocked(env, app),
+			Name:           spec.Name,
+			Tags:           maps.Clone(spec.Tags),
+			CreatedAt:      at,
+			Resources:      spec.Resources,
+			NoResourceInfo: spec.NoResourceInfo,
 		},
 		finished: make(chan struct{}),
 	}
@@ -898,7 +944,12 @@ func (s *Server) list(req *pb.SandboxListRequest, v2 bool) (*pb.SandboxListRespo
 		if !sb.FinishedAt.IsZero() {
 			task.FinishedAt = seconds(sb.FinishedAt)
 		}
-		infos = append(infos, pb.SandboxInfo_builder{
+		res := sb.Resources
+		if res.GPUType != "" || res.GPUCount > 0 {
+			task.GpuType = res.GPUType
+			task.GpuConfig = pb.GPUConfig_builder{GpuType: res.GPUType, Count: res.GPUCount}.Build()
+		}
+		info := pb.SandboxInfo_builder{
 			Id:        sb.ID,
 			CreatedAt: seconds(sb.CreatedAt),
 			AppId:     sb.AppID,
@@ -906,9 +957,31 @@ func (s *Server) list(req *pb.SandboxListRequest, v2 bool) (*pb.SandboxListRespo
 			TaskInfo:  task.Build(),
 			Tags:      tagList(sb.Tags),
 			Metadata:  pb.SandboxHandleMetadata_builder{Result: result(sb), AppId: sb.AppID}.Build(),
-		}.Build())
+		}
+		if !sb.NoResourceInfo {
+			info.ResourceInfo = resourceInfo(res)
+		}
+		infos = append(infos, info.Build())
 	}
 	return pb.SandboxListResponse_builder{Sandboxes: infos}.Build(), nil
+}
+
+// resourceInfo renders a sandbox's size as SandboxInfo.resource_info.
+func resourceInfo(r Resources) *pb.ResourceInfo {
+	value := func(v, def uint32) *pb.ResourceInfo_ResourceValue {
+		if v == 0 {
+			return pb.ResourceInfo_ResourceValue_builder{Value: def, IsDefault: true}.Build()
+		}
+		return pb.ResourceInfo_ResourceValue_builder{Value: v}.Build()
+	}
+	return pb.ResourceInfo_builder{
+		MilliCpu:        value(r.MilliCPU, DefaultMilliCPU),
+		MemoryMb:        value(r.MemoryMiB, DefaultMemoryMiB),
+		GpuType:         r.GPUType,
+		MilliCpuMax:     r.MilliCPUMax,
+		MemoryMbMax:     r.MemoryMiBMax,
+		EphemeralDiskMb: r.DiskMiB,
+	}.Build()
 }
 
 func seconds(t time.Time) float64 { return float64(t.Unix()) + float64(t.Nanosecond())/1e9 }

@@ -451,3 +451,61 @@ func TestThrottleSignals(t *testing.T) {
 		t.Fatalf("retry-after = %v, want [1.5]", got)
 	}
 }
+
+// TestResourceInfo: SandboxList and SandboxListV2 report a sandbox's size
+// in resource_info (requests flagged is_default when the sandbox asked for
+// none) and its GPU in task_info, and leave resource_info out under
+// NoResourceInfo.
+func TestResourceInfo(t *testing.T) {
+	srv := NewServer(id, secret)
+	defer srv.Close()
+	c := dial(t, srv)
+	ctx := creds(t, id, secret, "x-modal-auth-token", token(t, c))
+	plain := srv.CreateSandbox(SandboxSpec{})
+	sized := srv.CreateSandbox(SandboxSpec{V2: true, Resources: Resources{MilliCPU: 2000, MilliCPUMax: 4000, MemoryMiB: 8192,
+		MemoryMiBMax: 16384, DiskMiB: 20480, GPUType: "H100", GPUCount: 8}})
+	bare := srv.CreateSandbox(SandboxSpec{NoResourceInfo: true, Resources: Resources{MilliCPU: 2000}})
+
+	type value struct {
+		v         uint32
+		isDefault bool
+	}
+	type want struct {
+		has                  bool
+		cpu, mem             value
+		cpuMax, memMax, disk uint32
+		gpu                  string
+		taskGPU              string
+		gpuConfig            bool
+		gpuCount             uint32
+	}
+	wants := map[string]want{
+		plain: {has: true, cpu: value{DefaultMilliCPU, true}, mem: value{DefaultMemoryMiB, true}},
+		sized: {has: true, cpu: value{2000, false}, mem: value{8192, false}, cpuMax: 4000, memMax: 16384, disk: 20480,
+			gpu: "H100", taskGPU: "H100", gpuConfig: true, gpuCount: 8},
+		bare: {},
+	}
+	resp, err := c.SandboxListV2(ctx, pb.SandboxListRequest_builder{}.Build())
+	if err != nil || len(resp.GetSandboxes()) != 3 {
+		t.Fatalf("SandboxListV2 = %v, %v; want 3 sandboxes", resp, err)
+	}
+	v1, err := c.SandboxList(ctx, pb.SandboxListRequest_builder{}.Build())
+	if err != nil || len(v1.GetSandboxes()) != 2 {
+		t.Fatalf("SandboxList = %v, %v; want 2 sandboxes", v1, err)
+	}
+	for _, info := range append(resp.GetSandboxes(), v1.GetSandboxes()...) {
+		w := wants[info.GetId()]
+		ri := info.GetResourceInfo()
+		cfg := info.GetTaskInfo().GetGpuConfig()
+		got := want{has: info.HasResourceInfo(),
+			cpu: value{ri.GetMilliCpu().GetValue(), ri.GetMilliCpu().GetIsDefault()}, mem: value{ri.GetMemoryMb().GetValue(), ri.GetMemoryMb().GetIsDefault()},
+			cpuMax: ri.GetMilliCpuMax(), memMax: ri.GetMemoryMbMax(), disk: ri.GetEphemeralDiskMb(), gpu: ri.GetGpuType(),
+			taskGPU: info.GetTaskInfo().GetGpuType(), gpuConfig: info.GetTaskInfo().HasGpuConfig(), gpuCount: cfg.GetCount()}
+		if got != w || cfg.GetGpuType() != w.gpu {
+			t.Errorf("sandbox %s: %+v (gpu_config type %q), want %+v", info.GetId(), got, cfg.GetGpuType(), w)
+		}
+	}
+	if sb, _ := srv.Get(sized); sb.Resources.GPUCount != 8 || sb.Resources.MilliCPU != 2000 {
+		t.Errorf("Get(sized).Resources = %+v", sb.Resources)
+	}
+}
