@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -260,7 +259,7 @@ func (c *checker) schema() bool {
 	}
 	c.r.Schema = binary.BigEndian.Uint64(v)
 	switch {
-	case c.r.Schema == SchemaVersion:
+	case c.r.Schema == SchemaVersion, c.r.Schema == 2: // 2 differs only in how events are written
 		return true
 	case c.r.Schema == 1:
 		c.r.Skipped = "schema version 1: the daemon rebuilds the indexes when it opens the file"
@@ -556,7 +555,7 @@ func (c *checker) audit() {
 		}
 		c.r.Events++
 		var ev reaper.AuditEvent
-		if err := json.Unmarshal(v, &ev); err != nil {
+		if err := decodeEvent(v, &ev); err != nil {
 			c.bad(bucketAudit, showRaw(k), "undecodable event: %v", err)
 		}
 		return nil

@@ -295,7 +295,7 @@ func TestCheckFindsBrokenIndexes(t *testing.T) {
 			[]finding{{"audit", "0x" + hex.EncodeToString(badEvent), "undecodable event"}}},
 		{"schema newer than this reaperd",
 			rawPut("meta", []byte("schema"), rawU64(9)),
-			[]finding{{"meta", "schema", "version 9 is newer than this reaperd knows (2)"}}},
+			[]finding{{"meta", "schema", "version 9 is newer than this reaperd knows (3)"}}},
 		{"schema version malformed",
 			rawPut("meta", []byte("schema"), []byte{2}),
 			[]finding{{"meta", "schema", "malformed: 1 bytes, want 8"}}},

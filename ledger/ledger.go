@@ -22,8 +22,11 @@ import (
 // SchemaVersion is the ledger layout this package reads and writes.
 // Version 2 indexes an entry's deadline at reaper.DueAt (its session's end
 // included) and adds the closing, in_flight and quarantine buckets; a
-// version 1 ledger is migrated when it is opened.
-const SchemaVersion = 2
+// version 1 ledger is migrated when it is opened. Version 3 writes audit
+// events in a compact binary form (event.go); the JSON events of a version
+// 2 ledger are read as they are, so its migration writes nothing but the
+// version, which an older reaperd then refuses rather than misreads.
+const SchemaVersion = 3
 
 var (
 	bucketMeta           = []byte("meta")

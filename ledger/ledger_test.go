@@ -332,3 +332,47 @@ func TestClosedLedger(t *testing.T) {
 		t.Fatalf("View after Close = %v, want ErrClosed", err)
 	}
 }
+
+// TestPruneKeepsHistoryOfTrackedSandboxes: retention drops old events,
+// but not those of a sandbox the ledger still holds (an entry, or an
+// untracked record), which a cost report needs to price it.
+func TestPruneKeepsHistoryOfTrackedSandboxes(t *testing.T) {
+	db := ledgertest.Open(t)
+	live := active("live", time.Time{})
+	err := db.Update(context.Background(), func(tx reaper.Tx) error {
+		if err := tx.PutEntry(live); err != nil {
+			return err
+		}
+		if err := tx.PutUntracked("e2b", "stray", t0); err != nil {
+			return err
+		}
+		for _, key := range []string{"e2b/live", "e2b/stray", "e2b/gone", ""} {
+			if err := tx.Append(reaper.AuditEvent{Time: t0, Kind: reaper.EventRegistered, Key: key, Session: "s"}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st reaper.PruneStats
+	err = db.Update(context.Background(), func(tx reaper.Tx) error {
+		var err error
+		st, err = tx.Prune(t0.Add(time.Hour), 0)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Events != 2 {
+		t.Errorf("pruned %d events, want 2 (the gone sandbox's and the keyless one)", st.Events)
+	}
+	var left []string
+	_ = db.View(context.Background(), func(tx reaper.Tx) error {
+		return tx.Audit(time.Unix(0, 0), func(ev reaper.AuditEvent) error { left = append(left, ev.Key); return nil })
+	})
+	if got, want := fmt.Sprint(left), "[e2b/live e2b/stray]"; got != want {
+		t.Errorf("events left for %s, want %s", got, want)
+	}
+}

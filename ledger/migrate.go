@@ -17,9 +17,17 @@ import (
 // no longer keeps a deadline for ended sessions. Records that cannot be
 // decoded are quarantined. The cost is one pass over the ledger, once.
 func migrate(btx *bolt.Tx, from uint64) error {
-	if from != 1 {
-		return fmt.Errorf("no migration from schema version %d", from)
+	switch from {
+	case 1:
+		return migrate1(btx)
+	case 2:
+		return nil // version 3 reads version 2's JSON events as they are
 	}
+	return fmt.Errorf("no migration from schema version %d", from)
+}
+
+// migrate1 rebuilds the indexes of a version 1 ledger.
+func migrate1(btx *bolt.Tx) error {
 	for _, name := range [][]byte{bucketDeadlines, bucketRetire, bucketClosing, bucketInFlight, bucketUnseen} {
 		if err := btx.DeleteBucket(name); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
 			return fmt.Errorf("reset bucket %s: %w", name, err)

@@ -433,3 +433,63 @@ func TestVerificationLivesInTheIndex(t *testing.T) {
 		t.Fatalf("after a rewrite b = %+v, want still unverified", b2)
 	}
 }
+
+// TestOpenMigratesVersion2Events: a version 2 ledger wrote its events as
+// JSON. Version 3 reads them as they are, beside the binary ones it writes,
+// and a report over both sees them all.
+func TestOpenMigratesVersion2Events(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	db, err := ledger.Open(path, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	bdb, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := reaper.AuditEvent{Time: t0, Kind: reaper.EventRegistered, Key: "e2b/old", Session: "s1"}
+	err = bdb.Update(func(tx *bolt.Tx) error {
+		v := make([]byte, 8)
+		binary.BigEndian.PutUint64(v, 2)
+		if err := tx.Bucket([]byte("meta")).Put([]byte("schema"), v); err != nil {
+			return err
+		}
+		k := make([]byte, 16)
+		binary.BigEndian.PutUint64(k, uint64(t0.UnixNano()))
+		binary.BigEndian.PutUint64(k[8:], 1)
+		v, err := json.Marshal(old)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket([]byte("audit")).Put(k, v)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bdb.Close()
+
+	db, err = ledger.Open(path, ledger.Options{})
+	if err != nil {
+		t.Fatalf("open a version 2 ledger: %v", err)
+	}
+	defer func() { db.Close(); ledgertest.Check(t, path) }()
+	newer := reaper.AuditEvent{Time: t0.Add(time.Minute), Kind: reaper.EventClosed, Key: "e2b/old", Reason: reaper.ReasonExpired}
+	if err := db.Update(context.Background(), func(tx reaper.Tx) error { return tx.Append(newer) }); err != nil {
+		t.Fatal(err)
+	}
+	var got []reaper.AuditEvent
+	_ = db.View(context.Background(), func(tx reaper.Tx) error {
+		return tx.Audit(t0, func(ev reaper.AuditEvent) error { got = append(got, ev); return nil })
+	})
+	if len(got) != 2 || !got[0].Time.Equal(old.Time) || got[0].Key != old.Key || got[0].Session != "s1" ||
+		got[1].Kind != reaper.EventClosed || got[1].Reason != reaper.ReasonExpired {
+		t.Errorf("events after migration = %+v, want the JSON one then the binary one", got)
+	}
+	_ = db.Bolt().View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket([]byte("meta")).Get([]byte("schema")); binary.BigEndian.Uint64(v) != 3 {
+			t.Errorf("schema after open = %d, want 3", binary.BigEndian.Uint64(v))
+		}
+		return nil
+	})
+}

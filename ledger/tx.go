@@ -642,10 +642,7 @@ func (t *tx) Append(ev reaper.AuditEvent) error {
 	if err != nil {
 		return err
 	}
-	v, err := encode(ev)
-	if err != nil {
-		return fmt.Errorf("encode audit event: %w", err)
-	}
+	v := encodeEvent(&ev)
 	k := make([]byte, 16)
 	binary.BigEndian.PutUint64(k, timeKey(ev.Time))
 	binary.BigEndian.PutUint64(k[8:], seq)
@@ -656,7 +653,7 @@ func (t *tx) Audit(since time.Time, fn func(reaper.AuditEvent) error) error {
 	c := t.bucket(bucketAudit).Cursor()
 	for k, v := c.Seek(u64(timeKey(since))); k != nil; k, v = c.Next() {
 		var ev reaper.AuditEvent
-		if err := json.Unmarshal(v, &ev); err != nil {
+		if err := decodeEvent(v, &ev); err != nil {
 			continue // an unreadable event is skipped, not fatal to the log
 		}
 		if err := fn(ev); err != nil {
@@ -682,7 +679,7 @@ func (t *tx) AuditAfter(cursor string, since time.Time, fn func(string, reaper.A
 	}
 	for ; k != nil; k, v = c.Next() {
 		var ev reaper.AuditEvent
-		if err := json.Unmarshal(v, &ev); err != nil {
+		if err := decodeEvent(v, &ev); err != nil {
 			continue // an unreadable event is skipped, not fatal to the log
 		}
 		if err := fn(hex.EncodeToString(k), ev); err != nil {
@@ -819,12 +816,19 @@ func (t *tx) Prune(before time.Time, limit int) (reaper.PruneStats, error) {
 		}
 	}
 
+	// An event outlives the retention while the ledger still holds its
+	// sandbox (an entry, or an untracked record): a cost report needs a
+	// sandbox's whole history to price any window of it.
 	audit := t.bucket(bucketAudit)
+	entries, untracked := t.bucket(bucketEntries), t.bucket(bucketUntracked)
 	var old [][]byte
 	ac := audit.Cursor()
-	for k, _ := ac.First(); k != nil && budget(); k, _ = ac.Next() {
+	for k, v := ac.First(); k != nil && budget(); k, v = ac.Next() {
 		if len(k) < 8 || binary.BigEndian.Uint64(k) >= end {
 			break
+		}
+		if key := eventKey(v); key != "" && (entries.Get([]byte(key)) != nil || untracked.Get([]byte(key)) != nil) {
+			continue
 		}
 		old = append(old, bytes.Clone(k))
 		st.Events++

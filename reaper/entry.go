@@ -107,6 +107,10 @@ type Entry struct {
 	// show the sandbox: reaperd's credentials may not reach it (a key of
 	// another organisation). A not-found for it is never taken as gone.
 	Unverified bool `json:"unverified,omitempty"`
+	// Stopped is set while the provider's listing shows the sandbox
+	// stopped, paused, suspended or archived (RunStateOf): it then bills
+	// for its disk alone. A registration assumes a running sandbox.
+	Stopped bool `json:"stopped,omitempty"`
 	// ClosedAt is when the entry became closed or released.
 	ClosedAt time.Time `json:"closed_at,omitzero"`
 	// Resources is the sandbox's size, when known.
@@ -269,6 +273,16 @@ const (
 	// EventQuarantined records a ledger record that could not be decoded
 	// and was moved aside; the sandbox it named is left alone.
 	EventQuarantined EventKind = "quarantined"
+	// EventStateChanged records a tracked sandbox that the provider's
+	// listing shows stopped after running, or running after stopped
+	// (RunState): the two bill differently.
+	EventStateChanged EventKind = "state-changed"
+	// EventResized records a tracked sandbox whose size the provider's
+	// listing reports, where the ledger had none or another (Resources).
+	EventResized EventKind = "resized"
+	// EventUntrackedGone records an untracked sandbox that the provider's
+	// listings no longer show.
+	EventUntrackedGone EventKind = "untracked-gone"
 )
 
 // AuditEvent is one append-only record of a transition.
@@ -286,6 +300,53 @@ type AuditEvent struct {
 	ErrorClass string `json:"error_class,omitempty"`
 	Error      string `json:"error,omitempty"`
 	Detail     string `json:"detail,omitempty"`
+
+	// The fields below carry what a cost report needs, so that a report
+	// is a function of the events alone.
+
+	// Labels are the sandbox's labels after the event: on registered,
+	// adopted, discovered-untracked and tagged events.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Keep and Attached are the entry's protection after the event: on
+	// registered, adopted and tagged events.
+	Keep     bool `json:"keep,omitempty"`
+	Attached bool `json:"attached,omitempty"`
+	// Resources is the sandbox's size: on registered, adopted,
+	// discovered-untracked and resized events, when known.
+	Resources *Resources `json:"resources,omitempty"`
+	// RunState is whether the sandbox runs or stands stopped: on
+	// state-changed events, and on adopted and discovered-untracked ones
+	// (where the provider's listing says).
+	RunState RunState `json:"run_state,omitempty"`
+	// DueAt is when the entry fell due: on close-started events.
+	DueAt time.Time `json:"due_at,omitzero"`
+	// Stuck marks a close-failed event after which no more attempts are
+	// made.
+	Stuck bool `json:"stuck,omitempty"`
+}
+
+// RunState is how a sandbox bills: running (CPU, memory and disk) or
+// stopped (paused, suspended, archived: disk, if anything).
+type RunState string
+
+const (
+	RunStateRunning RunState = "running"
+	RunStateStopped RunState = "stopped"
+)
+
+// RunStateOf classifies a provider's own state name. Names that say the
+// sandbox is paused, stopped, suspended or archived, or on the way there,
+// are stopped; every other known name is running. An empty name gives ""
+// (unknown).
+func RunStateOf(providerState string) RunState {
+	switch strings.ToLower(providerState) {
+	case "":
+		return ""
+	case "stopped", "stopping", "paused", "pausing", "suspended", "suspending",
+		"archived", "archiving", "shutdown", "terminated", "destroyed", "destroying", "failure":
+		return RunStateStopped
+	}
+	return RunStateRunning
 }
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration
