@@ -273,6 +273,19 @@ func (c *Client) Audit(ctx context.Context, since string, limit int) ([]reaper.A
 	return out.Events, c.do(ctx, "GET", "/v1/audit?"+q.Encode(), nil, &out, 0)
 }
 
+// AuditReport asks for a cost report; empty arguments take the daemon's
+// defaults (the last 7 days, by provider).
+func (c *Client) AuditReport(ctx context.Context, since, until, provider, groupBy string) (*reaper.Report, error) {
+	q := url.Values{}
+	for k, v := range map[string]string{"since": since, "until": until, "provider": provider, "group_by": groupBy} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	rep := &reaper.Report{}
+	return rep, c.do(ctx, "GET", "/v1/audit/report?"+q.Encode(), nil, rep, 0)
+}
+
 // Status returns the daemon's status.
 func (c *Client) Status(ctx context.Context) (*Status, error) {
 	st := &Status{}

@@ -129,17 +129,26 @@ func intParam(v, name string) (int, error) {
 }
 
 // ParseSince reads a --since value: a duration before now ("24h", "7d"),
-// an RFC 3339 time, or empty for the beginning of the log.
-func ParseSince(v string, now time.Time) (time.Time, error) {
+// an RFC 3339 time, a date (midnight UTC), or empty for the beginning of
+// the log.
+func ParseSince(v string, now time.Time) (time.Time, error) { return ParseWhen("since", v, now) }
+
+// ParseWhen reads the time parameter name: a duration before now ("24h",
+// "7d"), an RFC 3339 time or a date (midnight UTC); empty gives the zero
+// time.
+func ParseWhen(name, v string, now time.Time) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
 	}
 	if t, err := time.Parse(time.RFC3339, v); err == nil {
 		return t, nil
 	}
+	if t, err := time.Parse(time.DateOnly, v); err == nil {
+		return t, nil
+	}
 	d, err := reaper.ParseDuration(v)
-	if err != nil {
-		return time.Time{}, reaper.Errorf(reaper.EINVALID, "since=%q: use a duration such as 24h or 7d, or a time such as 2026-01-02T15:04:05Z", v)
+	if err != nil || d < 0 {
+		return time.Time{}, reaper.Errorf(reaper.EINVALID, "%s=%q: use a duration before now such as 24h or 7d, a date such as 2026-01-02, or a time such as 2026-01-02T15:04:05Z", name, v)
 	}
 	return now.Add(-d), nil
 }

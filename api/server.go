@@ -93,6 +93,7 @@ func (s *Server) routes() {
 	m.HandleFunc("/v1/discover", s.methods(map[string]http.HandlerFunc{"POST": s.discover}))
 	m.HandleFunc("/v1/audit", s.methods(map[string]http.HandlerFunc{"GET": s.audit}))
 	m.HandleFunc("/v1/audit/events", s.methods(map[string]http.HandlerFunc{"GET": s.auditEvents}))
+	m.HandleFunc("/v1/audit/report", s.methods(map[string]http.HandlerFunc{"GET": s.auditReport}))
 	m.HandleFunc("/v1/status", s.methods(map[string]http.HandlerFunc{"GET": s.status}))
 	m.HandleFunc("/v1/ledger/backup", s.methods(map[string]http.HandlerFunc{"GET": s.backup}))
 	m.HandleFunc("/healthz", s.methods(map[string]http.HandlerFunc{"GET": s.healthz}))
@@ -103,6 +104,7 @@ func (s *Server) routes() {
 		}
 		s.Metrics.ServeHTTP(w, r)
 	}}))
+	m.HandleFunc("/{$}", s.methods(map[string]http.HandlerFunc{"GET": s.page}))
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, reaper.Errorf(reaper.ENOTFOUND, "no such endpoint %s %s: see the API section of the README (routes are under /v1/)", r.Method, r.URL.Path))
 	})

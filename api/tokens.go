@@ -113,19 +113,19 @@ func (t *Tokens) Lookup(tok string) (string, bool) {
 	return t.names[found], true
 }
 
-// TCPHandler serves the API on the TCP listener. /metrics and /healthz are
-// open; every other route needs "Authorization: Bearer TOKEN" with a token
+// TCPHandler serves the API on the TCP listener. /metrics, /healthz and
+// the page at / are open; every other route needs "Authorization: Bearer TOKEN" with a token
 // tokens() holds, and the request then acts as that token. tokens may
 // return nil (no token file: only the open routes are served).
 func (s *Server) TCPHandler(tokens func() *Tokens) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/metrics" || r.URL.Path == "/healthz" {
+		if r.URL.Path == "/metrics" || r.URL.Path == "/healthz" || r.URL.Path == "/" {
 			s.ServeHTTP(w, r)
 			return
 		}
 		ts := tokens()
 		if ts.Len() == 0 {
-			writeError(w, reaper.Errorf(reaper.EUNAUTHORIZED, "this listener serves only /metrics and /healthz: set [http] token_file for the API"))
+			writeError(w, reaper.Errorf(reaper.EUNAUTHORIZED, "this listener serves only /metrics, /healthz and the page at /: set [http] token_file for the API"))
 			return
 		}
 		auth := r.Header.Get("Authorization")

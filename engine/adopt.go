@@ -126,7 +126,12 @@ func (e *Engine) untracked(ctx context.Context, provider string, sbs []reaper.Sa
 				if !sb.CreatedAt.IsZero() {
 					detail += ", created " + fmtTime(sb.CreatedAt)
 				}
-				if err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventDiscovered, Key: key, Detail: detail}); err != nil {
+				ev := reaper.AuditEvent{Time: now, Kind: reaper.EventDiscovered, Key: key, Detail: detail,
+					Resources: sb.Resources, RunState: reaper.RunStateOf(sb.State)}
+				if reaper.ValidateLabels(sb.Labels) == nil {
+					ev.Labels = sb.Labels
+				}
+				if err := tx.Append(ev); err != nil {
 					return err
 				}
 				fresh = append(fresh, key)
@@ -155,8 +160,20 @@ func (e *Engine) untracked(ctx context.Context, provider string, sbs []reaper.Sa
 			found = append(found, u)
 		}
 		for id := range firstSeen {
-			if !keepRecord[id] {
-				if err := tx.DeleteUntracked(provider, id); err != nil {
+			if keepRecord[id] {
+				continue
+			}
+			if err := tx.DeleteUntracked(provider, id); err != nil {
+				return err
+			}
+			key := provider + "/" + id
+			if ent, err := tx.Entry(key); err != nil {
+				return err
+			} else if ent == nil || ent.State.Final() {
+				// Not listed any more, rather than tracked now: the
+				// report stops counting its cost.
+				if err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventUntrackedGone, Key: key,
+					Detail: "the provider's listing no longer shows it"}); err != nil {
 					return err
 				}
 			}
@@ -204,7 +221,8 @@ func adopt(tx reaper.Tx, provider string, u *reaper.Untracked, uid uint32, now t
 	}
 	labels[reaper.LabelRule] = u.Rule
 	ent := &reaper.Entry{Provider: provider, ID: sb.ID, Labels: labels, RegisteredAt: now, ExpiresAt: now,
-		State: reaper.StateActive, Adopted: u.Rule, Seen: true, Owner: &uid}
+		State: reaper.StateActive, Adopted: u.Rule, Seen: true, Owner: &uid,
+		Stopped: reaper.RunStateOf(sb.State) == reaper.RunStateStopped}
 	if sb.Resources != nil {
 		r := *sb.Resources
 		ent.Resources = &r
@@ -224,7 +242,8 @@ func adopt(tx reaper.Tx, provider string, u *reaper.Untracked, uid uint32, now t
 	}
 	u.Adopted = true
 	return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventAdopted, Key: ent.Key(), Session: ent.Session,
-		Reason: reaper.ReasonAdopted, Detail: adoptDetail(u)})
+		Reason: reaper.ReasonAdopted, Detail: adoptDetail(u), Labels: ent.Labels, Resources: ent.Resources,
+		RunState: reaper.RunStateOf(sb.State)})
 }
 
 func adoptDetail(u *reaper.Untracked) string {
@@ -244,18 +263,21 @@ func orNone(s string) string {
 // two listings that started after its registration. Their sandboxes were
 // deleted by someone else; reports then stop counting them as running.
 func (e *Engine) reconcile(ctx context.Context, provider string, sbs []reaper.Sandbox, listed time.Time) error {
-	live := make(map[string]bool, len(sbs))
-	for _, sb := range sbs {
-		live[sb.ID] = true
+	live := make(map[string]*reaper.Sandbox, len(sbs))
+	for i := range sbs {
+		live[sbs[i].ID] = &sbs[i]
 	}
 	var present, gone []string
 	err := e.update(ctx, func(tx reaper.Tx) error {
 		present, gone = present[:0], gone[:0]
-		var absent []*reaper.Entry
+		var absent, changed []*reaper.Entry
 		err := tx.Entries(reaper.EntryFilter{Provider: provider, States: []reaper.State{reaper.StateActive}}, func(ent *reaper.Entry) error {
-			switch {
-			case live[ent.ID]:
+			switch sb := live[ent.ID]; {
+			case sb != nil:
 				present = append(present, ent.Key())
+				if billingChanged(ent, sb) {
+					changed = append(changed, ent)
+				}
 			case ent.Seen && listed.After(ent.RegisteredAt):
 				absent = append(absent, ent)
 			}
@@ -265,6 +287,11 @@ func (e *Engine) reconcile(ctx context.Context, provider string, sbs []reaper.Sa
 			return err
 		}
 		now := e.now()
+		for _, ent := range changed {
+			if err := recordBilling(tx, ent, live[ent.ID], now); err != nil {
+				return err
+			}
+		}
 		for _, ent := range absent {
 			if !e.absentBefore(provider, ent.Key(), listed) {
 				continue // the first listing without it
@@ -357,4 +384,67 @@ func (e *Engine) adoptionPlan(ctx context.Context, now time.Time) ([]reaper.Swee
 		errs = nil
 	}
 	return items, errs
+}
+
+// billingChanged reports whether the listing shows the entry's sandbox in
+// another run state, or of another size, than the ledger has.
+func billingChanged(ent *reaper.Entry, sb *reaper.Sandbox) bool {
+	if st := reaper.RunStateOf(sb.State); st != "" && (st == reaper.RunStateStopped) != ent.Stopped {
+		return true
+	}
+	r := mergeResources(ent.Resources, sb.Resources)
+	return r != nil && (ent.Resources == nil || *r != *ent.Resources)
+}
+
+// mergeResources returns the registered size with each figure the provider
+// reports in its place.
+func mergeResources(reg, listed *reaper.Resources) *reaper.Resources {
+	if listed == nil || listed.Validate() != nil {
+		return reg
+	}
+	var r reaper.Resources
+	if reg != nil {
+		r = *reg
+	}
+	if listed.VCPU > 0 {
+		r.VCPU = listed.VCPU
+	}
+	if listed.MemoryGiB > 0 {
+		r.MemoryGiB = listed.MemoryGiB
+	}
+	if listed.DiskGiB > 0 {
+		r.DiskGiB = listed.DiskGiB
+	}
+	if listed.GPUCount > 0 {
+		r.GPU, r.GPUCount = listed.GPU, listed.GPUCount
+	}
+	return &r
+}
+
+// recordBilling records in the ledger, and in the audit log for reports,
+// a change of an entry's run state or size that a listing shows.
+func recordBilling(tx reaper.Tx, ent *reaper.Entry, sb *reaper.Sandbox, now time.Time) error {
+	var evs []reaper.AuditEvent
+	if st := reaper.RunStateOf(sb.State); st != "" && (st == reaper.RunStateStopped) != ent.Stopped {
+		ent.Stopped = st == reaper.RunStateStopped
+		evs = append(evs, reaper.AuditEvent{Time: now, Kind: reaper.EventStateChanged, Key: ent.Key(), Session: ent.Session,
+			RunState: st, Detail: "the provider's listing shows it " + sb.State})
+	}
+	if r := mergeResources(ent.Resources, sb.Resources); r != nil && (ent.Resources == nil || *r != *ent.Resources) {
+		ent.Resources = r
+		evs = append(evs, reaper.AuditEvent{Time: now, Kind: reaper.EventResized, Key: ent.Key(), Session: ent.Session,
+			Resources: r, Detail: "size as the provider's listing reports it"})
+	}
+	if len(evs) == 0 {
+		return nil
+	}
+	if err := tx.PutEntry(ent); err != nil {
+		return err
+	}
+	for _, ev := range evs {
+		if err := tx.Append(ev); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -355,7 +355,7 @@ func (e *Engine) finish(q *closeQueue, att *reaper.Entry, callErr error, took ti
 					return err
 				}
 				return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventCloseFailed, Key: key, Session: ent.Session,
-					Reason: ent.CloseReason, ErrorClass: class, Error: callErr.Error(),
+					Reason: ent.CloseReason, ErrorClass: class, Error: callErr.Error(), Stuck: true,
 					Detail: fmt.Sprintf("attempt %d refused for good: no more attempts; release the entry once the sandbox is dealt with", ent.Attempts)})
 			}
 			retryIn = Backoff(ent.Attempts, e.minBackoff(), e.maxBackoff(), callErr, e.jitter())

@@ -178,6 +178,7 @@ type Engine struct {
 	triggered            atomic.Bool
 	mu                   sync.Mutex // guards lastPassErr
 	adopt                atomic.Pointer[Adoption]
+	pricing              atomic.Pointer[reaper.Pricing]
 	lastPassErr          error
 	lastPassLog          time.Time
 	lastAliveErr         atomic.Bool

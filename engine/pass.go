@@ -272,10 +272,11 @@ func transition(tx reaper.Tx, ent *reaper.Entry, s *reaper.Session, now time.Tim
 	d := reaper.Decide(ent, s, now)
 	switch d.Action {
 	case reaper.ActionClose:
+		due := reaper.DueAt(ent, s)
 		ent.State, ent.CloseReason, ent.ClosingSince = reaper.StateClosing, d.Reason, now
 		ent.NextAttemptAt, ent.InFlight = time.Time{}, false
 		item.Action, item.Reason, item.Detail = "close", d.Reason, dueDetail(ent, s, d.Reason, now)
-		err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventCloseStarted, Key: key, Session: ent.Session, Reason: d.Reason})
+		err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventCloseStarted, Key: key, Session: ent.Session, Reason: d.Reason, DueAt: due})
 		return transitionResult{item: item, close: true}, err
 	case reaper.ActionRelease:
 		ent.State, ent.CloseReason, ent.ClosedAt = reaper.StateReleased, d.Reason, now

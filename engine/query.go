@@ -123,6 +123,9 @@ func (e *Engine) Audit(ctx context.Context, since time.Time, limit int) ([]reape
 // errPageFull stops a page's read once it holds one event more than asked.
 var errPageFull = errors.New("page full")
 
+// upcomingShown is how many of the next deadlines Status names.
+const upcomingShown = 10
+
 // AuditPage returns up to limit events after cursor (at or after since
 // when cursor is empty), oldest first, and the next page's cursor. Each
 // page is one short read transaction, so a slow reader holds nothing.
@@ -204,6 +207,14 @@ func (e *Engine) Status(ctx context.Context) (*reaper.EngineStatus, error) {
 		var err error
 		if st.NextDeadline, err = tx.NextDeadline(); err != nil {
 			return err
+		}
+		next, err := tx.Due(time.Unix(1<<40, 0), upcomingShown)
+		if err != nil {
+			return err
+		}
+		st.Upcoming = st.Upcoming[:0]
+		for _, it := range next {
+			st.Upcoming = append(st.Upcoming, reaper.Deadline{At: it.At, Kind: it.Kind.String(), Key: it.Key})
 		}
 		confirming, unverified, stuck := map[string]int{}, map[string]int{}, map[string]int{}
 		oldest := map[string]time.Time{}

@@ -164,7 +164,7 @@ func (e *Engine) Register(ctx context.Context, r reaper.RegisterRequest) (*reape
 			detail = append(detail, "expires "+fmtTime(ent.ExpiresAt))
 		}
 		if err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventRegistered, Key: key, Session: ent.Session, Actor: owner, ActorToken: token,
-			Detail: strings.Join(detail, ", ")}); err != nil {
+			Detail: strings.Join(detail, ", "), Labels: ent.Labels, Keep: ent.Keep, Attached: ent.Attached, Resources: ent.Resources}); err != nil {
 			return err
 		}
 		out, created = ent, true
@@ -456,7 +456,7 @@ func (e *Engine) Tag(ctx context.Context, key string, r reaper.TagRequest) (*rea
 			return err
 		}
 		return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventTagged, Key: key, Session: ent.Session, Actor: actor, ActorToken: actorToken,
-			Detail: strings.Join(changes, " ")})
+			Detail: strings.Join(changes, " "), Labels: ent.Labels, Keep: ent.Keep, Attached: ent.Attached})
 	})
 	if err != nil {
 		return nil, err

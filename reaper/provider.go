@@ -101,7 +101,7 @@ type Sandbox struct {
 	// blueprint).
 	Template string `json:"template,omitempty"`
 	// Resources is the sandbox's size, where the provider reports it
-	// (Daytona, E2B); nil otherwise.
+	// (Daytona, E2B, Modal, Runloop); nil otherwise. Zero fields are unknown.
 	Resources *Resources `json:"resources,omitempty"`
 }
 

@@ -39,6 +39,9 @@ type Service interface {
 	// an empty cursor, at or after since), oldest first, and the cursor of
 	// the next page, empty when there is none.
 	AuditPage(ctx context.Context, since time.Time, cursor string, limit int) ([]AuditEvent, string, error)
+	// AuditReport builds a cost report from the audit log over the query's
+	// window.
+	AuditReport(ctx context.Context, q ReportQuery) (*Report, error)
 
 	// Sweep runs a full sweep now, or reports what one would do.
 	Sweep(ctx context.Context, o SweepOptions) (*SweepReport, error)
@@ -162,6 +165,8 @@ type EngineStatus struct {
 	Providers map[string]ProviderStatus `json:"providers"`
 	// NextDeadline is the earliest deadline in the ledger; zero when none.
 	NextDeadline time.Time `json:"next_deadline,omitzero"`
+	// Upcoming are the next deadlines, earliest first (at most ten).
+	Upcoming []Deadline `json:"upcoming,omitempty"`
 	// LedgerError is why the last ledger write failed, while writes fail;
 	// empty when the ledger is healthy.
 	LedgerError string `json:"ledger_error,omitempty"`
@@ -203,4 +208,13 @@ type ProviderStatus struct {
 	// first check. LastOK is the last call the provider answered well.
 	Credentials string    `json:"credentials,omitempty"`
 	LastOK      time.Time `json:"last_ok,omitzero"`
+}
+
+// Deadline is one deadline in the ledger: when an entry or a session next
+// needs the engine.
+type Deadline struct {
+	At time.Time `json:"at"`
+	// Kind is "entry" or "session"; Key the entry's key or the session id.
+	Kind string `json:"kind"`
+	Key  string `json:"key"`
 }

@@ -167,6 +167,17 @@ const (
 	DueSession DueKind = 's' // Key is a session id
 )
 
+// String returns "entry" or "session".
+func (k DueKind) String() string {
+	switch k {
+	case DueEntry:
+		return "entry"
+	case DueSession:
+		return "session"
+	}
+	return "unknown"
+}
+
 // DueItem is one deadline that has passed.
 type DueItem struct {
 	At   time.Time

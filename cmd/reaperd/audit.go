@@ -18,7 +18,8 @@ func (m *Main) auditCommand() *cobra.Command {
 		Short: "Show the audit log: every registration, tag, close and release",
 		Example: `  reaperd audit --since 24h
   reaperd audit --since 2026-01-01T00:00:00Z -o csv > audit.csv
-  reaperd audit --since 30d --events > events.jsonl`,
+  reaperd audit --since 30d --events > events.jsonl
+  reaperd audit report --since 7d   # what sandboxes cost, by provider`,
 		Args: exactArgs(0, ""),
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := outputFormat(output, "table", "csv", "json"); err != nil {
@@ -69,5 +70,6 @@ func (m *Main) auditCommand() *cobra.Command {
 	completeFlag(c, "output", "table", "csv", "json")
 	c.Flags().IntVar(&limit, "limit", 0, "at most this many events (the newest)")
 	c.Flags().BoolVar(&events, "events", false, "stream the raw events as JSON lines, page by page, for import elsewhere")
+	c.AddCommand(m.reportCommand())
 	return c
 }

@@ -72,6 +72,13 @@ type Config struct {
 	// Adopt are the adoption rules, tried in order.
 	Adopt []AdoptConfig `toml:"adopt"`
 
+	// Prices replace, per provider, the list prices reaperd ships for
+	// cost reports; PriceOverrides price the sandboxes whose labels match
+	// otherwise. Report holds the report's other settings.
+	Prices         map[string]PriceConfig `toml:"prices"`
+	PriceOverrides []PriceOverrideConfig  `toml:"price_override"`
+	Report         ReportConfig           `toml:"report"`
+
 	HTTP      HTTPConfig                `toml:"http"`
 	Engine    EngineConfig              `toml:"engine"`
 	Providers map[string]ProviderConfig `toml:"providers"`
@@ -254,6 +261,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("adopt_grace %s: must not be negative", time.Duration(c.AdoptGrace))
 	}
 	if _, err := c.adoptRules(); err != nil {
+		return err
+	}
+	if _, err := c.pricing(); err != nil {
 		return err
 	}
 	if c.AdminGroup != "" {

@@ -23,6 +23,11 @@ type providerKind struct {
 	// secret is api_key or the contents of api_key_file, token is
 	// token_secret or the contents of token_secret_file ("" when unset).
 	build func(pc ProviderConfig, secret, token string, env func(string) string) (reaper.Provider, error)
+	// prices are the provider's published list prices, nil when reaperd
+	// ships none; cleanup is what the provider does by itself with a
+	// sandbox nobody deletes (for the report's saved figure).
+	prices  *reaper.PriceList
+	cleanup reaper.Cleanup
 }
 
 // providerKinds lists every provider reaperd has a backend for, in the
@@ -30,6 +35,8 @@ type providerKind struct {
 var providerKinds = []providerKind{
 	{
 		name:        daytona.Type,
+		prices:      &daytona.ListPrices,
+		cleanup:     daytona.Cleanup,
 		credentials: "set DAYTONA_API_KEY (or api_key_file in [providers.daytona]) and restart reaperd",
 		keys:        []string{"api_key", "api_key_file"},
 		build: func(pc ProviderConfig, secret, _ string, env func(string) string) (reaper.Provider, error) {
@@ -46,6 +53,8 @@ var providerKinds = []providerKind{
 	},
 	{
 		name:        e2b.Type,
+		prices:      &e2b.ListPrices,
+		cleanup:     e2b.Cleanup,
 		credentials: "set E2B_API_KEY (or api_key_file in [providers.e2b]) and restart reaperd",
 		keys:        []string{"api_key", "api_key_file"},
 		build: func(pc ProviderConfig, secret, _ string, env func(string) string) (reaper.Provider, error) {
@@ -62,6 +71,8 @@ var providerKinds = []providerKind{
 	},
 	{
 		name:        modal.Type,
+		prices:      &modal.ListPrices,
+		cleanup:     modal.Cleanup,
 		credentials: "set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (or [providers.modal]) and restart reaperd",
 		keys:        []string{"token_id", "token_secret", "token_secret_file", "environment", "environments"},
 		build: func(pc ProviderConfig, _, token string, env func(string) string) (reaper.Provider, error) {
@@ -81,6 +92,7 @@ var providerKinds = []providerKind{
 	},
 	{
 		name:        runloop.Type,
+		cleanup:     runloop.Cleanup,
 		credentials: "set RUNLOOP_API_KEY (or api_key_file in [providers.runloop]) and restart reaperd",
 		keys:        []string{"api_key", "api_key_file", "force_after"},
 		build: func(pc ProviderConfig, secret, _ string, env func(string) string) (reaper.Provider, error) {

@@ -174,6 +174,9 @@ func (m *Main) serve(ctx context.Context, o serveOptions) error {
 	if err := applyAdoption(eng, cfg, logger); err != nil {
 		return usageError{err}
 	}
+	if err := applyPricing(eng, cfg, logger); err != nil {
+		return usageError{err}
+	}
 
 	reg.MustRegister(eng.Collector())
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "reaperd_build_info",
@@ -416,6 +419,9 @@ func (m *Main) reload(st *daemonState, eng *engine.Engine, o serveOptions, logge
 	}
 	if err == nil {
 		err = applyAdoption(eng, cfg, logger)
+	}
+	if err == nil {
+		err = applyPricing(eng, cfg, logger)
 	}
 	if err != nil {
 		logger.Error("reload rejected; still running on the previous configuration", logErr, err)

@@ -1,0 +1,20 @@
+package runloop
+
+import (
+	"time"
+
+	"github.com/reaperd/reaperd/reaper"
+)
+
+// Runloop ships no list prices: the figures found could not be confirmed
+// from Runloop's own pages. Set [prices.runloop] in the config.
+
+// Cleanup is what Runloop does with a devbox nobody shuts down: it shuts
+// down when its keep-alive passes, an hour from its start by default; a
+// suspended devbox keeps its disk, and bills for it, until shut down.
+var Cleanup = reaper.Cleanup{
+	Running:   reaper.Duration(time.Hour),
+	FromStart: true,
+	Stopped:   true,
+	Rule:      "a running devbox shuts down at its keep-alive, 1 hour from its start by default; a suspended one bills for its disk until shut down",
+}
