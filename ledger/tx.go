@@ -651,8 +651,8 @@ func (t *tx) Append(ev reaper.AuditEvent) error {
 
 func (t *tx) Audit(since time.Time, fn func(reaper.AuditEvent) error) error {
 	c := t.bucket(bucketAudit).Cursor()
+	var ev reaper.AuditEvent // one for the loop: fn gets a copy
 	for k, v := c.Seek(u64(timeKey(since))); k != nil; k, v = c.Next() {
-		var ev reaper.AuditEvent
 		if err := decodeEvent(v, &ev); err != nil {
 			continue // an unreadable event is skipped, not fatal to the log
 		}
@@ -677,8 +677,8 @@ func (t *tx) AuditAfter(cursor string, since time.Time, fn func(string, reaper.A
 	} else {
 		k, v = c.Seek(u64(timeKey(since)))
 	}
+	var ev reaper.AuditEvent // one for the loop: fn gets a copy
 	for ; k != nil; k, v = c.Next() {
-		var ev reaper.AuditEvent
 		if err := decodeEvent(v, &ev); err != nil {
 			continue // an unreadable event is skipped, not fatal to the log
 		}

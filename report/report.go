@@ -25,6 +25,7 @@ package report
 import (
 	"cmp"
 	"fmt"
+	"iter"
 	"maps"
 	"math"
 	"slices"
@@ -63,10 +64,19 @@ type Builder struct {
 	unsized   map[string]float64 // provider: hours of sandboxes of unknown size
 	gpuless   map[string]string  // provider: a GPU type with no price
 
-	daily    map[[2]string]*reaper.DailyFigures
-	sessions map[string]*reaper.Ranked
-	labels   map[string]*reaper.Ranked
+	daily map[dayKey]*reaper.DailyFigures
+	// ranks holds the top-ten candidates, sessions and label pairs, by
+	// index: sessions and labels map to them.
+	ranks    []reaper.Ranked
+	sessions map[string]int32
+	labels   map[[2]string]int32
 	ttr      []float64
+}
+
+// dayKey is a UTC day (days since 1970) and a provider.
+type dayKey struct {
+	day      int64
+	provider string
 }
 
 // group accumulates one group's figures, unrounded.
@@ -90,9 +100,20 @@ type sandbox struct {
 	priced                        bool
 	groups                        []string // groups it counts in
 	inWindow                      bool
+	// reason is why its close started.
+	reason reaper.Reason
 	// pending holds the window's figures while the group is not yet
-	// known (group by reason).
-	pending group
+	// known (group by reason); nil otherwise.
+	pending *group
+
+	// Caches of what its time accrues to: its group, its day's figures,
+	// its session's and labels' ranks (nil until first needed).
+	gkey   string
+	gref   *group
+	day    int64
+	dayRef *reaper.DailyFigures
+	ranks  []int32 // into Builder.ranks: its session's, then its labels'
+	ranked bool
 }
 
 // New returns a Builder for q (validated) at these prices.
@@ -100,7 +121,7 @@ func New(q reaper.ReportQuery, p *reaper.Pricing) *Builder {
 	return &Builder{q: q, pricing: p, horizon: p.HorizonOr(),
 		sandboxes: map[string]*sandbox{}, groups: map[string]*group{},
 		unpriced: map[string]string{}, unsized: map[string]float64{}, gpuless: map[string]string{},
-		daily: map[[2]string]*reaper.DailyFigures{}, sessions: map[string]*reaper.Ranked{}, labels: map[string]*reaper.Ranked{}}
+		daily: map[dayKey]*reaper.DailyFigures{}, sessions: map[string]int32{}, labels: map[[2]string]int32{}}
 }
 
 // Done reports whether an event at t lies past the window: the caller may
@@ -155,6 +176,7 @@ func (b *Builder) Add(ev *reaper.AuditEvent) {
 		if sb != nil && sb.live && !sb.untracked {
 			b.accrue(sb, t)
 			sb.labels, sb.keep, sb.attached = ev.Labels, ev.Keep, ev.Attached
+			sb.ranked, sb.gref = false, nil
 		}
 	case reaper.EventStateChanged:
 		if sb != nil && sb.live && ev.RunState != "" {
@@ -174,7 +196,7 @@ func (b *Builder) Add(ev *reaper.AuditEvent) {
 				sb.dueAt = ev.DueAt
 			}
 			if ev.Reason != "" {
-				sb.pending.Key = string(ev.Reason)
+				sb.reason = ev.Reason
 			}
 		}
 	case reaper.EventCloseFailed:
@@ -186,7 +208,7 @@ func (b *Builder) Add(ev *reaper.AuditEvent) {
 			return
 		}
 		b.accrue(sb, t)
-		reason := cmp.Or(ev.Reason, reaper.Reason(sb.pending.Key), reaper.ReasonManual)
+		reason := cmp.Or(ev.Reason, sb.reason, reaper.ReasonManual)
 		b.close(sb, t, reason)
 	case reaper.EventReleased:
 		if sb == nil || !sb.live || sb.untracked {
@@ -298,10 +320,16 @@ func (b *Builder) accrue(sb *sandbox, t time.Time) {
 func (b *Builder) add(sb *sandbox, at time.Time, hours, hourly float64, priced bool) {
 	var g *group
 	if k := b.key(sb, at); k != "" {
-		g = b.group(k)
+		if sb.gref == nil || sb.gkey != k {
+			sb.gkey, sb.gref = k, b.group(k)
+		}
+		g = sb.gref
 		b.count(sb, g)
 	} else {
-		g = &sb.pending
+		if sb.pending == nil {
+			sb.pending = &group{}
+		}
+		g = sb.pending
 		if !sb.inWindow {
 			sb.inWindow = true
 			b.counted++
@@ -336,11 +364,15 @@ func (b *Builder) chart(sb *sandbox, at time.Time, hours, hourly float64, priced
 	if priced {
 		cost = hourly * hours
 	}
-	dk := [2]string{at.UTC().Format(time.DateOnly), sb.provider}
-	d := b.daily[dk]
-	if d == nil {
-		d = &reaper.DailyFigures{Day: dk[0], Provider: dk[1]}
-		b.daily[dk] = d
+	day := at.Unix() / 86400
+	d := sb.dayRef
+	if d == nil || sb.day != day {
+		dk := dayKey{day, sb.provider}
+		if d = b.daily[dk]; d == nil {
+			d = &reaper.DailyFigures{Day: at.UTC().Format(time.DateOnly), Provider: sb.provider}
+			b.daily[dk] = d
+		}
+		sb.day, sb.dayRef = day, d
 	}
 	if sb.untracked {
 		d.UntrackedCost += cost
@@ -352,20 +384,37 @@ func (b *Builder) chart(sb *sandbox, at time.Time, hours, hourly float64, priced
 		d.RunningHours += hours
 	}
 	d.Cost += cost
-	rank := func(m map[string]*reaper.Ranked, k string) {
-		r := m[k]
-		if r == nil {
-			r = &reaper.Ranked{Key: k}
-			m[k] = r
-		}
+	if !sb.ranked {
+		b.rank(sb)
+	}
+	for _, i := range sb.ranks {
+		r := &b.ranks[i]
 		r.Hours += hours
 		r.Cost += cost
 	}
+}
+
+// rank finds the top-ten lines sb's time counts in: its session's and
+// each of its labels'.
+func (b *Builder) rank(sb *sandbox) {
+	sb.ranked, sb.ranks = true, sb.ranks[:0]
 	if sb.session != "" {
-		rank(b.sessions, sb.session)
+		i, ok := b.sessions[sb.session]
+		if !ok {
+			i = int32(len(b.ranks))
+			b.ranks = append(b.ranks, reaper.Ranked{Key: sb.session})
+			b.sessions[sb.session] = i
+		}
+		sb.ranks = append(sb.ranks, i)
 	}
 	for k, v := range sb.labels {
-		rank(b.labels, k+"="+v)
+		i, ok := b.labels[[2]string{k, v}]
+		if !ok {
+			i = int32(len(b.ranks))
+			b.ranks = append(b.ranks, reaper.Ranked{Key: k + "=" + v})
+			b.labels[[2]string{k, v}] = i
+		}
+		sb.ranks = append(sb.ranks, i)
 	}
 }
 
@@ -451,8 +500,8 @@ func (b *Builder) saved(sb *sandbox, t time.Time) float64 {
 
 // finishGroup moves sb's pending figures (group by reason) to group k.
 func (b *Builder) finishGroup(sb *sandbox, k string) {
-	p := &sb.pending
-	if p.RunningHours == 0 && p.StoppedHours == 0 && p.UnpricedHours == 0 {
+	p := sb.pending
+	if p == nil || p.RunningHours == 0 && p.StoppedHours == 0 && p.UnpricedHours == 0 {
 		return
 	}
 	g := b.group(k)
@@ -464,8 +513,14 @@ func (b *Builder) finishGroup(sb *sandbox, k string) {
 	p.RunningHours, p.StoppedHours, p.UnpricedHours, p.Cost = 0, 0, 0, 0
 }
 
-// finish ends sb's life in the ledger.
-func (b *Builder) finish(sb *sandbox) { sb.live = false }
+// finish ends sb's life in the ledger: the builder forgets it, so that
+// it holds only the sandboxes alive at the point the log has reached.
+func (b *Builder) finish(sb *sandbox) {
+	sb.live = false
+	if b.sandboxes[sb.key] == sb {
+		delete(b.sandboxes, sb.key)
+	}
+}
 
 // Report accrues every live sandbox to the window's end and returns the
 // report, costs rounded to the cent and hours to the hundredth.
@@ -562,15 +617,15 @@ func (b *Builder) Report() *reaper.Report {
 	tot.TimeToReap = percentiles(b.ttr)
 	r.TimeToReap = histogram(b.ttr)
 	r.Daily = make([]reaper.DailyFigures, 0, len(b.daily))
-	for _, k := range slices.SortedFunc(maps.Keys(b.daily), func(a, c [2]string) int {
-		return cmp.Or(strings.Compare(a[0], c[0]), strings.Compare(a[1], c[1]))
+	for _, k := range slices.SortedFunc(maps.Keys(b.daily), func(a, c dayKey) int {
+		return cmp.Or(cmp.Compare(a.day, c.day), strings.Compare(a.provider, c.provider))
 	}) {
 		d := *b.daily[k]
 		d.RunningHours, d.StoppedHours = round(d.RunningHours, 100), round(d.StoppedHours, 100)
 		d.Cost, d.UntrackedCost = round(d.Cost, 100), round(d.UntrackedCost, 100)
 		r.Daily = append(r.Daily, d)
 	}
-	r.TopSessions, r.TopLabels = top(b.sessions), top(b.labels)
+	r.TopSessions, r.TopLabels = b.top(maps.Values(b.sessions)), b.top(maps.Values(b.labels))
 	r.Total = finalize(tot.ReportGroup)
 	slices.SortStableFunc(r.Groups, func(a, c reaper.ReportGroup) int {
 		return cmp.Or(cmp.Compare(c.Cost+c.UntrackedCost, a.Cost+a.UntrackedCost),
@@ -615,10 +670,10 @@ func (b *Builder) Report() *reaper.Report {
 }
 
 // top returns the ten most costly of m (then the most hours, then by key).
-func top(m map[string]*reaper.Ranked) []reaper.Ranked {
-	out := make([]reaper.Ranked, 0, len(m))
-	for _, r := range m {
-		out = append(out, *r)
+func (b *Builder) top(all iter.Seq[int32]) []reaper.Ranked {
+	var out []reaper.Ranked
+	for i := range all {
+		out = append(out, b.ranks[i])
 	}
 	slices.SortFunc(out, func(a, c reaper.Ranked) int {
 		return cmp.Or(cmp.Compare(c.Cost, a.Cost), cmp.Compare(c.Hours, a.Hours), strings.Compare(a.Key, c.Key))
