@@ -268,7 +268,7 @@ func (p *Pricing) Validate() error {
 	}
 	for i := range p.Overrides {
 		o := &p.Overrides[i]
-		where := fmt.Sprintf("[[prices.override]] #%d", i+1)
+		where := fmt.Sprintf("[[price_override]] #%d", i+1)
 		if len(o.Labels) == 0 {
 			return Errorf(EINVALID, "%s: give labels to match, e.g. labels = { gpu = \"A100\" }", where)
 		}

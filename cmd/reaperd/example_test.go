@@ -18,13 +18,14 @@ func TestExampleConfigParses(t *testing.T) {
 		t.Fatal(err)
 	}
 	setting := regexp.MustCompile(`^# ([a-z_]+) = (.*)$`)
+	table := regexp.MustCompile(`^# (\[\[?[a-z0-9_.]+\]\]?)$`)
 	var out []string
 	seen := map[string]bool{}
 	for _, line := range strings.Split(string(data), "\n") {
 		m := setting.FindStringSubmatch(line)
 		switch {
-		case line == "# [[adopt]]":
-			out = append(out, "[[adopt]]")
+		case table.MatchString(line):
+			out = append(out, table.FindStringSubmatch(line)[1])
 		case m == nil:
 			out = append(out, line)
 		case m[1] == "api_key" || m[1] == "token_secret":
@@ -44,10 +45,14 @@ func TestExampleConfigParses(t *testing.T) {
 	if len(c.Adopt) != 2 {
 		t.Errorf("the example config has %d [[adopt]] tables, want its two examples", len(c.Adopt))
 	}
-	for _, key := range []string{"admin_group", "queue_limit", "list_timeout", "max_backoff", "force_after", "adopt_grace", "session_label", "min_idle", "listen", "token_file", "tls_cert_file", "tls_key_file"} {
+	for _, key := range []string{"admin_group", "queue_limit", "list_timeout", "max_backoff", "force_after", "adopt_grace", "session_label", "min_idle", "listen", "token_file", "tls_cert_file", "tls_key_file",
+		"saved_horizon", "running", "stopped", "gpu_hour", "from_start", "then_stopped"} {
 		if !seen[key] {
 			t.Errorf("the example config does not document %s", key)
 		}
+	}
+	if c.Prices["runloop"].Running.VCPU != 0.108 || len(c.PriceOverrides) != 1 || c.Report.Cleanup["e2b"].Running != Duration(time.Hour) {
+		t.Errorf("parsed prices %+v, overrides %+v, report %+v", c.Prices, c.PriceOverrides, c.Report)
 	}
 	if c.Engine.QueueLimit != 10000 || time.Duration(c.Engine.ListTimeout) != time.Minute || c.AdminGroup != "0" {
 		t.Errorf("parsed engine settings = %+v, admin_group %q", c.Engine, c.AdminGroup)

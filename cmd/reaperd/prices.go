@@ -126,9 +126,9 @@ func cleanupRule(c CleanupConfig) string {
 		s += ", then bills as stopped"
 	}
 	if c.Stopped {
-		return s + "; a stopped one bills on as stopped (configured)"
+		return "configured: " + s + "; a stopped one bills on as stopped"
 	}
-	return s + "; a stopped one costs nothing more (configured)"
+	return "configured: " + s + "; a stopped one costs nothing more"
 }
 
 func cmp(a, b string) string {
