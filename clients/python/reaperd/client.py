@@ -324,6 +324,29 @@ class Client:
         disabled providers, and the engine's state."""
         return self._call("GET", "/v1/status")
 
+    def report(
+        self,
+        since: Optional[str] = None,
+        until: Optional[str] = None,
+        provider: Optional[str] = None,
+        group_by: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """Return a cost report from the daemon's audit log (as
+        ``reaperd audit report -o json``).
+
+        ``since`` and ``until`` are a duration before now (``"7d"``), a
+        date (``"2026-11-23"``) or an RFC 3339 time; the defaults are the
+        last 7 days to now. ``group_by`` is ``provider`` (the default),
+        ``session``, ``owner``, ``reason``, ``day`` or ``label:KEY``.
+        Costs are in US dollars, estimates from list prices: see
+        ``report["groups"]``, ``report["total"]``, ``report["saved_rule"]``.
+        """
+        query = [(k, v) for k, v in (("since", since), ("until", until), ("provider", provider), ("group_by", group_by)) if v]
+        path = "/v1/audit/report"
+        if query:
+            path += "?" + urlencode(query)
+        return self._call("GET", path)
+
     # -- plumbing ----------------------------------------------------------
 
     @staticmethod

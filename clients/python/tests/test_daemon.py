@@ -401,3 +401,20 @@ class ResourcesTest(unittest.TestCase):
         with self.assertRaises(reaperd.ReaperdError) as cm:
             c.register("e2b", _fake.create(), ttl="1h", resources={"vcpu": -1})
         self.assertEqual(cm.exception.code, "invalid")
+
+
+class ReportTest(unittest.TestCase):
+    def test_report_prices_a_registered_sandbox(self):
+        c = _daemon.client
+        sid = _fake.create()
+        c.register("e2b", sid, ttl="1h", resources={"vcpu": 2, "memory_gib": 1})
+        rep = c.report(since="1h", group_by="provider")
+        self.assertEqual(rep["currency"], "USD")
+        groups = {g["key"]: g for g in rep["groups"]}
+        self.assertIn("e2b", groups)
+        self.assertGreaterEqual(groups["e2b"]["sandboxes"], 1)
+        self.assertIn("e2b", rep["saved_rule"])
+        with self.assertRaises(reaperd.ReaperdError) as cm:
+            c.report(group_by="colour")
+        self.assertEqual(cm.exception.code, "invalid")
+        self.assertIn("label:KEY", str(cm.exception))
