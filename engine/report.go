@@ -61,7 +61,7 @@ func (e *Engine) AuditReport(ctx context.Context, q reaper.ReportQuery) (*reaper
 			}
 			return nil
 		}
-		err := tx.Audit(time.Unix(0, 0), func(ev reaper.AuditEvent) error {
+		err := tx.AuditScan(time.Unix(0, 0), func(ev reaper.AuditEvent) error {
 			if b.Done(ev.Time) {
 				return errWindowRead
 			}

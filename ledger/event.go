@@ -151,13 +151,24 @@ var words = func() map[string]string {
 }()
 
 // decodeEvent reads an event in either form into ev.
-func decodeEvent(v []byte, ev *reaper.AuditEvent) error {
+func decodeEvent(v []byte, ev *reaper.AuditEvent) error { return decodeEventAs(v, ev, false) }
+
+// decodeEventLean reads an event without its Detail and Error.
+func decodeEventLean(v []byte, ev *reaper.AuditEvent) error { return decodeEventAs(v, ev, true) }
+
+func decodeEventAs(v []byte, ev *reaper.AuditEvent, lean bool) error {
 	*ev = reaper.AuditEvent{}
 	if len(v) == 0 {
 		return errEventFormat
 	}
 	if v[0] == '{' {
-		return json.Unmarshal(v, ev)
+		if err := json.Unmarshal(v, ev); err != nil {
+			return err
+		}
+		if lean {
+			ev.Detail, ev.Error = "", ""
+		}
+		return nil
 	}
 	if v[0] != eventFormat {
 		return errEventFormat
@@ -190,9 +201,17 @@ func decodeEvent(v []byte, ev *reaper.AuditEvent) error {
 		case evErrorClass:
 			ev.ErrorClass = d.word()
 		case evError:
-			ev.Error = d.str()
+			if lean {
+				d.bytes()
+			} else {
+				ev.Error = d.str()
+			}
 		case evDetail:
-			ev.Detail = d.str()
+			if lean {
+				d.bytes()
+			} else {
+				ev.Detail = d.str()
+			}
 		case evLabels:
 			n := d.uvarint()
 			if n > uint64(len(d.b)) {

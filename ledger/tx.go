@@ -663,6 +663,20 @@ func (t *tx) Audit(since time.Time, fn func(reaper.AuditEvent) error) error {
 	return nil
 }
 
+func (t *tx) AuditScan(since time.Time, fn func(reaper.AuditEvent) error) error {
+	c := t.bucket(bucketAudit).Cursor()
+	var ev reaper.AuditEvent
+	for k, v := c.Seek(u64(timeKey(since))); k != nil; k, v = c.Next() {
+		if err := decodeEventLean(v, &ev); err != nil {
+			continue
+		}
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (t *tx) AuditAfter(cursor string, since time.Time, fn func(string, reaper.AuditEvent) error) error {
 	c := t.bucket(bucketAudit).Cursor()
 	var k, v []byte

@@ -124,6 +124,10 @@ type Tx interface {
 	// first, with each event's own cursor. A malformed cursor is an
 	// EINVALID error.
 	AuditAfter(cursor string, since time.Time, fn func(cursor string, ev AuditEvent) error) error
+	// AuditScan calls fn for each event at or after since, oldest first,
+	// for a reader of the whole log: the events come without Detail and
+	// Error, which it does not need and which cost most to decode.
+	AuditScan(since time.Time, fn func(AuditEvent) error) error
 
 	// Prune deletes, at most limit items in all: closed and released
 	// entries that became final before the given time; ended sessions left

@@ -114,6 +114,8 @@ type sandbox struct {
 	dayRef *reaper.DailyFigures
 	ranks  []int32 // into Builder.ranks: its session's, then its labels'
 	ranked bool
+	rate   float64 // its cost per hour, while rated
+	rated  bool
 }
 
 // New returns a Builder for q (validated) at these prices.
@@ -176,17 +178,17 @@ func (b *Builder) Add(ev *reaper.AuditEvent) {
 		if sb != nil && sb.live && !sb.untracked {
 			b.accrue(sb, t)
 			sb.labels, sb.keep, sb.attached = ev.Labels, ev.Keep, ev.Attached
-			sb.ranked, sb.gref = false, nil
+			sb.ranked, sb.gref, sb.rated = false, nil, false
 		}
 	case reaper.EventStateChanged:
 		if sb != nil && sb.live && ev.RunState != "" {
 			b.accrue(sb, t)
-			sb.run = ev.RunState
+			sb.run, sb.rated = ev.RunState, false
 		}
 	case reaper.EventResized:
 		if sb != nil && sb.live && ev.Resources != nil {
 			b.accrue(sb, t)
-			sb.res = ev.Resources
+			sb.res, sb.rated = ev.Resources, false
 		}
 	case reaper.EventCloseStarted:
 		if sb != nil && sb.live && !sb.untracked {
@@ -300,8 +302,11 @@ func (b *Builder) accrue(sb *sandbox, t time.Time) {
 		return
 	}
 	sb.mark = t
-	hourly, priced := b.hourly(sb)
-	sb.priced = priced
+	if !sb.rated {
+		sb.rate, sb.priced = b.hourly(sb)
+		sb.rated = true
+	}
+	hourly, priced := sb.rate, sb.priced
 	if priced {
 		sb.costSoFar += hourly * t.Sub(from).Hours()
 	}
@@ -671,14 +676,22 @@ func (b *Builder) Report() *reaper.Report {
 
 // top returns the ten most costly of m (then the most hours, then by key).
 func (b *Builder) top(all iter.Seq[int32]) []reaper.Ranked {
-	var out []reaper.Ranked
-	for i := range all {
-		out = append(out, b.ranks[i])
-	}
-	slices.SortFunc(out, func(a, c reaper.Ranked) int {
+	order := func(a, c reaper.Ranked) int {
 		return cmp.Or(cmp.Compare(c.Cost, a.Cost), cmp.Compare(c.Hours, a.Hours), strings.Compare(a.Key, c.Key))
-	})
-	out = out[:min(len(out), 10)]
+	}
+	// Keep the best ten seen so far, sorted: one pass, whatever the count.
+	out := make([]reaper.Ranked, 0, 11)
+	for i := range all {
+		r := b.ranks[i]
+		if len(out) == 10 && order(r, out[9]) >= 0 {
+			continue
+		}
+		at, _ := slices.BinarySearchFunc(out, r, order)
+		out = slices.Insert(out, at, r)
+		if len(out) > 10 {
+			out = out[:10]
+		}
+	}
 	for i := range out {
 		out[i].Cost, out[i].Hours = round(out[i].Cost, 100), round(out[i].Hours, 100)
 	}
