@@ -208,7 +208,7 @@ func (e *Engine) Status(ctx context.Context) (*reaper.EngineStatus, error) {
 		if st.NextDeadline, err = tx.NextDeadline(); err != nil {
 			return err
 		}
-		next, err := tx.Due(time.Unix(1<<40, 0), upcomingShown)
+		next, err := tx.Due(time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC), upcomingShown)
 		if err != nil {
 			return err
 		}

@@ -83,3 +83,21 @@ func TestReportFollowsTheProvidersListings(t *testing.T) {
 }
 
 func round2(v float64) float64 { return float64(int64(v*100+0.5)) / 100 }
+
+// TestStatusListsUpcomingDeadlines: the page's "next deadlines".
+func TestStatusListsUpcomingDeadlines(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.register(reaper.RegisterRequest{ID: "later", TTL: reaper.Duration(2 * time.Hour)})
+	h.register(reaper.RegisterRequest{ID: "sooner", TTL: reaper.Duration(time.Hour)})
+	st, err := h.eng.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := h.clock.Now()
+	want := []reaper.Deadline{{At: now.Add(time.Hour), Kind: "entry", Key: "fake/sooner"}, {At: now.Add(2 * time.Hour), Kind: "entry", Key: "fake/later"}}
+	if len(st.Upcoming) != 2 || st.Upcoming[0].Key != want[0].Key || !st.Upcoming[0].At.Equal(want[0].At) ||
+		st.Upcoming[1].Key != want[1].Key || !st.Upcoming[1].At.Equal(want[1].At) {
+		t.Errorf("upcoming = %+v, want %+v", st.Upcoming, want)
+	}
+}
