@@ -64,6 +64,10 @@ func TestCLIWalkthrough(t *testing.T) {
 		t.Fatalf("register = %q", out)
 	}
 	d.mustCLI("register", "e2b/"+sbx1, "--session", "s1", "--ttl", "30m")
+	// status names the next deadlines: s1's lease (2m), then sbx1's expiry (30m).
+	if out := d.mustCLI("status"); !strings.Contains(out, "(session s1)") || !strings.Contains(out, "(entry e2b/"+sbx1+")") {
+		t.Fatalf("status = %q, want the next deadlines named", out)
+	}
 	d.mustCLI("register", "e2b/"+sbx2, "--session", "s1", "--ttl", "1s")
 	d.mustCLI("register", "e2b/"+kept, "--ttl", "1s", "--keep")
 	d.mustCLI("register", "e2b/attached-one", "--session", "s1", "--attached", "-o", "json")

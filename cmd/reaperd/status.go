@@ -51,8 +51,14 @@ func writeEngineStatus(m *Main, es *reaper.EngineStatus) {
 	next := "-"
 	if !es.NextDeadline.IsZero() {
 		next = fmtTime(es.NextDeadline)
+		if len(es.Upcoming) > 0 {
+			next += " (" + es.Upcoming[0].Kind + " " + es.Upcoming[0].Key + ")"
+		}
 	}
 	fmt.Fprintf(m.Stdout, "next:      %s\n", next)
+	for _, d := range es.Upcoming[min(1, len(es.Upcoming)):] {
+		fmt.Fprintf(m.Stdout, "           %s (%s %s)\n", fmtTime(d.At), d.Kind, d.Key)
+	}
 	for _, name := range slices.Sorted(maps.Keys(es.Providers)) {
 		p := es.Providers[name]
 		if !p.Enabled {
