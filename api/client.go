@@ -188,8 +188,21 @@ func (c *Client) Entry(ctx context.Context, key string) (*EntryView, error) {
 	return ent, c.do(ctx, "GET", "/v1/sandboxes/"+escapeKey(key), nil, ent, 0)
 }
 
-// Entries lists entries.
+// Entries lists the entries f selects, at most limit (zero: all),
+// following the pages.
 func (c *Client) Entries(ctx context.Context, f reaper.EntryFilter, limit int) ([]EntryView, error) {
+	out := []EntryView{}
+	err := c.EntryPages(ctx, f, limit, func(page []EntryView) error {
+		out = append(out, page...)
+		return nil
+	})
+	return out, err
+}
+
+// EntryPages calls fn with each page of the entries f selects, in key
+// order, until limit entries (zero: all) have been given: memory is
+// bounded by a page, however many entries the ledger holds.
+func (c *Client) EntryPages(ctx context.Context, f reaper.EntryFilter, limit int, fn func([]EntryView) error) error {
 	q := url.Values{}
 	if f.Provider != "" {
 		q.Set("provider", f.Provider)
@@ -200,14 +213,28 @@ func (c *Client) Entries(ctx context.Context, f reaper.EntryFilter, limit int) (
 	for _, s := range f.States {
 		q.Add("state", string(s))
 	}
-	if limit > 0 {
-		q.Set("limit", strconv.Itoa(limit))
+	given := 0
+	for {
+		size := DefaultListPage
+		if limit > 0 {
+			size = min(size, limit-given)
+		}
+		q.Set("limit", strconv.Itoa(size))
+		var page ListPage
+		if err := c.do(ctx, "GET", "/v1/sandboxes?"+q.Encode(), nil, &page, 0); err != nil {
+			return err
+		}
+		given += len(page.Sandboxes)
+		if len(page.Sandboxes) > 0 {
+			if err := fn(page.Sandboxes); err != nil {
+				return err
+			}
+		}
+		if page.Next == "" || (limit > 0 && given >= limit) {
+			return nil
+		}
+		q.Set("after", page.Next)
 	}
-	var out struct {
-		Sandboxes []EntryView `json:"sandboxes"`
-	}
-	err := c.do(ctx, "GET", "/v1/sandboxes?"+q.Encode(), nil, &out, 0)
-	return out.Sandboxes, err
 }
 
 // Tag changes an entry's tags or labels.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/base64"
 	"net/http"
 	"strings"
 
@@ -35,11 +36,16 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	if err := onlyParams(q, "state", "provider", "session", "limit"); err != nil {
+	if err := onlyParams(q, "state", "provider", "session", "limit", "after"); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	f := reaper.EntryFilter{Provider: q.Get("provider"), Session: q.Get("session")}
+	after, err := decodeListCursor(q.Get("after"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	f := reaper.EntryFilter{Provider: q.Get("provider"), Session: q.Get("session"), After: after}
 	for _, v := range q["state"] {
 		for _, st := range strings.Split(v, ",") {
 			if st = strings.TrimSpace(st); st != "" {
@@ -48,20 +54,60 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	limit, err := intParam(q.Get("limit"), "limit")
+	switch {
+	case err != nil:
+		s.fail(w, r, err)
+		return
+	case limit == 0:
+		limit = DefaultListPage
+	case limit > MaxListPage:
+		s.fail(w, r, reaper.Errorf(reaper.EINVALID, "limit=%d: a page holds at most %d entries; follow next for more", limit, MaxListPage))
+		return
+	}
+	ents, err := s.Service.Entries(r.Context(), f, limit+1)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	ents, err := s.Service.Entries(r.Context(), f, limit)
-	if err != nil {
-		s.fail(w, r, err)
-		return
+	page := ListPage{Sandboxes: make([]EntryView, 0, min(len(ents), limit))}
+	if len(ents) > limit {
+		ents = ents[:limit]
+		page.Next = encodeListCursor(ents[limit-1].Key())
+		w.Header().Set(HeaderNextPage, page.Next)
 	}
-	out := make([]EntryView, 0, len(ents))
 	for _, e := range ents {
-		out = append(out, view(e))
+		page.Sandboxes = append(page.Sandboxes, view(e))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"sandboxes": out})
+	writeJSON(w, http.StatusOK, page)
+}
+
+// Pages of GET /v1/sandboxes: DefaultListPage entries unless limit says
+// otherwise, at most MaxListPage.
+const (
+	DefaultListPage = 1000
+	MaxListPage     = 10000
+)
+
+// ListPage is one page of GET /v1/sandboxes, in key order. Next, when
+// set, is the after= cursor of the next page (also in the Reaperd-Next
+// header); it is absent on the last page.
+type ListPage struct {
+	Sandboxes []EntryView `json:"sandboxes"`
+	Next      string      `json:"next,omitempty"`
+}
+
+// encodeListCursor makes the opaque after= cursor that follows key.
+func encodeListCursor(key string) string { return base64.RawURLEncoding.EncodeToString([]byte(key)) }
+
+func decodeListCursor(v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(v)
+	if _, _, kerr := reaper.ParseKey(string(b)); err != nil || kerr != nil {
+		return "", reaper.Errorf(reaper.EINVALID, "after=%q: not a cursor this daemon gave out (take it from the previous page's next)", v)
+	}
+	return string(b), nil
 }
 
 func pathKey(r *http.Request) (string, error) {

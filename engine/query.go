@@ -47,6 +47,11 @@ func (e *Engine) Entries(ctx context.Context, f reaper.EntryFilter, limit int) (
 			return nil, reaper.Errorf(reaper.EINVALID, "state %q is invalid: use active, closing, closed or released", s)
 		}
 	}
+	if f.After != "" {
+		if _, _, err := reaper.ParseKey(f.After); err != nil {
+			return nil, reaper.Errorf(reaper.EINVALID, "after %q: not an entry key: %s", f.After, reaper.ErrorMessage(err))
+		}
+	}
 	var out []*reaper.Entry
 	err := e.view(ctx, func(tx reaper.Tx) error {
 		out = []*reaper.Entry{}

@@ -376,3 +376,55 @@ func TestPruneKeepsHistoryOfTrackedSandboxes(t *testing.T) {
 		t.Errorf("events left for %s, want %s", got, want)
 	}
 }
+
+// TestEntriesAfter: every path Entries takes (all, a provider's range, the
+// closing index, a session's members) starts after f.After, in key order.
+func TestEntriesAfter(t *testing.T) {
+	db := ledgertest.Open(t)
+	err := db.Update(context.Background(), func(tx reaper.Tx) error {
+		if err := tx.PutSession(&reaper.Session{ID: "s", StartedAt: t0, LastHeartbeat: t0}); err != nil {
+			return err
+		}
+		for _, p := range []string{"daytona", "e2b", "modal"} {
+			for i := range 4 {
+				e := &reaper.Entry{Provider: p, ID: fmt.Sprintf("x%d", i), State: reaper.StateActive, RegisteredAt: t0}
+				if i%2 == 1 {
+					e.State, e.ClosingSince = reaper.StateClosing, t0
+				}
+				if i < 2 {
+					e.Session = "s"
+				}
+				if err := tx.PutEntry(e); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closing := []reaper.State{reaper.StateClosing}
+	for _, tc := range []struct {
+		name string
+		f    reaper.EntryFilter
+		want string
+	}{
+		{"all", reaper.EntryFilter{After: "e2b/x2"}, "[e2b/x3 modal/x0 modal/x1 modal/x2 modal/x3]"},
+		{"all from before the first", reaper.EntryFilter{After: "a/b", States: closing}, "[daytona/x1 daytona/x3 e2b/x1 e2b/x3 modal/x1 modal/x3]"},
+		{"provider", reaper.EntryFilter{Provider: "e2b", After: "e2b/x1"}, "[e2b/x2 e2b/x3]"},
+		{"provider, cursor before its range", reaper.EntryFilter{Provider: "e2b", After: "daytona/x3"}, "[e2b/x0 e2b/x1 e2b/x2 e2b/x3]"},
+		{"provider, cursor past its range", reaper.EntryFilter{Provider: "daytona", After: "e2b/x0"}, "[]"},
+		{"closing", reaper.EntryFilter{States: closing, After: "daytona/x3"}, "[e2b/x1 e2b/x3 modal/x1 modal/x3]"},
+		{"closing of a provider", reaper.EntryFilter{States: closing, Provider: "modal", After: "modal/x1"}, "[modal/x3]"},
+		{"session", reaper.EntryFilter{Session: "s", After: "e2b/x0"}, "[e2b/x1 modal/x0 modal/x1]"},
+	} {
+		var got []string
+		_ = db.View(context.Background(), func(tx reaper.Tx) error {
+			return tx.Entries(tc.f, func(e *reaper.Entry) error { got = append(got, e.Key()); return nil })
+		})
+		if s := fmt.Sprint(got); s != tc.want && !(tc.want == "[]" && got == nil) {
+			t.Errorf("%s: %s, want %s", tc.name, s, tc.want)
+		}
+	}
+}

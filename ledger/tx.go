@@ -232,6 +232,10 @@ func (t *tx) deleteEntry(e *reaper.Entry) error {
 	return t.bucket(bucketEntries).Delete([]byte(e.Key()))
 }
 
+// Entries visits the entries f selects in key order, through the index
+// that narrows them most: a session's membership, the closing index for
+// closing entries alone, a provider's key range, else every entry. Its
+// cost is that of the index's members after f.After, not of the ledger.
 func (t *tx) Entries(f reaper.EntryFilter, fn func(*reaper.Entry) error) error {
 	if f.Session != "" {
 		keys, err := t.SessionEntries(f.Session)
@@ -239,6 +243,9 @@ func (t *tx) Entries(f reaper.EntryFilter, fn func(*reaper.Entry) error) error {
 			return err
 		}
 		for _, k := range keys {
+			if f.After != "" && k <= f.After {
+				continue
+			}
 			e, err := t.Entry(k)
 			if err != nil {
 				return err
@@ -251,23 +258,29 @@ func (t *tx) Entries(f reaper.EntryFilter, fn func(*reaper.Entry) error) error {
 		}
 		return nil
 	}
-	c := t.bucket(bucketEntries).Cursor()
-	var k, v []byte
-	if f.Provider != "" {
-		prefix := []byte(f.Provider + "/")
-		for k, v = c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if err := t.visit(k, v, f, fn); err != nil {
-				return err
-			}
-		}
-		return nil
+	if len(f.States) == 1 && f.States[0] == reaper.StateClosing {
+		return t.membersAfter(bucketClosing, f.Provider, f.After, f.Match, fn)
 	}
-	for k, v = c.First(); k != nil; k, v = c.Next() {
+	c := t.bucket(bucketEntries).Cursor()
+	var prefix []byte
+	if f.Provider != "" {
+		prefix = []byte(f.Provider + "/")
+	}
+	for k, v := c.Seek(seekAfter(prefix, f.After)); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		if err := t.visit(k, v, f, fn); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// seekAfter returns where a cursor over keys under prefix starts to find
+// the first key after after.
+func seekAfter(prefix []byte, after string) []byte {
+	if after == "" || after < string(prefix) {
+		return prefix
+	}
+	return append([]byte(after), 0)
 }
 
 func (t *tx) visit(k, v []byte, f reaper.EntryFilter, fn func(*reaper.Entry) error) error {
@@ -504,12 +517,17 @@ func (t *tx) Unseen(provider string, fn func(*reaper.Entry) error) error {
 // members calls fn for the entries named in an index bucket, under a
 // provider's prefix, that still match want.
 func (t *tx) members(bucket []byte, provider string, want func(*reaper.Entry) bool, fn func(*reaper.Entry) error) error {
+	return t.membersAfter(bucket, provider, "", want, fn)
+}
+
+// membersAfter is members from the first key after after.
+func (t *tx) membersAfter(bucket []byte, provider, after string, want func(*reaper.Entry) bool, fn func(*reaper.Entry) error) error {
 	c := t.bucket(bucket).Cursor()
 	var prefix []byte
 	if provider != "" {
 		prefix = []byte(provider + "/")
 	}
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+	for k, _ := c.Seek(seekAfter(prefix, after)); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 		e, err := t.Entry(string(k))
 		if err != nil {
 			return err

@@ -142,6 +142,9 @@ type EntryFilter struct {
 	Provider string
 	Session  string
 	States   []State
+	// After, when set, keeps the entries whose key sorts after it: the
+	// last key of the previous page.
+	After string
 }
 
 // Match reports whether e passes the filter.
@@ -150,6 +153,9 @@ func (f EntryFilter) Match(e *Entry) bool {
 		return false
 	}
 	if f.Session != "" && e.Session != f.Session {
+		return false
+	}
+	if f.After != "" && e.Key() <= f.After {
 		return false
 	}
 	if len(f.States) == 0 {

@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bufio"
+	"encoding/csv"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
+	"github.com/reaperd/reaperd/api"
 	"github.com/reaperd/reaperd/reaper"
 	"github.com/spf13/cobra"
 )
@@ -44,50 +49,66 @@ func (m *Main) listCommand() *cobra.Command {
 			if limit < 0 {
 				return usagef("--limit %d: use a whole number of zero (no limit) or more", limit)
 			}
-			ents, err := m.client().Entries(c.Context(), f, limit)
+			// Pages are printed as they come: memory stays bounded by a
+			// page however large the ledger. A table aligns its columns
+			// within each page.
+			header := []string{"SANDBOX", "STATE", "SESSION", "TAGS", "EXPIRES", "LABELS", "NOTE"}
+			bw := bufio.NewWriterSize(m.Stdout, 64<<10)
+			defer bw.Flush()
+			n := 0
+			err := m.client().EntryPages(c.Context(), f, limit, func(page []api.EntryView) error {
+				switch output {
+				case "json":
+					for _, e := range page {
+						b, err := json.MarshalIndent(e, "  ", "  ")
+						if err != nil {
+							return err
+						}
+						sep := ",\n  "
+						if n == 0 {
+							sep = "[\n  "
+						}
+						n++
+						bw.WriteString(sep)
+						bw.Write(b)
+					}
+					return nil
+				case "csv":
+					rows := listRows(page, true)
+					if n == 0 {
+						rows = append([][]string{header}, rows...)
+					}
+					n += len(page)
+					w := csv.NewWriter(bw)
+					w.WriteAll(rows)
+					return w.Error()
+				}
+				tw := tabwriter.NewWriter(bw, 0, 4, 2, ' ', 0)
+				if n == 0 {
+					fmt.Fprintln(tw, strings.Join(header, "\t"))
+				}
+				n += len(page)
+				for _, r := range listRows(page, false) {
+					fmt.Fprintln(tw, strings.Join(r, "\t"))
+				}
+				return tw.Flush()
+			})
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				return writeJSONOut(m.Stdout, ents)
+			switch {
+			case output == "json" && n == 0:
+				bw.WriteString("[]\n")
+			case output == "json":
+				bw.WriteString("\n]\n")
+			case output == "csv" && n == 0:
+				w := csv.NewWriter(bw)
+				w.Write(header)
+				w.Flush()
+			case output == "table" && n == 0:
+				fmt.Fprintln(bw, "no sandboxes")
 			}
-			now := time.Now()
-			rows := make([][]string, 0, len(ents))
-			for _, e := range ents {
-				tags := []string{}
-				if e.Keep {
-					tags = append(tags, "keep")
-				}
-				if e.Attached {
-					tags = append(tags, "attached")
-				}
-				expires := fmtIn(e.ExpiresAt, now)
-				if output == "csv" {
-					expires = fmtTime(e.ExpiresAt)
-				}
-				note := ""
-				switch e.State {
-				case reaper.StateClosing:
-					note = string(e.CloseReason)
-					if !e.NotFoundAt.IsZero() {
-						note += "; not found, confirming with the provider's listing"
-					} else if e.LastError != "" {
-						note += "; attempt " + strconv.Itoa(e.Attempts) + ": " + e.LastError
-					}
-				case reaper.StateClosed, reaper.StateReleased:
-					note = string(e.CloseReason) + " " + fmtTime(e.ClosedAt)
-				}
-				if e.Unverified && !e.State.Final() {
-					note = strings.TrimPrefix(note+"; unverified: the provider's listing does not show it to reaperd's credentials", "; ")
-				}
-				rows = append(rows, []string{e.Key, string(e.State), orDash(e.Session), orDash(strings.Join(tags, ",")),
-					expires, fmtLabels(e.Labels), orDash(note)})
-			}
-			if output == "table" && len(rows) == 0 {
-				fmt.Fprintln(m.Stdout, "no sandboxes")
-				return nil
-			}
-			return writeTable(m.Stdout, output, []string{"SANDBOX", "STATE", "SESSION", "TAGS", "EXPIRES", "LABELS", "NOTE"}, rows)
+			return bw.Flush()
 		},
 	}
 	f := c.Flags()
@@ -101,4 +122,43 @@ func (m *Main) listCommand() *cobra.Command {
 	f.BoolVar(&all, "all", false, "include closed and released entries")
 	f.IntVar(&limit, "limit", 0, "at most this many entries")
 	return c
+}
+
+// listRows formats entries for the table (relative expiry) or CSV
+// (absolute times).
+func listRows(ents []api.EntryView, csv bool) [][]string {
+	now := time.Now()
+	rows := make([][]string, 0, len(ents))
+	for _, e := range ents {
+		tags := []string{}
+		if e.Keep {
+			tags = append(tags, "keep")
+		}
+		if e.Attached {
+			tags = append(tags, "attached")
+		}
+		expires := fmtIn(e.ExpiresAt, now)
+		if csv {
+			expires = fmtTime(e.ExpiresAt)
+		}
+		note := ""
+		switch e.State {
+		case reaper.StateClosing:
+			note = string(e.CloseReason)
+			if !e.NotFoundAt.IsZero() {
+				note += "; not found, confirming with the provider's listing"
+			} else if e.LastError != "" {
+				note += "; attempt " + strconv.Itoa(e.Attempts) + ": " + e.LastError
+			}
+		case reaper.StateClosed, reaper.StateReleased:
+			note = string(e.CloseReason) + " " + fmtTime(e.ClosedAt)
+		}
+		if e.Unverified && !e.State.Final() {
+			note = strings.TrimPrefix(note+"; unverified: the provider's listing does not show it to reaperd's credentials", "; ")
+		}
+		clean := strings.NewReplacer("\t", " ", "\n", " ")
+		rows = append(rows, []string{e.Key, string(e.State), orDash(e.Session), orDash(strings.Join(tags, ",")),
+			expires, clean.Replace(fmtLabels(e.Labels)), clean.Replace(orDash(note))})
+	}
+	return rows
 }

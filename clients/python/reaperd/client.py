@@ -269,12 +269,22 @@ class Client:
             query.append(("provider", provider))
         if session is not None:
             query.append(("session", session))
-        if limit is not None:
-            query.append(("limit", str(int(limit))))
-        path = "/v1/sandboxes"
-        if query:
-            path += "?" + urlencode(query)
-        return self._call("GET", path)["sandboxes"]
+        # The daemon answers in pages (1,000 entries by default), each with
+        # the cursor of the next: follow them up to limit.
+        if limit is not None and int(limit) <= 0:
+            limit = None  # as the API's limit=0: no limit
+        out: List[Dict[str, Any]] = []
+        after = None
+        while True:
+            size = 1000 if limit is None else min(1000, int(limit) - len(out))
+            page_query = query + [("limit", str(size))]
+            if after:
+                page_query.append(("after", after))
+            page = self._call("GET", "/v1/sandboxes?" + urlencode(page_query))
+            out.extend(page["sandboxes"])
+            after = page.get("next")
+            if not after or (limit is not None and len(out) >= int(limit)):
+                return out
 
     # -- sessions ----------------------------------------------------------
 

@@ -418,3 +418,16 @@ class ReportTest(unittest.TestCase):
             c.report(group_by="colour")
         self.assertEqual(cm.exception.code, "invalid")
         self.assertIn("label:KEY", str(cm.exception))
+
+
+class ListPagesTest(unittest.TestCase):
+    def test_list_follows_the_pages(self):
+        c = _daemon.client
+        session = "pages-%d" % os.getpid()
+        ids = [_fake.create() for _ in range(1005)]
+        for sid in ids:
+            c.register("e2b", sid, session=session, ttl="1h")
+        got = c.list(session=session)
+        self.assertEqual(sorted(e["id"] for e in got), sorted(ids))
+        self.assertEqual(len(c.list(session=session, limit=1002)), 1002)
+        self.assertEqual(len(c.list(session=session, limit=3)), 3)
