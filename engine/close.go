@@ -299,10 +299,10 @@ func (e *Engine) finish(q *closeQueue, att *reaper.Entry, callErr error, took ti
 	item := reaper.SweepItem{Key: key, Session: att.Session, Reason: att.CloseReason, Action: "close"}
 	var retryIn time.Duration
 	var retryAt time.Time
-	var stale, notFound, stuck bool
+	var stale, notFound, accepted, stuck bool
 	err := e.retryLedger(e.callCtx, "record a close outcome", func() error {
 		return e.update(context.Background(), func(tx reaper.Tx) error {
-			stale, retryAt, notFound, stuck = false, time.Time{}, false, false
+			stale, retryAt, notFound, accepted, stuck = false, time.Time{}, false, false, false
 			now := e.now()
 			ent, err := tx.Entry(key)
 			if err != nil {
@@ -336,8 +336,28 @@ func (e *Engine) finish(q *closeQueue, att *reaper.Entry, callErr error, took ti
 			// Any other answer ends a pending not-found: a conflict says
 			// the sandbox exists, and the others say nothing either way.
 			ent.NotFoundAt = time.Time{}
+			if errors.Is(callErr, reaper.ErrAccepted) {
+				// The provider destroys the sandbox in its own time: the
+				// listing confirms it, and the close waits out a longer
+				// backoff rather than hold a worker while the provider
+				// works. The first acceptance's time is kept, so that
+				// listings taken since it still count.
+				retryIn = max(Backoff(ent.Attempts, e.minBackoff(), e.maxBackoff(), callErr, e.jitter()), min(acceptedWait, e.maxBackoff()))
+				if ent.AcceptedAt.IsZero() {
+					ent.AcceptedAt = now
+				}
+				ent.NextAttemptAt = now.Add(retryIn)
+				ent.LastError, ent.ErrorClass = callErr.Error()+"; confirming with the provider's listing", class
+				retryAt, accepted = ent.NextAttemptAt, true
+				if err := tx.PutEntry(ent); err != nil {
+					return err
+				}
+				return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventCloseAccepted, Key: key, Session: ent.Session,
+					Reason: ent.CloseReason, ErrorClass: class,
+					Detail: fmt.Sprintf("attempt %d: the provider accepted the delete and destroys the sandbox; confirming with its listing", ent.Attempts)})
+			}
 			if callErr == nil {
-				ent.State, ent.ClosedAt, ent.NextAttemptAt = reaper.StateClosed, now, time.Time{}
+				ent.State, ent.ClosedAt, ent.NextAttemptAt, ent.AcceptedAt = reaper.StateClosed, now, time.Time{}, time.Time{}
 				ent.LastError, ent.ErrorClass = "", ""
 				if err := tx.PutEntry(ent); err != nil {
 					return err
@@ -398,6 +418,11 @@ func (e *Engine) finish(q *closeQueue, att *reaper.Entry, callErr error, took ti
 		log.Info("the provider answered not found; confirming with its listing", LogRetryIn, retryIn)
 		item.Result, item.Error = string(reaper.StateClosing), callErr.Error()
 		e.wantListing(att.Provider, e.clock.Now().Add(confirmDelay), confirmDelay)
+		e.wakeBy(retryAt)
+	case accepted:
+		log.Info("the provider accepted the delete; confirming with its listing", LogDuration, took, LogRetryIn, retryIn)
+		item.Result, item.Error = string(reaper.StateClosing), callErr.Error()
+		e.wantListing(att.Provider, e.clock.Now().Add(acceptedDelay), acceptedDelay)
 		e.wakeBy(retryAt)
 	case callErr == nil:
 		log.Info("sandbox closed", LogReason, att.CloseReason, LogDuration, took)

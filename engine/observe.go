@@ -17,7 +17,11 @@ import (
 //
 //   - a close answered not-found marks the entry NotFoundAt, and asks for a
 //     listing of its provider soon (batched: one listing confirms every
-//     pending entry of the provider);
+//     pending entry of the provider); a delete the provider accepted but
+//     performs asynchronously (ErrAccepted) marks it AcceptedAt, and is
+//     confirmed the same way, so that no close worker waits while the
+//     provider works: absent from two listings taken after it, the
+//     sandbox is gone; still listed, it is still being destroyed;
 //   - a registration asks for a listing too, later and at most every
 //     verifyGap: the listing shows whether reaperd's credentials see the
 //     sandbox (Seen), or not (Unverified);
@@ -43,6 +47,12 @@ const (
 	// confirmWait is the least time before a close answered not-found is
 	// tried again: enough for the two listings that decide it.
 	confirmWait = 10 * time.Second
+	// acceptedDelay and acceptedWait are the same for a delete the
+	// provider accepted and performs asynchronously: the first listing
+	// after it waits a little for the provider to work, and the close is
+	// tried again only if no listing has decided it meanwhile.
+	acceptedDelay = 2 * time.Second
+	acceptedWait  = 30 * time.Second
 )
 
 // wantListing asks the provider's observer for a listing at or after at,
@@ -175,7 +185,7 @@ func (e *Engine) observe(ctx context.Context, provider string, sbs []reaper.Sand
 			return err
 		}
 		if err := tx.Closing(provider, func(ent *reaper.Entry) error {
-			if !ent.NotFoundAt.IsZero() {
+			if !ent.NotFoundAt.IsZero() || !ent.AcceptedAt.IsZero() {
 				return collect(ent)
 			}
 			return nil
@@ -236,8 +246,52 @@ func (e *Engine) observeEntry(tx reaper.Tx, provider string, ent *reaper.Entry, 
 		} else {
 			return e.confirm(tx, provider, ent, listedNow, listed, now, ob)
 		}
+		return nil
+	}
+	// Confirmation of a delete the provider accepted before this listing
+	// started.
+	if ent.State == reaper.StateClosing && !ent.InFlight && !ent.AcceptedAt.IsZero() {
+		if !listed.After(ent.AcceptedAt) {
+			ob.pending = true
+			return nil
+		}
+		return e.confirmAccepted(tx, provider, ent, listedNow, listed, now, ob)
 	}
 	return nil
+}
+
+// confirmAccepted decides a delete the provider accepted, with a listing
+// that started after it. Still listed, the provider is still destroying
+// the sandbox: nothing to record, and the absences start over. Left out of
+// two consecutive listings, the sandbox is gone. The acceptance shows that
+// reaperd's credentials reach the sandbox, so, unlike a not-found, it needs
+// no earlier sight of it.
+func (e *Engine) confirmAccepted(tx reaper.Tx, provider string, ent *reaper.Entry, listedNow bool, listed, now time.Time, ob *observation) error {
+	key := ent.Key()
+	if listedNow {
+		e.forgetAbsence(provider, key)
+		ob.pending = true
+		return nil
+	}
+	if !e.absentBefore(provider, key, listed) {
+		ob.pending = true // the first listing without it: wait for a second
+		return nil
+	}
+	e.forgetAbsence(provider, key)
+	accepted := ent.AcceptedAt
+	ent.AcceptedAt = time.Time{}
+	ent.State, ent.ClosedAt, ent.NextAttemptAt = reaper.StateClosed, now, time.Time{}
+	ent.LastError, ent.ErrorClass = "", ""
+	ob.closed = append(ob.closed, key)
+	if ob.reasons == nil {
+		ob.reasons = map[reaper.Reason]int{}
+	}
+	ob.reasons[ent.CloseReason]++
+	if err := tx.PutEntry(ent); err != nil {
+		return err
+	}
+	return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventClosed, Key: key, Session: ent.Session, Reason: ent.CloseReason,
+		Detail: fmt.Sprintf("the provider accepted the delete (%s), and two listings of the provider since no longer show the sandbox", fmtTime(accepted))})
 }
 
 // confirm decides a not-found with a listing that started at listed, after
@@ -252,6 +306,9 @@ func (e *Engine) confirm(tx reaper.Tx, provider string, ent *reaper.Entry, liste
 	e.forgetAbsence(provider, key)
 	notFound := ent.NotFoundAt
 	ent.NotFoundAt = time.Time{}
+	if !listedNow && ent.Seen {
+		ent.AcceptedAt = time.Time{}
+	}
 	switch {
 	case !listedNow && ent.Seen:
 		ent.State, ent.ClosedAt, ent.NextAttemptAt = reaper.StateClosed, now, time.Time{}
@@ -331,7 +388,7 @@ func (e *Engine) forgetAbsence(provider, key string) {
 func (e *Engine) reportObservation(provider string, ob *observation) {
 	log := e.logger().With(LogProvider, provider)
 	if n := len(ob.closed); n > 0 {
-		log.Info("sandboxes closed: not found, and gone from the provider's listing", LogCount, n, "keys", sample(ob.closed))
+		log.Info("sandboxes closed: their delete accepted or answered not found, and gone from the provider's listing", LogCount, n, "keys", sample(ob.closed))
 	}
 	if n := len(ob.contradicted); n > 0 {
 		log.Warn("the provider contradicted itself: it answered not found, but its listing still shows these sandboxes; the closes are retried",

@@ -224,7 +224,7 @@ func (e *Engine) Status(ctx context.Context) (*reaper.EngineStatus, error) {
 		confirming, unverified, stuck := map[string]int{}, map[string]int{}, map[string]int{}
 		oldest := map[string]time.Time{}
 		if err := tx.Closing("", func(ent *reaper.Entry) error {
-			if !ent.NotFoundAt.IsZero() {
+			if !ent.NotFoundAt.IsZero() || !ent.AcceptedAt.IsZero() {
 				confirming[ent.Provider]++
 			}
 			if ent.Stuck {

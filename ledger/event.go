@@ -143,7 +143,8 @@ var words = func() map[string]string {
 		string(reaper.ReasonSessionEnded), string(reaper.ReasonKeep), string(reaper.ReasonAttached), string(reaper.ReasonReleased),
 		string(reaper.ReasonManual), string(reaper.ReasonAdopted), string(reaper.ReasonGone),
 		string(reaper.RunStateRunning), string(reaper.RunStateStopped),
-		"transient", "not-found", "unauthorized", "invalid", "conflict", "rate-limited", "timeout", "unknown",
+		"transient", "not_found", "unauthorized", "invalid", "conflict", "rate_limited", "timeout", "canceled", "accepted",
+		string(reaper.EventCloseAccepted),
 	} {
 		m[s] = s
 	}

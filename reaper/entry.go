@@ -99,6 +99,10 @@ type Entry struct {
 	// close: a claim the engine confirms with the provider's listing. Zero
 	// otherwise.
 	NotFoundAt time.Time `json:"not_found_at,omitzero"`
+	// AcceptedAt is set when the provider accepted the delete but destroys
+	// the sandbox asynchronously (ErrAccepted): the engine confirms it with
+	// the provider's listing. Zero otherwise.
+	AcceptedAt time.Time `json:"accepted_at,omitzero"`
 	// Seen is set once the provider's listing has shown the sandbox to
 	// reaperd's credentials. Only a sandbox once seen can be proven gone by
 	// its absence from a later listing.
@@ -262,11 +266,14 @@ const (
 	EventCloseStarted EventKind = "close-started"
 	EventClosed       EventKind = "closed"
 	EventCloseFailed  EventKind = "close-failed"
-	EventReleased     EventKind = "released"
-	EventAdopted      EventKind = "adopted"
-	EventDiscovered   EventKind = "discovered-untracked"
-	EventSkipped      EventKind = "skipped"
-	EventSessionEnded EventKind = "session-ended"
+	// EventCloseAccepted records a delete the provider accepted and
+	// performs asynchronously; the listing confirms it.
+	EventCloseAccepted EventKind = "close-accepted"
+	EventReleased      EventKind = "released"
+	EventAdopted       EventKind = "adopted"
+	EventDiscovered    EventKind = "discovered-untracked"
+	EventSkipped       EventKind = "skipped"
+	EventSessionEnded  EventKind = "session-ended"
 	// EventContradicted records a provider that answered not-found to a
 	// close while its listing still showed the sandbox.
 	EventContradicted EventKind = "not-found-contradicted"

@@ -44,6 +44,14 @@ var (
 	// parse (HTTP 400). The engine stops retrying the close and shows the
 	// entry stuck with the error, for an operator.
 	ErrInvalid = errors.New("refused as invalid")
+
+	// ErrAccepted is returned by Provider.Close when the provider accepted
+	// the delete but destroys the sandbox asynchronously and has not yet
+	// shown it gone (Daytona: destroying). The engine confirms the delete
+	// with the provider's listing, as it does a not-found, without holding
+	// a close slot while the provider works; it is never proof of gone on
+	// its own.
+	ErrAccepted = errors.New("delete accepted, not yet done")
 )
 
 // ErrCorrupt is returned when a ledger record cannot be decoded. The engine
@@ -139,8 +147,8 @@ func RetryAfter(err error) (time.Duration, bool) {
 
 // ErrorClass returns a short stable name for the class of a provider error,
 // used in the ledger's audit log and in metrics labels: "rate_limited",
-// "conflict", "unauthorized", "not_found", "invalid", "timeout", "canceled"
-// or "transient" (the default for anything unclassified).
+// "conflict", "unauthorized", "not_found", "invalid", "accepted", "timeout",
+// "canceled" or "transient" (the default for anything unclassified).
 func ErrorClass(err error) string {
 	switch {
 	case err == nil:
@@ -155,6 +163,8 @@ func ErrorClass(err error) string {
 		return "not_found"
 	case errors.Is(err, ErrInvalid):
 		return "invalid"
+	case errors.Is(err, ErrAccepted):
+		return "accepted"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
 	case errors.Is(err, context.Canceled):

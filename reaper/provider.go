@@ -13,7 +13,7 @@ import (
 // Providers report failures; the engine decides what they mean. Every error
 // returned by Close or List should therefore wrap one of the classification
 // sentinels (ErrNotFound, ErrInvalid, ErrUnauthorized, ErrRateLimited,
-// ErrConflict, ErrTransient), normally through a *ProviderError. An error that wraps none of them is
+// ErrConflict, ErrTransient, and from Close ErrAccepted), normally through a *ProviderError. An error that wraps none of them is
 // treated as transient: the close is retried and the entry is never recorded
 // as closed.
 type Provider interface {
@@ -27,7 +27,9 @@ type Provider interface {
 	// the delete and, where the delete is asynchronous, shown by its own
 	// means that the sandbox is gone (Daytona: destroying, then destroyed);
 	// or when the provider reports the sandbox in a final state (shut down,
-	// terminated). Close must be idempotent.
+	// terminated). Where the provider accepted an asynchronous delete that
+	// is still under way, Close returns an error wrapping ErrAccepted rather
+	// than wait: the engine confirms it with List. Close must be idempotent.
 	//
 	// When the provider answers that the sandbox does not exist (HTTP 404,
 	// gRPC NOT_FOUND), Close returns an error wrapping ErrNotFound and makes

@@ -191,8 +191,9 @@ type ProviderStatus struct {
 	// LastError is the last failed call's error while the provider keeps
 	// failing; empty once a call succeeds.
 	LastError string `json:"last_error,omitempty"`
-	// Confirming counts closes answered not-found that wait for the
-	// provider's listing to confirm them.
+	// Confirming counts closes answered not-found, or accepted by a
+	// provider that deletes asynchronously, that wait for the provider's
+	// listing to confirm them.
 	Confirming int `json:"confirming"`
 	// Unverified counts live entries that the provider's listing does not
 	// show to reaperd's credentials.

@@ -147,6 +147,8 @@ func listRows(ents []api.EntryView, csv bool) [][]string {
 			note = string(e.CloseReason)
 			if !e.NotFoundAt.IsZero() {
 				note += "; not found, confirming with the provider's listing"
+			} else if !e.AcceptedAt.IsZero() {
+				note += "; delete accepted, confirming with the provider's listing"
 			} else if e.LastError != "" {
 				note += "; attempt " + strconv.Itoa(e.Attempts) + ": " + e.LastError
 			}

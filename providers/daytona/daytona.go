@@ -34,7 +34,7 @@ const (
 const (
 	DefaultAPIURL     = "https://app.daytona.io/api"
 	DefaultTimeout    = 30 * time.Second
-	DefaultDeleteWait = 30 * time.Second
+	DefaultDeleteWait = 0
 )
 
 // pageLimit is the page size asked of GET /sandbox. The v0.190.0 spec allows
@@ -73,9 +73,11 @@ type Config struct {
 	Timeout time.Duration
 	// DeleteWait is how long Close keeps polling GET /sandbox/{id} after
 	// Daytona accepted a delete, waiting for the sandbox to be destroyed,
-	// before it reports ErrConflict (delete still in progress) and leaves the
-	// rest to the engine's retry. The caller's context bounds it too. Zero
-	// means 30s; a negative value checks once, without waiting.
+	// before it reports reaper.ErrAccepted (delete under way) and leaves
+	// the confirmation to the engine's listings. The caller's context
+	// bounds it too. Zero, the default, checks once without waiting, so
+	// that no close slot is held while Daytona destroys the sandbox; a
+	// negative value is zero.
 	DeleteWait time.Duration
 	// HTTPClient is the client used for all requests. Nil means a new client
 	// with Timeout; http.DefaultClient is never used.
@@ -160,12 +162,7 @@ func New(c Config) (*Provider, error) {
 	if timeout == 0 {
 		timeout = DefaultTimeout
 	}
-	wait := c.DeleteWait
-	if wait == 0 {
-		wait = DefaultDeleteWait
-	} else if wait < 0 {
-		wait = 0
-	}
+	wait := max(c.DeleteWait, 0)
 	hc := kit.HTTPClient(c.HTTPClient, timeout)
 
 	cfg := apiclient.NewConfiguration()
@@ -240,6 +237,12 @@ func (p *Provider) Close(ctx context.Context, id string) error {
 		if state == string(apiclient.SANDBOXSTATE_DESTROYED) {
 			return nil
 		}
+		if state == string(apiclient.SANDBOXSTATE_DESTROYING) {
+			// A delete is under way (an earlier attempt's): the listing
+			// confirms it.
+			return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrAccepted,
+				Err: errors.New("delete sandbox: a delete is under way (sandbox is destroying)")}
+		}
 		var pe *reaper.ProviderError
 		if errors.As(conflict, &pe) {
 			pe.Err = fmt.Errorf("%w (sandbox is %s)", pe.Err, state)
@@ -274,8 +277,8 @@ func (p *Provider) awaitDestroyed(ctx context.Context, id string) error {
 		}
 		left := deadline.Sub(p.now())
 		if left <= 0 {
-			return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrConflict,
-				Err: fmt.Errorf("await sandbox deletion: delete accepted, sandbox still %s after %s", state, p.deleteWait)}
+			return &reaper.ProviderError{Provider: Type, Op: "close", ID: id, Kind: reaper.ErrAccepted,
+				Err: fmt.Errorf("delete sandbox: delete accepted, sandbox still %s", state)}
 		}
 		t := time.NewTimer(min(interval, left))
 		select {

@@ -253,7 +253,7 @@ func TestCloseConflictConfirmsWithGet(t *testing.T) {
 	}{
 		{"get 404", answer(404, "NOT_FOUND", "Sandbox with ID or name sb-1 not found", nil), reaper.ErrNotFound, "Sandbox with ID or name sb-1 not found"},
 		{"get destroyed", sandboxBody("destroyed", "destroyed"), nil, ""},
-		{"get destroying", sandboxBody("destroying", "destroyed"), reaper.ErrConflict, "sandbox is destroying"},
+		{"get destroying", sandboxBody("destroying", "destroyed"), reaper.ErrAccepted, "sandbox is destroying"},
 		{"get stopping", sandboxBody("stopping", "stopped"), reaper.ErrConflict, "sandbox is stopping"},
 		{"get unknown state", sandboxBody("hibernating", "stopped"), reaper.ErrConflict, "sandbox is hibernating"},
 		{"get throttled", answer(429, "RATE_LIMIT_EXCEEDED", "ThrottlerException: Too Many Requests",
@@ -359,11 +359,12 @@ func TestCloseConflictAtFake(t *testing.T) {
 	ctx := context.Background()
 	srv.SetDestroyDelay(time.Hour)
 
-	// Someone else's delete (or Daytona's auto-delete) is running.
+	// Someone else's delete (or Daytona's auto-delete) is running: a
+	// delete under way, for the listing to confirm.
 	a := srv.Create(nil, time.Time{})
 	srv.BeginDestroy(a)
-	if err := p.Close(ctx, a); !errors.Is(err, reaper.ErrConflict) || !strings.Contains(err.Error(), "destroying") {
-		t.Fatalf("Close during a running destroy = %v, want ErrConflict naming the destroying state", err)
+	if err := p.Close(ctx, a); !errors.Is(err, reaper.ErrAccepted) || errors.Is(err, reaper.ErrConflict) || !strings.Contains(err.Error(), "destroying") {
+		t.Fatalf("Close during a running destroy = %v, want ErrAccepted naming the destroying state", err)
 	}
 	if !srv.Alive(a) {
 		t.Fatalf("sandbox %s gone although its destroy is still running", a)
@@ -433,8 +434,10 @@ func TestCloseWaitsForDestroy(t *testing.T) {
 	}
 }
 
-// TestCloseDeleteWaitExpires: still destroying after DeleteWait is a
-// conflict, never closed; the retry confirms once the destroy is done.
+// TestCloseDeleteWaitExpires: still destroying after DeleteWait is an
+// accepted delete (ErrAccepted), never closed: the engine's listing
+// confirms it; a retry answers the same while the destroy runs, and a
+// not-found once it is done.
 func TestCloseDeleteWaitExpires(t *testing.T) {
 	srv := newFake(t)
 	p := newTestProvider(t, Config{APIURL: srv.URL, DeleteWait: 60 * time.Millisecond})
@@ -443,15 +446,15 @@ func TestCloseDeleteWaitExpires(t *testing.T) {
 	ctx := context.Background()
 
 	err := p.Close(ctx, id)
-	if !errors.Is(err, reaper.ErrConflict) || !strings.Contains(err.Error(), "still destroying") {
-		t.Fatalf("Close = %v, want ErrConflict (delete accepted, still destroying)", err)
+	if !errors.Is(err, reaper.ErrAccepted) || !strings.Contains(err.Error(), "still destroying") {
+		t.Fatalf("Close = %v, want ErrAccepted (delete accepted, still destroying)", err)
 	}
 	if !srv.Alive(id) {
 		t.Fatalf("fake destroyed the sandbox early")
 	}
 	// Retry while the destroy runs: DELETE 409, GET destroying.
-	if err := p.Close(ctx, id); !errors.Is(err, reaper.ErrConflict) {
-		t.Fatalf("second Close = %v, want ErrConflict", err)
+	if err := p.Close(ctx, id); !errors.Is(err, reaper.ErrAccepted) {
+		t.Fatalf("second Close = %v, want ErrAccepted", err)
 	}
 	log := srv.Log()
 	if got := log[len(log)-2]; got.Method != "DELETE" || got.Status != http.StatusConflict {
@@ -467,15 +470,21 @@ func TestCloseDeleteWaitExpires(t *testing.T) {
 		t.Fatalf("List = %v, %v; want it without %s", sandboxIDs(all), err, id)
 	}
 
-	// A negative DeleteWait checks once and does not wait.
-	q := newTestProvider(t, Config{APIURL: srv.URL, DeleteWait: -1})
-	other := srv.Create(nil, time.Time{})
-	start := time.Now()
-	if err := q.Close(ctx, other); !errors.Is(err, reaper.ErrConflict) {
-		t.Fatalf("Close with DeleteWait<0 = %v, want ErrConflict", err)
-	}
-	if el := time.Since(start); el > 500*time.Millisecond {
-		t.Fatalf("Close with DeleteWait<0 took %v", el)
+	// The default (zero) and a negative DeleteWait check once and do not
+	// wait: no close slot is held while Daytona destroys the sandbox.
+	for _, wait := range []time.Duration{-1, DefaultDeleteWait} {
+		q, err := New(Config{APIKey: testKey, APIURL: srv.URL, DeleteWait: wait})
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := srv.Create(nil, time.Time{})
+		start := time.Now()
+		if err := q.Close(ctx, other); !errors.Is(err, reaper.ErrAccepted) {
+			t.Fatalf("Close with DeleteWait %v = %v, want ErrAccepted", wait, err)
+		}
+		if el := time.Since(start); el > 500*time.Millisecond {
+			t.Fatalf("Close with DeleteWait %v took %v", wait, el)
+		}
 	}
 }
 

@@ -19,12 +19,14 @@
 // the 200 answer only records desiredState "destroyed" (and renames the
 // sandbox DESTROYED_<name>_<ms>); a runner then takes the sandbox through
 // "destroying" to "destroyed". reaperd does not count the 200 as a
-// confirmation. Close polls GET /sandbox/{id} (for up to Config.DeleteWait,
-// default 30s, within the caller's context) and returns nil only when it
-// answers 404 or state "destroyed" after that accepted delete. If the
-// sandbox is still destroying when the wait ends, Close returns ErrConflict
-// and the engine retries; the retried DELETE is then answered 409 until the
-// destroy finishes, and 404 after it.
+// confirmation. Close looks the sandbox up with GET /sandbox/{id} (and
+// polls it for up to Config.DeleteWait, by default not at all) and returns
+// nil only when it answers 404 or state "destroyed" after that accepted
+// delete. If the sandbox is still destroying, Close returns an error
+// wrapping reaper.ErrAccepted: the engine then confirms the delete with
+// the listing, without holding a close slot while Daytona works. A
+// retried DELETE is answered 409 while the destroy runs (ErrAccepted
+// again, once GET shows it destroying), and 404 after it.
 //
 // Answers to the DELETE are classified as follows:
 //
