@@ -121,7 +121,9 @@ func TestIntegration(t *testing.T) {
 			}
 			break
 		}
-		retryable := errors.Is(err, reaper.ErrConflict) || errors.Is(err, reaper.ErrRateLimited)
+		// An accepted delete (destroying) is confirmed by retrying: the
+		// DELETE is answered ErrAccepted again while the destroy runs.
+		retryable := errors.Is(err, reaper.ErrAccepted) || errors.Is(err, reaper.ErrConflict) || errors.Is(err, reaper.ErrRateLimited)
 		if !retryable || time.Now().After(deadline) {
 			t.Fatalf("Close(%s) attempt %d = %v", sb.Id, attempt, err)
 		}
