@@ -110,3 +110,44 @@ func slicesContains(s []reaper.EventKind, k reaper.EventKind) bool {
 	}
 	return false
 }
+
+// TestProviderConcurrency: a provider's own concurrency sets how many of
+// its closes are in flight at once, whatever the engine's default.
+func TestProviderConcurrency(t *testing.T) {
+	h := newHarness(t, func(e *engine.Engine) {
+		e.Concurrency = 1
+		e.Providers.Concurrency = map[string]int{"fake": 3}
+	})
+	release := make(chan struct{})
+	var mu sync.Mutex
+	inFlight, most := 0, 0
+	h.prov.setClose(func(ctx context.Context, id string) error {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		mu.Unlock()
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		return nil
+	})
+	h.start()
+	for i := range 6 {
+		h.register(reaper.RegisterRequest{ID: fmt.Sprintf("s%d", i), TTL: reaper.Duration(time.Minute)})
+	}
+	h.clock.Advance(time.Minute)
+	eventually(t, 5*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return inFlight == 3 },
+		func() string { return fmt.Sprintf("3 closes in flight, have %d", inFlight) })
+	never(t, 100*time.Millisecond, func() bool { mu.Lock(); defer mu.Unlock(); return most > 3 }, "more than 3 closes in flight")
+	close(release)
+	for i := range 6 {
+		h.waitState(fmt.Sprintf("fake/s%d", i), reaper.StateClosed)
+	}
+	if most != 3 {
+		t.Errorf("at most %d closes in flight, want the provider's 3", most)
+	}
+}

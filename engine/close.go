@@ -11,12 +11,16 @@ import (
 	"github.com/reaperd/reaperd/reaper"
 )
 
-// startWorkers starts Concurrency workers for every queue that has none
-// yet (queues appear when a provider is first enabled).
+// startWorkers starts workers for every queue that has fewer than its
+// provider's concurrency (queues appear when a provider is first enabled).
 func (e *Engine) startWorkers() {
 	for _, q := range e.providers.allQueues() {
+		want := e.providers.concurrency(q.name)
+		if want <= 0 {
+			want = e.concurrency()
+		}
 		q.mu.Lock()
-		n := e.concurrency() - q.workers
+		n := want - q.workers
 		q.workers += max(0, n)
 		q.mu.Unlock()
 		for range n {

@@ -23,6 +23,10 @@ type ProviderSet struct {
 	// Rates caps close calls per second per provider, with a burst of the
 	// same (at least 1). A provider without a positive rate is not limited.
 	Rates map[string]float64
+	// Concurrency is the number of close workers of each provider. A
+	// provider without one has Engine.Concurrency. A reload may raise it;
+	// a lower figure takes effect at the next start.
+	Concurrency map[string]int
 }
 
 // shutdowner is implemented by providers that hold connections to release
@@ -46,6 +50,7 @@ type providerRegistry struct {
 	enabled  map[string]*provider
 	disabled map[string]string
 	queues   map[string]*closeQueue
+	workers  map[string]int // close workers wanted per provider; 0: the engine's
 }
 
 func (r *providerRegistry) init(e *Engine) {
@@ -53,6 +58,7 @@ func (r *providerRegistry) init(e *Engine) {
 	r.enabled = map[string]*provider{}
 	r.disabled = map[string]string{}
 	r.queues = map[string]*closeQueue{}
+	r.workers = map[string]int{}
 }
 
 // set installs a provider set. It returns the providers it replaced and the
@@ -80,6 +86,10 @@ func (r *providerRegistry) set(ps ProviderSet) (replaced []*provider, added []st
 		next[name] = &provider{Provider: p, limiter: lim}
 	}
 	r.enabled = next
+	r.workers = maps.Clone(ps.Concurrency)
+	if r.workers == nil {
+		r.workers = map[string]int{}
+	}
 	r.disabled = maps.Clone(ps.Disabled)
 	if r.disabled == nil {
 		r.disabled = map[string]string{}
@@ -100,6 +110,14 @@ func (r *providerRegistry) set(ps ProviderSet) (replaced []*provider, added []st
 	}
 	sort.Strings(added)
 	return replaced, added
+}
+
+// concurrency returns how many close workers the provider wants; zero when
+// the engine's default applies.
+func (r *providerRegistry) concurrency(name string) int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.workers[name]
 }
 
 func sameRate(a, b *rate.Limiter) bool {

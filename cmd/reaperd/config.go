@@ -29,7 +29,6 @@ const (
 	ledgerFileName    = "ledger.db"
 	socketFileName    = "reaperd.sock"
 	maxSocketPathLen  = 107 // sun_path holds 108 bytes with the NUL
-	defaultRatePerSec = 10
 )
 
 // Config is the daemon's configuration file (TOML). Every field is
@@ -168,9 +167,13 @@ type ProviderConfig struct {
 	Environments []string `toml:"environments"`
 	// Timeout bounds each request. Empty means 30s.
 	Timeout Duration `toml:"timeout"`
-	// Rate caps close calls per second (burst the same). Zero means 10;
-	// negative means no limit.
+	// Rate caps close calls per second (burst the same). Zero means the
+	// provider's default, set from its documented rate limits (see the
+	// README); negative means no limit.
 	Rate float64 `toml:"rate"`
+	// Concurrency is the number of close calls in flight at once. Zero
+	// means [engine] concurrency when set, else the provider's default.
+	Concurrency int `toml:"concurrency"`
 	// ForceAfter (runloop) is the number of close attempts before a
 	// forced shutdown.
 	ForceAfter int `toml:"force_after"`
@@ -284,9 +287,12 @@ func (c *Config) validate() error {
 						owners = append(owners, k.name)
 					}
 				}
-				return fmt.Errorf("[providers.%s]: %s is for %s only; %s takes %s (and enabled, api_url, timeout, rate)",
+				return fmt.Errorf("[providers.%s]: %s is for %s only; %s takes %s (and enabled, api_url, timeout, rate, concurrency)",
 					name, key, strings.Join(owners, ", "), name, strings.Join(kind.keys, ", "))
 			}
+		}
+		if p.Concurrency < 0 || p.Concurrency > 1024 {
+			return fmt.Errorf("[providers.%s] concurrency %d: use a number of close calls in flight from 1 to 1024, or 0 for the default", name, p.Concurrency)
 		}
 		if p.APIKey != "" && p.APIKeyFile != "" {
 			return fmt.Errorf("[providers.%s]: give api_key or api_key_file, not both", name)
@@ -381,7 +387,8 @@ func readSecretFile(provider, field, path string) (string, error) {
 // disabled; one with credentials that fail validation is an error.
 func BuildProviders(c *Config, getenv func(string) string) (*engine.ProviderSet, error) {
 	env := getenvFunc(getenv)
-	set := &engine.ProviderSet{Enabled: map[string]reaper.Provider{}, Disabled: map[string]string{}, Rates: map[string]float64{}}
+	set := &engine.ProviderSet{Enabled: map[string]reaper.Provider{}, Disabled: map[string]string{}, Rates: map[string]float64{},
+		Concurrency: map[string]int{}}
 	for _, kind := range providerKinds {
 		name := kind.name
 		pc := c.Providers[name]
@@ -412,10 +419,18 @@ func BuildProviders(c *Config, getenv func(string) string) (*engine.ProviderSet,
 		set.Enabled[name] = p
 		r := pc.Rate
 		if r == 0 {
-			r = defaultRatePerSec
+			r = kind.rate
 		}
 		if r > 0 {
 			set.Rates[name] = r
+		}
+		switch {
+		case pc.Concurrency > 0:
+			set.Concurrency[name] = pc.Concurrency
+		case c.Engine.Concurrency > 0:
+			set.Concurrency[name] = c.Engine.Concurrency
+		default:
+			set.Concurrency[name] = kind.concurrency
 		}
 	}
 	return set, nil

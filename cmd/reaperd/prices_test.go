@@ -64,3 +64,49 @@ func TestPricingDefaults(t *testing.T) {
 		t.Errorf("cleanup %+v, horizon %v", p.Cleanup, p.HorizonOr())
 	}
 }
+
+// TestProviderPaceDefaults: each provider's close rate and concurrency
+// default to its documented limits; [engine] concurrency replaces the
+// default for every provider, and [providers.NAME] for one.
+func TestProviderPaceDefaults(t *testing.T) {
+	env := func(k string) string {
+		return map[string]string{"DAYTONA_API_KEY": "dtn_x", "E2B_API_KEY": "e2b_x", "MODAL_TOKEN_ID": "ak-x", "MODAL_TOKEN_SECRET": "as-x",
+			"RUNLOOP_API_KEY": "ak_x"}[k]
+	}
+	for _, tc := range []struct {
+		name, toml  string
+		rate        map[string]float64
+		concurrency map[string]int
+	}{
+		{"defaults", "", map[string]float64{"daytona": 120, "e2b": 100, "modal": 60, "runloop": 60},
+			map[string]int{"daytona": 32, "e2b": 32, "modal": 24, "runloop": 24}},
+		{"engine concurrency", "[engine]\nconcurrency = 4", map[string]float64{"daytona": 120, "e2b": 100, "modal": 60, "runloop": 60},
+			map[string]int{"daytona": 4, "e2b": 4, "modal": 4, "runloop": 4}},
+		{"one provider", "[engine]\nconcurrency = 4\n[providers.e2b]\nrate = 50\nconcurrency = 8\n[providers.modal]\nrate = -1",
+			map[string]float64{"daytona": 120, "e2b": 50, "runloop": 60}, map[string]int{"daytona": 4, "e2b": 8, "modal": 4, "runloop": 4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseConfig("r.toml", []byte(tc.toml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			set, err := BuildProviders(c, env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				for _, p := range set.Enabled {
+					if s, ok := p.(interface{ Shutdown() }); ok {
+						s.Shutdown()
+					}
+				}
+			}()
+			if !reflect.DeepEqual(set.Rates, tc.rate) || !reflect.DeepEqual(set.Concurrency, tc.concurrency) {
+				t.Errorf("rates %v, concurrency %v; want %v, %v", set.Rates, set.Concurrency, tc.rate, tc.concurrency)
+			}
+		})
+	}
+	if _, err := ParseConfig("r.toml", []byte("[providers.e2b]\nconcurrency = -1")); err == nil || !strings.Contains(err.Error(), "[providers.e2b] concurrency -1") {
+		t.Errorf("negative concurrency: %v", err)
+	}
+}

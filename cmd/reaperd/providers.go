@@ -28,6 +28,11 @@ type providerKind struct {
 	// sandbox nobody deletes (for the report's saved figure).
 	prices  *reaper.PriceList
 	cleanup reaper.Cleanup
+	// rate and concurrency are the default pace of its closes, set from
+	// the provider's documented rate limits (see each package's
+	// DefaultRate).
+	rate        float64
+	concurrency int
 }
 
 // providerKinds lists every provider reaperd has a backend for, in the
@@ -37,6 +42,8 @@ var providerKinds = []providerKind{
 		name:        daytona.Type,
 		prices:      &daytona.ListPrices,
 		cleanup:     daytona.Cleanup,
+		rate:        daytona.DefaultRate,
+		concurrency: daytona.DefaultConcurrency,
 		credentials: "set DAYTONA_API_KEY (or api_key_file in [providers.daytona]) and restart reaperd",
 		keys:        []string{"api_key", "api_key_file"},
 		build: func(pc ProviderConfig, secret, _ string, env func(string) string) (reaper.Provider, error) {
@@ -55,6 +62,8 @@ var providerKinds = []providerKind{
 		name:        e2b.Type,
 		prices:      &e2b.ListPrices,
 		cleanup:     e2b.Cleanup,
+		rate:        e2b.DefaultRate,
+		concurrency: e2b.DefaultConcurrency,
 		credentials: "set E2B_API_KEY (or api_key_file in [providers.e2b]) and restart reaperd",
 		keys:        []string{"api_key", "api_key_file"},
 		build: func(pc ProviderConfig, secret, _ string, env func(string) string) (reaper.Provider, error) {
@@ -73,6 +82,8 @@ var providerKinds = []providerKind{
 		name:        modal.Type,
 		prices:      &modal.ListPrices,
 		cleanup:     modal.Cleanup,
+		rate:        modal.DefaultRate,
+		concurrency: modal.DefaultConcurrency,
 		credentials: "set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (or [providers.modal]) and restart reaperd",
 		keys:        []string{"token_id", "token_secret", "token_secret_file", "environment", "environments"},
 		build: func(pc ProviderConfig, _, token string, env func(string) string) (reaper.Provider, error) {
@@ -93,6 +104,8 @@ var providerKinds = []providerKind{
 	{
 		name:        runloop.Type,
 		cleanup:     runloop.Cleanup,
+		rate:        runloop.DefaultRate,
+		concurrency: runloop.DefaultConcurrency,
 		credentials: "set RUNLOOP_API_KEY (or api_key_file in [providers.runloop]) and restart reaperd",
 		keys:        []string{"api_key", "api_key_file", "force_after"},
 		build: func(pc ProviderConfig, secret, _ string, env func(string) string) (reaper.Provider, error) {

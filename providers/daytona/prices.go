@@ -27,3 +27,14 @@ var Cleanup = reaper.Cleanup{
 	Stopped:     true,
 	Rule:        "a running sandbox runs 15 idle minutes (auto-stop's default), then bills for its disk; a stopped one bills for its disk; never deleted by default",
 }
+
+// Default pace of reaperd's deletes. Daytona counts sandbox lifecycle
+// calls (start, stop, delete, archive) per organisation: 10,000 a minute
+// on its lowest tier (daytona.io/docs/en/limits), about 166 a second, and
+// listings on a separate counter. reaperd keeps to 120 deletes a second,
+// under three quarters of it, with 32 in flight; a 429 pauses the queue for
+// the Retry-After-sandbox-lifecycle Daytona sends.
+const (
+	DefaultRate        = 120.0
+	DefaultConcurrency = 32
+)

@@ -23,3 +23,14 @@ var Cleanup = reaper.Cleanup{
 	FromStart: true,
 	Rule:      "a running sandbox ends at its timeout, 5 minutes from its start by default; a paused one costs nothing",
 }
+
+// Default pace of reaperd's kills. E2B allows 20,000 sandbox lifecycle and
+// management requests per 30 seconds (e2b.dev/docs/sandbox/rate-limits),
+// about 666 a second, shared by creates, kills and listings: the agents
+// that create sandboxes need most of it. reaperd keeps to 100 kills a
+// second, 15% of it, with 32 in flight; a 429 pauses the queue for its
+// Retry-After.
+const (
+	DefaultRate        = 100.0
+	DefaultConcurrency = 32
+)

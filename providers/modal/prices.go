@@ -25,3 +25,13 @@ var Cleanup = reaper.Cleanup{
 	FromStart: true,
 	Rule:      "a sandbox ends at its timeout, 5 minutes from its start by default",
 }
+
+// Default pace of reaperd's terminations. Modal documents no rate limit on
+// its sandbox API; it answers RESOURCE_EXHAUSTED, with a retry hint, when
+// it throttles, which pauses the queue. reaperd keeps to 60 terminations a
+// second with 24 in flight, enough to close a burst of 500 in under ten
+// seconds.
+const (
+	DefaultRate        = 60.0
+	DefaultConcurrency = 24
+)
