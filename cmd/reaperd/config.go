@@ -22,13 +22,13 @@ import (
 
 // Default paths and settings.
 const (
-	DefaultSchedule   = "@every 1m"
-	systemLedgerPath  = "/var/lib/reaperd/ledger.db"
-	systemSocketPath  = "/run/reaperd/reaperd.sock"
-	localDataDir      = "reaperd-data"
-	ledgerFileName    = "ledger.db"
-	socketFileName    = "reaperd.sock"
-	maxSocketPathLen  = 107 // sun_path holds 108 bytes with the NUL
+	DefaultSchedule  = "@every 1m"
+	systemLedgerPath = "/var/lib/reaperd/ledger.db"
+	systemSocketPath = "/run/reaperd/reaperd.sock"
+	localDataDir     = "reaperd-data"
+	ledgerFileName   = "ledger.db"
+	socketFileName   = "reaperd.sock"
+	maxSocketPathLen = 107 // sun_path holds 108 bytes with the NUL
 )
 
 // Config is the daemon's configuration file (TOML). Every field is
