@@ -28,6 +28,7 @@ import (
 	"github.com/reaperd/reaperd/ledger/ledgertest"
 	"github.com/reaperd/reaperd/reaper"
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 )
 
 // benchClients is the number of concurrent writers in the registration
@@ -110,6 +111,10 @@ func BenchmarkRegister64(b *testing.B) {
 	}
 	b.Run("path=engine/fsync=on", viaEngine(ledger.Options{}))
 	b.Run("path=engine/fsync=off", viaEngine(ledger.Options{NoSync: true}))
+	// What writing the freelist at each commit (the default) costs against
+	// leaving it to be rebuilt at Open (BenchmarkOpen1M shows what it saves
+	// at start-up).
+	b.Run("path=engine-freelist-rebuilt/fsync=on", viaEngine(ledger.Options{RebuildFreelist: true}))
 
 	raw := func(batch bool) func(b *testing.B) {
 		return func(b *testing.B) {
@@ -335,3 +340,66 @@ func BenchmarkQueries1M(b *testing.B) {
 }
 
 var errStop = errors.New("stop")
+
+// BenchmarkOpen1M times opening the 1,000,000-entry ledger of
+// BenchmarkDue1M, as the daemon does at start-up, with the freelist
+// written at each commit (freelist=synced, the default) and rebuilt from
+// the pages at Open (freelist=rebuilt, Options.RebuildFreelist), each with the file in the page cache
+// (cache=warm) and evicted from it first with posix_fadvise DONTNEED
+// (cache=cold). Skipped with -short.
+func BenchmarkOpen1M(b *testing.B) {
+	if testing.Short() {
+		b.Skip("builds a 1,000,000-entry ledger; not with -short")
+	}
+	for _, fl := range []struct {
+		name string
+		sync bool
+	}{{"freelist=rebuilt", false}, {"freelist=synced", true}} {
+		path := filepath.Join(b.TempDir(), "ledger.db")
+		db, err := ledger.Open(path, ledger.Options{RebuildFreelist: !fl.sync})
+		if err != nil {
+			b.Fatal(err)
+		}
+		buildDue1M(b, db)
+		if err := db.Close(); err != nil {
+			b.Fatal(err)
+		}
+		for _, cold := range []bool{false, true} {
+			name := fl.name + "/cache=warm"
+			if cold {
+				name = fl.name + "/cache=cold"
+			}
+			b.Run(name, func(b *testing.B) {
+				for b.Loop() {
+					if cold {
+						b.StopTimer()
+						evict(b, path)
+						b.StartTimer()
+					}
+					db, err := ledger.Open(path, ledger.Options{RebuildFreelist: !fl.sync})
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.StopTimer()
+					db.Close()
+					b.StartTimer()
+				}
+			})
+		}
+	}
+}
+
+// evict drops a file's pages from the page cache.
+func evict(b *testing.B, path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		b.Fatal(err)
+	}
+}

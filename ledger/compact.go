@@ -101,7 +101,7 @@ func compactInto(path string, src *bolt.DB, want map[string]int) error {
 	// The file is synced once at the end, not at every commit: it is not
 	// used before then.
 	dst, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: offlineLockTimeout, NoSync: true,
-		FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
+		FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return fmt.Errorf("open %s: %w", path, err)
 	}

@@ -2,8 +2,10 @@ package ledger_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -427,4 +429,65 @@ func TestEntriesAfter(t *testing.T) {
 			t.Errorf("%s: %s, want %s", tc.name, s, tc.want)
 		}
 	}
+}
+
+// TestFreelistIsWrittenOnceOpenedByDefault: a ledger written without its
+// freelist (an older reaperd) gets one at its first open, and stays
+// consistent.
+func TestFreelistIsWrittenOnceOpenedByDefault(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	db, err := ledger.Open(path, ledger.Options{RebuildFreelist: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(context.Background(), func(tx reaper.Tx) error {
+		for i := range 200 {
+			if err := tx.PutEntry(active(fmt.Sprintf("x%d", i), time.Time{})); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if syncedFreelist(t, path) {
+		t.Fatal("a ledger opened with RebuildFreelist has a written freelist")
+	}
+	db, err = ledger.Open(path, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(context.Background(), func(tx reaper.Tx) error { return tx.PutEntry(active("y", time.Time{})) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	ledgertest.Check(t, path)
+	if !syncedFreelist(t, path) {
+		t.Error("the ledger has no written freelist after an open with the defaults")
+	}
+}
+
+// syncedFreelist reads the newer of a bbolt file's two meta pages and
+// reports whether it names a freelist page (bbolt writes the page id
+// 0xffffffffffffffff when the freelist is left unwritten).
+func syncedFreelist(t *testing.T, path string) bool {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A page starts with a 16-byte header; the meta then holds magic,
+	// version, page size and flags (4 bytes each), the root bucket (16),
+	// the freelist page id (8), the high-water page id (8) and the txid.
+	pageSize := int(binary.LittleEndian.Uint32(b[16+8:]))
+	var freelist, txid uint64
+	for _, off := range []int{0, pageSize} {
+		m := b[off+16:]
+		if id := binary.LittleEndian.Uint64(m[48:]); id >= txid {
+			txid, freelist = id, binary.LittleEndian.Uint64(m[32:])
+		}
+	}
+	return freelist != ^uint64(0)
 }
