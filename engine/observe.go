@@ -278,11 +278,17 @@ func (e *Engine) confirmAccepted(tx reaper.Tx, provider string, ent *reaper.Entr
 		return nil
 	}
 	e.forgetAbsence(provider, key)
-	accepted := ent.AcceptedAt
-	ent.AcceptedAt = time.Time{}
+	return closeConfirmed(tx, ent, now, ob,
+		fmt.Sprintf("the provider accepted the delete (%s), and two listings of the provider since no longer show the sandbox", fmtTime(ent.AcceptedAt)))
+}
+
+// closeConfirmed records an entry closed once the provider's listings have
+// confirmed a not-found or an accepted delete.
+func closeConfirmed(tx reaper.Tx, ent *reaper.Entry, now time.Time, ob *observation, detail string) error {
+	ent.NotFoundAt, ent.AcceptedAt = time.Time{}, time.Time{}
 	ent.State, ent.ClosedAt, ent.NextAttemptAt = reaper.StateClosed, now, time.Time{}
 	ent.LastError, ent.ErrorClass = "", ""
-	ob.closed = append(ob.closed, key)
+	ob.closed = append(ob.closed, ent.Key())
 	if ob.reasons == nil {
 		ob.reasons = map[reaper.Reason]int{}
 	}
@@ -290,8 +296,8 @@ func (e *Engine) confirmAccepted(tx reaper.Tx, provider string, ent *reaper.Entr
 	if err := tx.PutEntry(ent); err != nil {
 		return err
 	}
-	return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventClosed, Key: key, Session: ent.Session, Reason: ent.CloseReason,
-		Detail: fmt.Sprintf("the provider accepted the delete (%s), and two listings of the provider since no longer show the sandbox", fmtTime(accepted))})
+	return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventClosed, Key: ent.Key(), Session: ent.Session, Reason: ent.CloseReason,
+		Detail: detail})
 }
 
 // confirm decides a not-found with a listing that started at listed, after
@@ -306,23 +312,10 @@ func (e *Engine) confirm(tx reaper.Tx, provider string, ent *reaper.Entry, liste
 	e.forgetAbsence(provider, key)
 	notFound := ent.NotFoundAt
 	ent.NotFoundAt = time.Time{}
-	if !listedNow && ent.Seen {
-		ent.AcceptedAt = time.Time{}
-	}
 	switch {
 	case !listedNow && ent.Seen:
-		ent.State, ent.ClosedAt, ent.NextAttemptAt = reaper.StateClosed, now, time.Time{}
-		ent.LastError, ent.ErrorClass = "", ""
-		ob.closed = append(ob.closed, key)
-		if ob.reasons == nil {
-			ob.reasons = map[reaper.Reason]int{}
-		}
-		ob.reasons[ent.CloseReason]++
-		if err := tx.PutEntry(ent); err != nil {
-			return err
-		}
-		return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventClosed, Key: key, Session: ent.Session, Reason: ent.CloseReason,
-			Detail: fmt.Sprintf("attempt %d answered not found (%s), and two listings of the provider since no longer show the sandbox", ent.Attempts, fmtTime(notFound))})
+		return closeConfirmed(tx, ent, now, ob,
+			fmt.Sprintf("attempt %d answered not found (%s), and two listings of the provider since no longer show the sandbox", ent.Attempts, fmtTime(notFound)))
 	case listedNow:
 		ent.LastError = "the provider answered not found, but its listing still shows the sandbox: its answer is not trusted; the close is retried"
 		ent.ErrorClass = "contradicted"
