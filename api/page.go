@@ -29,14 +29,14 @@ var pageTemplate = template.Must(template.New("page").Funcs(template.FuncMap{
 	"usd":   reaper.FormatUSD,
 	"hours": reaper.FormatHours,
 	"time":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
-	"age":   func(d reaper.Duration) string { return fmtAge(time.Duration(d)) },
-	"secs":  fmtSecs,
+	"age":   func(d reaper.Duration) string { return reaper.FormatAge(time.Duration(d)) },
+	"secs":  reaper.FormatSeconds,
 	"in": func(t, now time.Time) string {
 		d := t.Sub(now).Round(time.Second)
 		if d < 0 {
-			return fmtAge(-d) + " ago"
+			return reaper.FormatAge(-d) + " ago"
 		}
-		return "in " + fmtAge(d)
+		return "in " + reaper.FormatAge(d)
 	},
 	"lower": strings.ToLower,
 }).Parse(pageHTML))
@@ -331,37 +331,4 @@ func vbars(title string, bars []bar) template.HTML {
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String())
-}
-
-func fmtSecs(count int, s float64) string {
-	if count == 0 {
-		return "–"
-	}
-	d := time.Duration(s * float64(time.Second))
-	if d < time.Second {
-		return d.Round(time.Millisecond).String()
-	}
-	return fmtAge(d)
-}
-
-// fmtAge renders a duration to a precision that reads at a glance: 45s,
-// 12m, 3h20m, 4d6h.
-func fmtAge(d time.Duration) string {
-	switch {
-	case d < time.Minute:
-		return d.Round(time.Second).String()
-	case d < time.Hour:
-		return strconv.Itoa(int(d/time.Minute)) + "m"
-	case d < 24*time.Hour:
-		h, m := int(d/time.Hour), int(d%time.Hour/time.Minute)
-		if m == 0 {
-			return strconv.Itoa(h) + "h"
-		}
-		return fmt.Sprintf("%dh%dm", h, m)
-	}
-	days, h := int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour)
-	if h == 0 {
-		return strconv.Itoa(days) + "d"
-	}
-	return fmt.Sprintf("%dd%dh", days, h)
 }

@@ -466,3 +466,30 @@ func FormatHours(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
 // shows them.
 var ReapReasons = []Reason{ReasonExpired, ReasonOrphanedLease, ReasonOrphanedProcess, ReasonSessionEnded,
 	ReasonAdopted, ReasonManual, ReasonGone, ReasonReleased}
+
+// FormatAge renders an age to a precision that reads at a glance: 45s,
+// 12m, 3h20m, 4d6h.
+func FormatAge(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+// FormatSeconds renders a time to reap: "850ms", "30s", "4m10s"; "-" when
+// there were none (count zero).
+func FormatSeconds(count int, s float64) string {
+	if count == 0 {
+		return "-"
+	}
+	d := time.Duration(s * float64(time.Second))
+	if d < time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}

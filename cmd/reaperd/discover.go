@@ -46,7 +46,7 @@ func (m *Main) discoverCommand() *cobra.Command {
 				if u.Managed {
 					managed++
 				}
-				age := fmtAge(time.Duration(u.Age))
+				age := reaper.FormatAge(time.Duration(u.Age))
 				if u.AgeFrom == "first-seen" {
 					age += " (seen)"
 				}

@@ -115,17 +115,3 @@ func parseLabels(flags []string) (map[string]string, error) {
 	}
 	return out, nil
 }
-
-// fmtAge renders an age to a precision that reads at a glance: 45s, 12m,
-// 3h20m, 4d6h.
-func fmtAge(d time.Duration) string {
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
-	}
-	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
-}

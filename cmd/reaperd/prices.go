@@ -118,9 +118,9 @@ func cleanupRule(c CleanupConfig) string {
 	case c.Running == 0:
 		s = "a running sandbox runs until the horizon"
 	case c.FromStart:
-		s = fmt.Sprintf("a running sandbox ends %s after its start", fmtAge(time.Duration(c.Running)))
+		s = fmt.Sprintf("a running sandbox ends %s after its start", reaper.FormatAge(time.Duration(c.Running)))
 	default:
-		s = fmt.Sprintf("a running sandbox runs %s more", fmtAge(time.Duration(c.Running)))
+		s = fmt.Sprintf("a running sandbox runs %s more", reaper.FormatAge(time.Duration(c.Running)))
 	}
 	if c.Running > 0 && c.ThenStopped {
 		s += ", then bills as stopped"

@@ -94,18 +94,6 @@ func reportCSVRows(rep *reaper.Report) [][]string {
 	return append(rows, row(rep.Total))
 }
 
-// fmtSeconds formats a time-to-reap: "850ms", "30s", "4m10s".
-func fmtSeconds(count int, s float64) string {
-	if count == 0 {
-		return "-"
-	}
-	d := time.Duration(s * float64(time.Second))
-	if d < time.Second {
-		return d.Round(time.Millisecond).String()
-	}
-	return d.Round(time.Second).String()
-}
-
 // writeReport writes the report as tables a person reads.
 func writeReport(w io.Writer, rep *reaper.Report) error {
 	by := string(rep.GroupBy)
@@ -123,7 +111,7 @@ func writeReport(w io.Writer, rep *reaper.Report) error {
 	row := func(g reaper.ReportGroup) []string {
 		r := []string{g.Key, strconv.Itoa(g.Sandboxes), reaper.FormatHours(g.RunningHours), reaper.FormatHours(g.StoppedHours),
 			reaper.FormatUSD(g.Cost), strconv.Itoa(g.Reaped), reaper.FormatUSD(g.Saved), strconv.Itoa(g.Stuck),
-			fmtSeconds(g.TimeToReap.Count, g.TimeToReap.P50), fmtSeconds(g.TimeToReap.Count, g.TimeToReap.P99),
+			reaper.FormatSeconds(g.TimeToReap.Count, g.TimeToReap.P50), reaper.FormatSeconds(g.TimeToReap.Count, g.TimeToReap.P99),
 			strconv.Itoa(g.ProtectedRunning), reaper.FormatUSD(g.ProtectedCost), strconv.Itoa(g.Untracked), reaper.FormatUSD(g.UntrackedCost)}
 		if unpriced {
 			r = slices.Insert(r, 5, reaper.FormatHours(g.UnpricedHours))
@@ -176,7 +164,7 @@ func writeReport(w io.Writer, rep *reaper.Report) error {
 			return err
 		}
 	}
-	fmt.Fprintf(w, "\nSaved: what each reaped sandbox would have cost until its provider's own cleanup, at most %s each:\n", fmtAge(time.Duration(rep.Horizon)))
+	fmt.Fprintf(w, "\nSaved: what each reaped sandbox would have cost until its provider's own cleanup, at most %s each:\n", reaper.FormatAge(time.Duration(rep.Horizon)))
 	for _, p := range slices.Sorted(maps.Keys(rep.SavedRule)) {
 		fmt.Fprintf(w, "  %s: %s\n", p, rep.SavedRule[p])
 	}
@@ -201,14 +189,14 @@ func sandboxRows(sbs []reaper.ReportSandbox, tags bool) [][]string {
 			cost = "unpriced"
 		}
 		if !tags {
-			rows = append(rows, []string{s.Key, string(s.RunState), fmtTime(s.Since), fmtAge(time.Duration(s.Age)), cost})
+			rows = append(rows, []string{s.Key, string(s.RunState), fmtTime(s.Since), reaper.FormatAge(time.Duration(s.Age)), cost})
 			continue
 		}
 		tag := "keep"
 		if s.Attached {
 			tag = "attached"
 		}
-		rows = append(rows, []string{s.Key, orDash(s.Session), tag, string(s.RunState), fmtTime(s.Since), fmtAge(time.Duration(s.Age)), cost})
+		rows = append(rows, []string{s.Key, orDash(s.Session), tag, string(s.RunState), fmtTime(s.Since), reaper.FormatAge(time.Duration(s.Age)), cost})
 	}
 	return rows
 }

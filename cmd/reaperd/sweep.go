@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/reaperd/reaperd/reaper"
 	"maps"
 	"slices"
 	"time"
@@ -61,7 +62,7 @@ func (m *Main) sweepCommand() *cobra.Command {
 				if u.Adopted {
 					what = "adopted (" + u.Rule + ")"
 				}
-				fmt.Fprintf(m.Stdout, "%s: %s/%s (%s old, %s)\n", what, u.Provider, u.Sandbox.ID, fmtAge(time.Duration(u.Age)), orDash(u.Sandbox.State))
+				fmt.Fprintf(m.Stdout, "%s: %s/%s (%s old, %s)\n", what, u.Provider, u.Sandbox.ID, reaper.FormatAge(time.Duration(u.Age)), orDash(u.Sandbox.State))
 			}
 			for _, p := range slices.Sorted(maps.Keys(rep.DiscoveryErrors)) {
 				fmt.Fprintf(m.Stderr, "discovery failed for %s: %s\n", p, oneLine(errors.New(rep.DiscoveryErrors[p])))
