@@ -277,13 +277,7 @@ func hbars(title string, bars []bar) template.HTML {
 	}
 	const w, row, labelW, valueW = 720, 24, 240, 90
 	h := row*len(bars) + 8
-	var most float64
-	for _, b := range bars {
-		most = max(most, b.Value)
-	}
-	if most <= 0 {
-		most = 1
-	}
+	most := barsMax(bars)
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg viewBox="0 0 %d %d" role="img" aria-label="%s" class="chart">`, w, h, esc(title))
 	for i, br := range bars {
@@ -305,13 +299,7 @@ func hbars(title string, bars []bar) template.HTML {
 // vbars draws labelled vertical bars.
 func vbars(title string, bars []bar) template.HTML {
 	const w, h, bottom, top = 720, 180, 28, 18
-	var most float64
-	for _, b := range bars {
-		most = max(most, b.Value)
-	}
-	if most <= 0 {
-		most = 1
-	}
+	most := barsMax(bars)
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg viewBox="0 0 %d %d" role="img" aria-label="%s" class="chart">`, w, h, esc(title))
 	if len(bars) == 0 {
@@ -331,4 +319,17 @@ func vbars(title string, bars []bar) template.HTML {
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String())
+}
+
+// barsMax is the largest value of bars (the scale of a chart); 1 when none
+// is positive.
+func barsMax(bars []bar) float64 {
+	var most float64
+	for _, b := range bars {
+		most = max(most, b.Value)
+	}
+	if most <= 0 {
+		return 1
+	}
+	return most
 }

@@ -24,15 +24,7 @@ import (
 func seededServer(t *testing.T) (*api.Server, *ledger.DB) {
 	t.Helper()
 	srv, db := newServer(t)
-	err := db.Update(context.Background(), func(tx reaper.Tx) error {
-		for _, ev := range reporttest.Events() {
-			if err := tx.Append(ev); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := db.Update(context.Background(), reporttest.Append); err != nil {
 		t.Fatal(err)
 	}
 	srv.Service.(*engine.Engine).SetPricing(reporttest.Pricing(map[string]reaper.Cleanup{"daytona": daytona.Cleanup, "modal": modal.Cleanup}))

@@ -29,15 +29,7 @@ func seedLedger(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	err = db.Update(context.Background(), func(tx reaper.Tx) error {
-		for _, ev := range reporttest.Events() {
-			if err := tx.Append(ev); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := db.Update(context.Background(), reporttest.Append); err != nil {
 		t.Fatal(err)
 	}
 }

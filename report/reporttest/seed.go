@@ -135,3 +135,13 @@ func Events() []reaper.AuditEvent {
 	}
 	return evs
 }
+
+// Append writes the audit log into a ledger transaction.
+func Append(tx reaper.Tx) error {
+	for _, ev := range Events() {
+		if err := tx.Append(ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
