@@ -266,69 +266,6 @@ func safeList(ctx context.Context, p reaper.Provider, name string) (sbs []reaper
 	return p.List(ctx, reaper.ListFilter{})
 }
 
-// dryRun applies the policy to every active and closing entry on a read-
-// only snapshot.
-func (e *Engine) dryRun(ctx context.Context) (*reaper.SweepReport, error) {
-	now := e.now()
-	// Adoptions first: they come from the providers' listings, and the
-	// sandboxes would be closed right after.
-	adoptions, listErrs := e.adoptionPlan(ctx, now)
-	var rep *reaper.SweepReport
-	err := e.view(ctx, func(tx reaper.Tx) error {
-		rep = &reaper.SweepReport{Time: now, DryRun: true, Items: append([]reaper.SweepItem(nil), adoptions...), DiscoveryErrors: listErrs}
-		sessions := map[string]*reaper.Session{}
-		return tx.Entries(reaper.EntryFilter{States: []reaper.State{reaper.StateActive, reaper.StateClosing}}, func(ent *reaper.Entry) error {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			key := ent.Key()
-			if ent.State == reaper.StateClosing {
-				if due := reaper.DueAt(ent, nil); !due.IsZero() && !now.Before(due) {
-					rep.Items = append(rep.Items, reaper.SweepItem{Key: key, Session: ent.Session, Action: "retry", Reason: ent.CloseReason,
-						Detail: fmt.Sprintf("%d attempts so far; last error: %s", ent.Attempts, ent.LastError)})
-				}
-				return nil
-			}
-			var s *reaper.Session
-			if ent.Session != "" {
-				var ok bool
-				if s, ok = sessions[ent.Session]; !ok {
-					var err error
-					if s, err = tx.Session(ent.Session); err != nil {
-						return err
-					}
-					sessions[ent.Session] = s
-				}
-			}
-			d := reaper.Decide(ent, s, now)
-			switch d.Action {
-			case reaper.ActionClose:
-				rep.Items = append(rep.Items, reaper.SweepItem{Key: key, Session: ent.Session, Action: "close", Reason: d.Reason,
-					Detail: dueDetail(ent, s, d.Reason, now)})
-			case reaper.ActionRelease:
-				rep.Items = append(rep.Items, reaper.SweepItem{Key: key, Session: ent.Session, Action: "release", Reason: d.Reason,
-					Detail: "attached: the sandbox is left running"})
-			case reaper.ActionSkip:
-				probe := ent.Clone()
-				probe.Keep, probe.Attached = false, false
-				if dd := reaper.Decide(probe, s, now); dd.Action == reaper.ActionClose {
-					rep.Items = append(rep.Items, reaper.SweepItem{Key: key, Session: ent.Session, Action: "skip", Reason: d.Reason,
-						Detail: "would be closed: " + string(dd.Reason)})
-				} else {
-					rep.Waiting++
-				}
-			default:
-				rep.Waiting++
-			}
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("dry run: %w", err)
-	}
-	return rep, nil
-}
-
 // providerNames returns the names of every known provider, sorted.
 func (e *Engine) providerNames() []string {
 	names := e.providers.enabledNames()
