@@ -230,6 +230,9 @@ func (c *checker) run() {
 	c.members(bucketInFlight, "in flight", func(e *reaper.Entry) bool {
 		return e.State == reaper.StateClosing && e.InFlight
 	})
+	if c.keepIndexed() {
+		c.members(bucketKeep, "active keep", func(e *reaper.Entry) bool { return e.State == reaper.StateActive && e.Keep })
+	}
 	c.unseen()
 	c.sessionEntries()
 	c.processes()
@@ -259,7 +262,9 @@ func (c *checker) schema() bool {
 	}
 	c.r.Schema = binary.BigEndian.Uint64(v)
 	switch {
-	case c.r.Schema == SchemaVersion, c.r.Schema == 2: // 2 differs only in how events are written
+	case c.r.Schema >= 2 && c.r.Schema <= SchemaVersion:
+		// 2 and 3 differ only in how records are written, and in the keep
+		// index, which version 4 adds (keepIndexed).
 		return true
 	case c.r.Schema == 1:
 		c.r.Skipped = "schema version 1: the daemon rebuilds the indexes when it opens the file"
@@ -271,6 +276,11 @@ func (c *checker) schema() bool {
 		c.r.Skipped = "unknown schema version"
 	}
 	return false
+}
+
+// keepIndexed reports whether the ledger's schema has the keep index.
+func (c *checker) keepIndexed() bool {
+	return c.bucket(bucketKeep) != nil && (c.r.Schema >= 4 || c.r.Schema == 0)
 }
 
 func quarantineKey(kind reaper.DueKind, key string) string { return string(rune(kind)) + key }
@@ -334,6 +344,9 @@ func (c *checker) entryRecords() int {
 		}
 		if e.State == reaper.StateClosing && !has(closing, k) {
 			c.bad(bucketClosing, show(k), "missing: the entry is closing")
+		}
+		if e.State == reaper.StateActive && e.Keep && c.keepIndexed() && !has(c.bucket(bucketKeep), k) {
+			c.bad(bucketKeep, show(k), "missing: the entry is active and tagged keep, and a dry run would not report it")
 		}
 		if e.State == reaper.StateClosing && e.InFlight && !has(inFlight, k) {
 			c.bad(bucketInFlight, show(k), "missing: the entry is marked in flight, and a daemon's start clears only the marks indexed here: its close would never resume")

@@ -1,6 +1,7 @@
 package ledger_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/hex"
@@ -271,11 +272,18 @@ func TestCheckFindsBrokenIndexes(t *testing.T) {
 			[]finding{{"retire", "2026-06-01T10:00:00Z session s-live", "the session lives"}}},
 		{"undecodable entry",
 			rawPut("entries", []byte("e2b/exp"), []byte("garbage")),
-			[]finding{{"entries", "e2b/exp", "undecodable: invalid character"}}},
-		{"entry record under another key",
+			[]finding{{"entries", "e2b/exp", "undecodable: malformed entry"}}},
+		{"truncated entry",
 			func(tx *bolt.Tx) error {
 				b := tx.Bucket([]byte("entries"))
-				return b.Put([]byte("e2b/moved"), b.Get([]byte("e2b/done")))
+				v := b.Get([]byte("e2b/done"))
+				return b.Put([]byte("e2b/done"), bytes.Clone(v[:len(v)-3]))
+			},
+			[]finding{{"entries", "e2b/done", "undecodable: malformed entry"}}},
+		{"schema 3 entry record under another key",
+			func(tx *bolt.Tx) error {
+				v, _ := json.Marshal(&reaper.Entry{Provider: "e2b", ID: "done", State: reaper.StateActive, RegisteredAt: checkT0})
+				return tx.Bucket([]byte("entries")).Put([]byte("e2b/moved"), v)
 			},
 			[]finding{{"entries", "e2b/moved", `undecodable: the record names "e2b/done"`}}},
 		{"undecodable session",
@@ -295,7 +303,7 @@ func TestCheckFindsBrokenIndexes(t *testing.T) {
 			[]finding{{"audit", "0x" + hex.EncodeToString(badEvent), "undecodable event"}}},
 		{"schema newer than this reaperd",
 			rawPut("meta", []byte("schema"), rawU64(9)),
-			[]finding{{"meta", "schema", "version 9 is newer than this reaperd knows (3)"}}},
+			[]finding{{"meta", "schema", "version 9 is newer than this reaperd knows (4)"}}},
 		{"schema version malformed",
 			rawPut("meta", []byte("schema"), []byte{2}),
 			[]finding{{"meta", "schema", "malformed: 1 bytes, want 8"}}},

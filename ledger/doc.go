@@ -13,20 +13,23 @@
 // once, and each caller returns only after that commit. Durability is never
 // traded for throughput; throughput comes from sharing the fsync.
 //
-// The file holds these buckets (schema version 2):
+// The file holds these buckets (schema version 4):
 //
-//	meta             schema version; the daemon's alive stamp
-//	entries          PROVIDER/ID → entry (JSON)
+//	meta             schema version; the daemon's alive stamp; the counts' and a migration's marks
+//	entries          PROVIDER/ID → entry (binary, entry.go; JSON before version 4)
 //	sessions         session id → session (JSON)
 //	session_entries  session id NUL PROVIDER/ID → ∅
 //	deadlines        be64(unix ns) kind key → ∅   (entry at reaper.DueAt; live session at its lease end)
 //	processes        session id → ∅               (live sessions with a pid)
 //	closing          PROVIDER/ID → ∅              (entries in state closing)
+//	keep             PROVIDER/ID → ∅              (active entries tagged keep)
 //	in_flight        PROVIDER/ID → ∅              (closing entries a running daemon holds)
 //	unseen           be64(registered ns) kind key → "" | "u"  (entries no listing has shown yet; "u": unverified)
 //	retire           be64(unix ns) kind key → ∅   (final entries; sessions that may be pruned)
 //	quarantine       be64(unix ns) kind key → {reason, raw}  (undecodable records moved aside)
-//	audit            be64(unix ns) be64(seq) → event (JSON)
+//	untracked        PROVIDER/ID → be64(first seen ns)  (live sandboxes no entry tracks)
+//	counts           PROVIDER NUL state → be64(n)  (entries by provider and state)
+//	audit            be64(unix ns) be64(seq) → event (binary, event.go; JSON before version 3)
 //
 // The deadlines index makes selecting due entries cost O(due) rather than
 // O(ledger): a cursor seeks to the start and stops at the first deadline in
@@ -34,8 +37,16 @@
 // that its session's end is reflected in it: PutEntry reads the session, and
 // PutSession re-indexes the session's entries when the session ends.
 //
-// A version 1 ledger is migrated when it is opened: the indexes are rebuilt
-// from the entries and sessions in one transaction.
+// An older ledger is migrated when it is opened. From version 1 the
+// indexes are rebuilt from the entries and sessions in one transaction;
+// from version 3 the keep index is built, then the JSON entries are
+// rewritten in the binary form, 20,000 to a transaction (an interrupted
+// rewrite goes on at the next Open; both forms are read meanwhile).
+//
+// The buckets whose keys start with a time (audit, deadlines, retire,
+// unseen) are written at a fill of 0.95 rather than bbolt's default half:
+// their writes land at or near their end, and at half fill every page of
+// them would stay half empty.
 //
 // # Caveats
 //

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"time"
@@ -16,14 +17,112 @@ import (
 // entry's deadline at reaper.DueAt (which folds in its session's end) and
 // no longer keeps a deadline for ended sessions. Records that cannot be
 // decoded are quarantined. The cost is one pass over the ledger, once.
+//
+// From version 2: nothing; version 3 reads version 2's JSON events as they
+// are.
+//
+// From version 3: the keep index is built, and the entries, still JSON,
+// are marked for rewriting in the binary form, which Open does after this
+// transaction, in chunks (rewriteEntries). Both forms are read, so a crash
+// between chunks loses nothing: the next Open goes on where it stopped.
 func migrate(btx *bolt.Tx, from uint64) error {
-	switch from {
-	case 1:
-		return migrate1(btx)
-	case 2:
-		return nil // version 3 reads version 2's JSON events as they are
+	if from < 1 || from >= SchemaVersion {
+		return fmt.Errorf("no migration from schema version %d", from)
 	}
-	return fmt.Errorf("no migration from schema version %d", from)
+	if from == 1 {
+		if err := migrate1(btx); err != nil {
+			return err
+		}
+	}
+	if from <= 3 {
+		return migrate3(btx)
+	}
+	return nil
+}
+
+// migrate3 builds the keep index and marks the entries for rewriting.
+func migrate3(btx *bolt.Tx) error {
+	keep := btx.Bucket(bucketKeep)
+	err := btx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
+		// Only a keep entry needs decoding; JSON writes keep as "keep":true.
+		if !bytes.Contains(v, []byte(`"keep":true`)) {
+			return nil
+		}
+		e, err := decodeEntry(k, v)
+		if err != nil || e.State != reaper.StateActive || !e.Keep {
+			return nil // an undecodable one is quarantined when it is read
+		}
+		return keep.Put(k, nil)
+	})
+	if err != nil {
+		return fmt.Errorf("index keep entries: %w", err)
+	}
+	return btx.Bucket(bucketMeta).Put(keyReencode, []byte{})
+}
+
+// rewriteChunk is how many entries one transaction of rewriteEntries
+// rewrites.
+var rewriteChunk = 20_000
+
+// rewriteEntries rewrites the JSON entries of a migrated ledger in the
+// binary form, rewriteChunk at a time, and clears the mark when it is done.
+// Only the records change: their index keys do not depend on the form.
+func (db *DB) rewriteEntries() error {
+	for {
+		done := false
+		err := db.bolt.Update(func(btx *bolt.Tx) error {
+			meta := btx.Bucket(bucketMeta)
+			from := meta.Get(keyReencode)
+			if from == nil {
+				done = true
+				return nil
+			}
+			type rec struct{ k, v []byte }
+			var recs []rec
+			c := btx.Bucket(bucketEntries).Cursor()
+			k, v := c.First()
+			if len(from) > 0 {
+				if k, v = c.Seek(from); k != nil && bytes.Equal(k, from) {
+					k, v = c.Next()
+				}
+			}
+			var last []byte
+			for n := 0; k != nil && n < rewriteChunk; k, v = c.Next() {
+				last = k
+				if len(v) == 0 || v[0] != '{' {
+					continue
+				}
+				e, err := decodeEntry(k, v)
+				if err != nil {
+					continue // left as it is, to be quarantined when read
+				}
+				nv, err := encodeEntry(e)
+				if err != nil {
+					continue
+				}
+				recs = append(recs, rec{bytes.Clone(k), nv})
+				n++
+			}
+			last = bytes.Clone(last)
+			b := btx.Bucket(bucketEntries)
+			for _, r := range recs {
+				if err := b.Put(r.k, r.v); err != nil {
+					return err
+				}
+			}
+			if k == nil {
+				done = true
+				return meta.Delete(keyReencode)
+			}
+			return meta.Put(keyReencode, last)
+		})
+		if err != nil {
+			return fmt.Errorf("open ledger %s: rewrite entries in the binary form: %w", db.path, err)
+		}
+		if done {
+			return nil
+		}
+	}
 }
 
 // migrate1 rebuilds the indexes of a version 1 ledger.

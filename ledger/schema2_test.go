@@ -487,8 +487,8 @@ func TestOpenMigratesVersion2Events(t *testing.T) {
 		t.Errorf("events after migration = %+v, want the JSON one then the binary one", got)
 	}
 	_ = db.Bolt().View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket([]byte("meta")).Get([]byte("schema")); binary.BigEndian.Uint64(v) != 3 {
-			t.Errorf("schema after open = %d, want 3", binary.BigEndian.Uint64(v))
+		if v := tx.Bucket([]byte("meta")).Get([]byte("schema")); binary.BigEndian.Uint64(v) != ledger.SchemaVersion {
+			t.Errorf("schema after open = %d, want %d", binary.BigEndian.Uint64(v), ledger.SchemaVersion)
 		}
 		return nil
 	})

@@ -31,15 +31,11 @@ func (t *tx) write() { t.wrote = true }
 func (t *tx) bucket(name []byte) *bolt.Bucket { return t.tx.Bucket(name) }
 
 func decodeEntry(key, v []byte) (*reaper.Entry, error) {
-	var e reaper.Entry
-	if err := json.Unmarshal(v, &e); err != nil {
+	e, err := decodeEntryValue(key, v)
+	if err != nil {
 		return nil, &reaper.CorruptError{Kind: reaper.DueEntry, Key: string(key), Err: err}
 	}
-	if e.Key() != string(key) {
-		return nil, &reaper.CorruptError{Kind: reaper.DueEntry, Key: string(key),
-			Err: fmt.Errorf("the record names %q", e.Key())}
-	}
-	return &e, nil
+	return e, nil
 }
 
 func decodeSession(id, v []byte) (*reaper.Session, error) {
@@ -145,7 +141,7 @@ func (t *tx) PutEntry(e *reaper.Entry) error {
 			return err
 		}
 	}
-	v, err := encode(e)
+	v, err := encodeEntry(e)
 	if err != nil {
 		return fmt.Errorf("encode entry %s: %w", key, err)
 	}
@@ -171,6 +167,9 @@ func (t *tx) indexEntry(e *reaper.Entry, s *reaper.Session) error {
 		}
 	}
 	if err := setMember(t.bucket(bucketClosing), key, e.State == reaper.StateClosing); err != nil {
+		return err
+	}
+	if err := setMember(t.bucket(bucketKeep), key, e.State == reaper.StateActive && e.Keep); err != nil {
 		return err
 	}
 	if !e.State.Final() && !e.Seen {
@@ -206,6 +205,9 @@ func (t *tx) unindexEntry(e *reaper.Entry, s *reaper.Session) error {
 		}
 	}
 	if err := t.bucket(bucketClosing).Delete([]byte(key)); err != nil {
+		return err
+	}
+	if err := t.bucket(bucketKeep).Delete([]byte(key)); err != nil {
 		return err
 	}
 	if err := t.bucket(bucketUnseen).Delete(unseenKey(e)); err != nil {
@@ -479,6 +481,10 @@ func (t *tx) InFlight(fn func(key string) error) error {
 
 func (t *tx) Closing(provider string, fn func(*reaper.Entry) error) error {
 	return t.members(bucketClosing, provider, func(e *reaper.Entry) bool { return e.State == reaper.StateClosing }, fn)
+}
+
+func (t *tx) Kept(fn func(*reaper.Entry) error) error {
+	return t.members(bucketKeep, "", func(e *reaper.Entry) bool { return e.State == reaper.StateActive && e.Keep }, fn)
 }
 
 func (t *tx) Unseen(provider string, fn func(*reaper.Entry) error) error {

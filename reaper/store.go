@@ -77,6 +77,10 @@ type Tx interface {
 	// when provider is empty), in key order. The cost is proportional to
 	// the closing entries visited.
 	Closing(provider string, fn func(*Entry) error) error
+	// Kept calls fn for each active entry tagged keep, in key order. The
+	// cost is proportional to the keep entries, not to the ledger: a dry
+	// run reports the ones a sweep would have closed without the tag.
+	Kept(fn func(*Entry) error) error
 
 	// Unseen calls fn for each entry of the provider (all providers when
 	// provider is empty) that is active or closing and has not been seen in

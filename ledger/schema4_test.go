@@ -1,0 +1,158 @@
+package ledger_test
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/reaperd/reaperd/ledger"
+	"github.com/reaperd/reaperd/ledger/ledgertest"
+	"github.com/reaperd/reaperd/reaper"
+	bolt "go.etcd.io/bbolt"
+)
+
+// schema3Ledger writes ents to a new ledger, then turns it into what
+// reaperd wrote at schema version 3: entries in JSON, no keep index. When
+// rewritten is not empty, it leaves the ledger as a version 4 migration
+// interrupted after that key: the keys up to it rewritten, the rest JSON.
+func schema3Ledger(t *testing.T, ents []*reaper.Entry, rewritten string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	db, err := ledger.Open(path, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, db, ents...)
+	db.Close()
+	bdb, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bdb.Close()
+	err = bdb.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("entries"))
+		for _, e := range ents {
+			if rewritten != "" && e.Key() <= rewritten {
+				continue
+			}
+			// What schema 3 stored: verification lives in the unseen index.
+			js, err := json.Marshal(e)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(e.Key()), js); err != nil {
+				return err
+			}
+		}
+		v := make([]byte, 8)
+		meta := tx.Bucket([]byte("meta"))
+		if rewritten != "" {
+			binary.BigEndian.PutUint64(v, 4)
+			if err := meta.Put([]byte("schema"), v); err != nil {
+				return err
+			}
+			return meta.Put([]byte("reencode"), []byte(rewritten))
+		}
+		binary.BigEndian.PutUint64(v, 3)
+		if err := meta.Put([]byte("schema"), v); err != nil {
+			return err
+		}
+		return tx.DeleteBucket([]byte("keep"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func schema4Entries() []*reaper.Entry {
+	var ents []*reaper.Entry
+	for i := range 50 {
+		e := &reaper.Entry{Provider: "e2b", ID: fmt.Sprintf("sb-%02d", i), Session: fmt.Sprintf("s%d", i%4),
+			Labels: map[string]string{"n": fmt.Sprint(i)}, RegisteredAt: t0, ExpiresAt: t0.Add(time.Duration(i+1) * time.Hour),
+			State: reaper.StateActive, Seen: true}
+		switch i % 10 {
+		case 3:
+			e.Keep = true // indexed: active and keep
+		case 4:
+			e.Keep, e.State, e.ClosedAt, e.CloseReason = true, reaper.StateReleased, t0, reaper.ReasonReleased
+		case 5:
+			e.State, e.ClosingSince, e.Attempts, e.LastError = reaper.StateClosing, t0, 2, "boom"
+		}
+		ents = append(ents, e)
+	}
+	return ents
+}
+
+// TestOpenMigratesSchema3Entries: a version 3 ledger opens as version 4,
+// its JSON entries rewritten in the binary form in several transactions,
+// its keep index built, every entry read back as it was, and the ledger
+// consistent.
+func TestOpenMigratesSchema3Entries(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		rewritten string
+	}{
+		{"from version 3", ""},
+		{"an interrupted rewrite goes on", "e2b/sb-21"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			defer ledger.SetRewriteChunk(7)()
+			ents := schema4Entries()
+			path := schema3Ledger(t, ents, c.rewritten)
+
+			db, err := ledger.Open(path, ledger.Options{})
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			var kept []string
+			err = db.View(context.Background(), func(tx reaper.Tx) error {
+				for _, want := range ents {
+					got, err := tx.Entry(want.Key())
+					if err != nil {
+						return err
+					}
+					if !reflect.DeepEqual(got, want) {
+						t.Errorf("entry after migration:\n got %+v\nwant %+v", got, want)
+					}
+				}
+				return tx.Kept(func(e *reaper.Entry) error { kept = append(kept, e.Key()); return nil })
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := []string{"e2b/sb-03", "e2b/sb-13", "e2b/sb-23", "e2b/sb-33", "e2b/sb-43"}; !slices.Equal(kept, want) {
+				t.Errorf("Kept = %v, want %v", kept, want)
+			}
+			db.Close()
+			ledgertest.Check(t, path)
+
+			bdb, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer bdb.Close()
+			_ = bdb.View(func(tx *bolt.Tx) error {
+				meta := tx.Bucket([]byte("meta"))
+				if v := meta.Get([]byte("schema")); binary.BigEndian.Uint64(v) != ledger.SchemaVersion {
+					t.Errorf("schema = %d, want %d", binary.BigEndian.Uint64(v), ledger.SchemaVersion)
+				}
+				if meta.Get([]byte("reencode")) != nil {
+					t.Error("the rewrite mark is still set")
+				}
+				return tx.Bucket([]byte("entries")).ForEach(func(k, v []byte) error {
+					if v[0] == '{' {
+						t.Errorf("entry %s is still JSON", k)
+					}
+					return nil
+				})
+			})
+		})
+	}
+}
