@@ -59,7 +59,7 @@ func TestEntryEncodingRoundTrips(t *testing.T) {
 		"every field": fullEntry(t),
 		"a registration": {Provider: "e2b", ID: "i1", Session: "s1", Labels: map[string]string{"task": "x"},
 			RegisteredAt: at, ExpiresAt: at.Add(time.Hour), State: reaper.StateActive, Owner: &uid},
-		"closed": {Provider: "modal", ID: "sb-1", State: reaper.StateClosed, CloseReason: reaper.ReasonGone, ClosedAt: at, Seen: true},
+		"closed":                {Provider: "modal", ID: "sb-1", State: reaper.StateClosed, CloseReason: reaper.ReasonGone, ClosedAt: at, Seen: true},
 		"released, before 1970": {Provider: "runloop", ID: "dbx", State: reaper.StateReleased, RegisteredAt: time.Unix(-5, 0).UTC()},
 		"id with slashes":       {Provider: "e2b", ID: "a/b/c", State: reaper.StateActive},
 	} {
