@@ -1,6 +1,11 @@
 package engine
 
-import "time"
+import (
+	"context"
+	"time"
+
+	"github.com/reaperd/reaperd/reaper"
+)
 
 // NextWake returns when e's loop will next wake by itself, or the zero
 // time while it is not asleep on its timer.
@@ -9,4 +14,9 @@ func NextWake(e *Engine) time.Time {
 		return time.Unix(0, ns).UTC()
 	}
 	return time.Time{}
+}
+
+// DryRunScan is the dry run as a scan of every entry, for comparison.
+func (e *Engine) DryRunScan(ctx context.Context) (*reaper.SweepReport, error) {
+	return e.dryRunScan(ctx)
 }
