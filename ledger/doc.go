@@ -17,7 +17,7 @@
 //
 //	meta             schema version; the daemon's alive stamp; the counts' and a migration's marks
 //	entries          PROVIDER/ID → entry (binary, entry.go; JSON before version 4)
-//	sessions         session id → session (JSON)
+//	sessions         session id → session (binary, entry.go; JSON before version 4)
 //	session_entries  session id NUL PROVIDER/ID → ∅
 //	deadlines        be64(unix ns) kind key → ∅   (entry at reaper.DueAt; live session at its lease end)
 //	processes        session id → ∅               (live sessions with a pid)
@@ -39,8 +39,8 @@
 //
 // An older ledger is migrated when it is opened. From version 1 the
 // indexes are rebuilt from the entries and sessions in one transaction;
-// from version 3 the keep index is built, then the JSON entries are
-// rewritten in the binary form, 20,000 to a transaction (an interrupted
+// from version 3 the keep index is built, then the JSON entries and
+// sessions are rewritten in the binary form, 20,000 to a transaction (an interrupted
 // rewrite goes on at the next Open; both forms are read meanwhile).
 //
 // The buckets whose keys start with a time (audit, deadlines, retire,

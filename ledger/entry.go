@@ -304,3 +304,152 @@ func decodeEntryValue(key, v []byte) (*reaper.Entry, error) {
 	}
 	return e, nil
 }
+
+// Sessions are stored in a binary form of the same kind (schema 4):
+//
+//	0x01                     format version
+//	uvarint                  bitmask of the fields present
+//	fields present, in order:
+//	 0 lease (varint ns)     1 started at          2 last heartbeat
+//	 3 lease grace (varint ns)                     4 pid (uvarint)
+//	 5 pid start (uvarint)   6 ended at            7 end reason
+//	 8 owner (uvarint)       9 owner token
+//
+// The id is the record's key. Sessions written before this form (JSON)
+// are read as they are, and rewritten when the ledger is migrated.
+const sessionFormat = 0x01
+
+const (
+	seLease = iota
+	seStartedAt
+	seLastHeartbeat
+	seLeaseGrace
+	sePID
+	sePIDStart
+	seEndedAt
+	seEndReason
+	seOwner
+	seOwnerToken
+	seFields
+)
+
+var errSessionFormat = errors.New("malformed session")
+
+// encodeSession returns s in the binary form.
+func encodeSession(s *reaper.Session) []byte {
+	var mask uint64
+	set := func(bit int, ok bool) {
+		if ok {
+			mask |= 1 << bit
+		}
+	}
+	set(seLease, s.Lease != 0)
+	set(seStartedAt, !s.StartedAt.IsZero())
+	set(seLastHeartbeat, !s.LastHeartbeat.IsZero())
+	set(seLeaseGrace, s.LeaseGrace != 0)
+	set(sePID, s.PID > 0)
+	set(sePIDStart, s.PIDStart != 0)
+	set(seEndedAt, !s.EndedAt.IsZero())
+	set(seEndReason, s.EndReason != "")
+	set(seOwner, s.Owner != nil)
+	set(seOwnerToken, s.OwnerToken != "")
+
+	b := make([]byte, 0, 48+len(s.OwnerToken))
+	b = append(b, sessionFormat)
+	b = binary.AppendUvarint(b, mask)
+	str := func(v string) {
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		b = append(b, v...)
+	}
+	for bit := range seFields {
+		if mask&(1<<bit) == 0 {
+			continue
+		}
+		switch bit {
+		case seLease:
+			b = binary.AppendVarint(b, int64(s.Lease))
+		case seStartedAt:
+			b = binary.AppendVarint(b, s.StartedAt.UnixNano())
+		case seLastHeartbeat:
+			b = binary.AppendVarint(b, s.LastHeartbeat.UnixNano())
+		case seLeaseGrace:
+			b = binary.AppendVarint(b, int64(s.LeaseGrace))
+		case sePID:
+			b = binary.AppendUvarint(b, uint64(s.PID))
+		case sePIDStart:
+			b = binary.AppendUvarint(b, s.PIDStart)
+		case seEndedAt:
+			b = binary.AppendVarint(b, s.EndedAt.UnixNano())
+		case seEndReason:
+			str(string(s.EndReason))
+		case seOwner:
+			b = binary.AppendUvarint(b, uint64(*s.Owner))
+		case seOwnerToken:
+			str(s.OwnerToken)
+		}
+	}
+	return b
+}
+
+// decodeSessionValue reads a session stored under id, in either form.
+func decodeSessionValue(id, v []byte) (*reaper.Session, error) {
+	if len(v) > 0 && v[0] == '{' {
+		var s reaper.Session
+		if err := json.Unmarshal(v, &s); err != nil {
+			return nil, err
+		}
+		if s.ID != string(id) {
+			return nil, fmt.Errorf("the record names %q", s.ID)
+		}
+		return &s, nil
+	}
+	if len(v) == 0 || v[0] != sessionFormat {
+		return nil, errSessionFormat
+	}
+	s := &reaper.Session{ID: string(id)}
+	d := decoder{b: v[1:]}
+	mask := d.uvarint()
+	if mask>>seFields != 0 {
+		return nil, fmt.Errorf("%w: fields %#x are of a newer reaperd", errSessionFormat, mask>>seFields<<seFields)
+	}
+	tm := func() time.Time { return time.Unix(0, d.varint()).UTC() }
+	for bit := 0; bit < seFields && d.err == nil; bit++ {
+		if mask&(1<<bit) == 0 {
+			continue
+		}
+		switch bit {
+		case seLease:
+			s.Lease = reaper.Duration(d.varint())
+		case seStartedAt:
+			s.StartedAt = tm()
+		case seLastHeartbeat:
+			s.LastHeartbeat = tm()
+		case seLeaseGrace:
+			s.LeaseGrace = reaper.Duration(d.varint())
+		case sePID:
+			s.PID = int(min(d.uvarint(), math.MaxInt32))
+		case sePIDStart:
+			s.PIDStart = d.uvarint()
+		case seEndedAt:
+			s.EndedAt = tm()
+		case seEndReason:
+			s.EndReason = reaper.Reason(d.word())
+		case seOwner:
+			o := d.uvarint()
+			if o > math.MaxUint32 {
+				return nil, errSessionFormat
+			}
+			u := uint32(o)
+			s.Owner = &u
+		case seOwnerToken:
+			s.OwnerToken = d.str()
+		}
+	}
+	if d.err != nil {
+		return nil, errSessionFormat
+	}
+	if len(d.b) != 0 {
+		return nil, fmt.Errorf("%w: %d bytes left over", errSessionFormat, len(d.b))
+	}
+	return s, nil
+}

@@ -171,3 +171,61 @@ func BenchmarkEntryCodec(b *testing.B) {
 		})
 	}
 }
+
+func TestSessionEncodingRoundTrips(t *testing.T) {
+	// Every field set, found by reflection, so that a field added to
+	// Session and forgotten by the codec fails here.
+	uid := uint32(7)
+	at := time.Date(2026, 11, 30, 12, 0, 0, 5, time.UTC)
+	full := &reaper.Session{ID: "agent ü/1"}
+	v := reflect.ValueOf(full).Elem()
+	for i := range v.NumField() {
+		f, name := v.Field(i), v.Type().Field(i).Name
+		if !f.IsZero() {
+			continue
+		}
+		switch f.Interface().(type) {
+		case string:
+			f.SetString("value of " + name)
+		case int:
+			f.SetInt(4242)
+		case uint64:
+			f.SetUint(1 << 40)
+		case reaper.Duration:
+			f.SetInt(int64(time.Duration(i) * time.Second))
+		case time.Time:
+			f.Set(reflect.ValueOf(at.Add(time.Duration(i) * time.Minute)))
+		case reaper.Reason:
+			f.Set(reflect.ValueOf(reaper.ReasonOrphanedProcess))
+		case *uint32:
+			f.Set(reflect.ValueOf(&uid))
+		default:
+			t.Fatalf("Session.%s is a %s: teach this test and the binary form (entry.go) about it", name, f.Type())
+		}
+	}
+	for name, s := range map[string]*reaper.Session{
+		"every field": full,
+		"new":         {ID: "s1", StartedAt: at, LastHeartbeat: at},
+		"bare":        {ID: "s2"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := encodeSession(s)
+			got, err := decodeSessionValue([]byte(s.ID), b)
+			if err != nil || !reflect.DeepEqual(got, s) {
+				t.Fatalf("round trip = %+v, %v; want %+v", got, err, s)
+			}
+			for n := 0; n < len(b); n++ {
+				if got, err := decodeSessionValue([]byte(s.ID), b[:n]); err == nil {
+					t.Errorf("truncated to %d of %d bytes decoded as %+v", n, len(b), got)
+				}
+			}
+			js, _ := json.Marshal(s)
+			if got, err := decodeSessionValue([]byte(s.ID), js); err != nil || !reflect.DeepEqual(got, s) {
+				t.Errorf("JSON form = %+v, %v", got, err)
+			}
+		})
+	}
+	if _, err := decodeSessionValue([]byte("other"), must(json.Marshal(full))); err == nil || !strings.Contains(err.Error(), "the record names") {
+		t.Errorf("a JSON session under another key: %v", err)
+	}
+}

@@ -25,9 +25,9 @@ import (
 // version 1 ledger is migrated when it is opened. Version 3 writes audit
 // events in a compact binary form (event.go); the JSON events of a version
 // 2 ledger are read as they are. Version 4 writes entries in a compact
-// binary form (entry.go) and indexes the active keep entries (keep); its
-// migration builds that index when the ledger is opened, then rewrites the
-// JSON entries in chunks (rewriteEntries). An older reaperd refuses a newer
+// binary form (entry.go), sessions too, and indexes the active keep entries
+// (keep); its migration builds that index when the ledger is opened, then
+// rewrites the JSON records in chunks (rewriteRecords). An older reaperd refuses a newer
 // version rather than misreads it.
 const SchemaVersion = 4
 
@@ -51,8 +51,9 @@ var (
 	keySchema  = []byte("schema")
 	keyCounted = []byte("counted") // set once the counts bucket is complete
 	keyAlive   = []byte("alive")
-	// keyReencode is set while entries of an older schema are left to
-	// rewrite in the binary form; its value is the last key rewritten.
+	// keyReencode is set while records of an older schema are left to
+	// rewrite in the binary form; its value is the bucket, NUL, and the
+	// last key rewritten.
 	keyReencode = []byte("reencode")
 )
 
@@ -144,7 +145,7 @@ func Open(path string, o Options) (*DB, error) {
 		bdb.Close()
 		return nil, err
 	}
-	if err := db.rewriteEntries(); err != nil {
+	if err := db.rewriteRecords(); err != nil {
 		bdb.Close()
 		return nil, err
 	}
@@ -245,34 +246,81 @@ func (db *DB) Update(ctx context.Context, fn func(reaper.Tx) error) error {
 	return <-r.done
 }
 
+// maxLinger caps how long a commit waits for the writers of the previous
+// one (lingering, in commitLoop).
+const maxLinger = 2 * time.Millisecond
+
 func (db *DB) commitLoop() {
 	defer close(db.done)
 	batch := make([]*writeReq, 0, db.maxBatch)
+	last, took := 0, time.Duration(0) // the previous commit's size and duration
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		select {
 		case r := <-db.reqs:
 			batch = append(batch[:0], r)
 		case <-db.stop:
-			// Close holds the write lock, so nothing more is queued.
-			for {
-				select {
-				case r := <-db.reqs:
-					db.commit([]*writeReq{r})
-				default:
-					return
-				}
-			}
+			db.drain()
+			return
 		}
+		// Lingering. Writers that wait for each commit before sending their
+		// next update (as registering agents do) split, if the batch took
+		// only what was queued, into two groups that commit in turn: each
+		// commit carries half of them and pays a whole fsync. So, while the
+		// batch is smaller than the previous one, it waits a little for the
+		// rest of those writers, at most a quarter of the previous commit's
+		// time and maxLinger: they are on their way back, and joining this
+		// commit costs them less than waiting for the next. A lone writer
+		// (a batch as large as the previous) never waits.
+		wait := min(took/4, maxLinger)
+		var lingering <-chan time.Time
 	fill:
 		for len(batch) < db.maxBatch {
 			select {
 			case r := <-db.reqs:
 				batch = append(batch, r)
+				continue
 			default:
+			}
+			if len(batch) >= last || wait <= 0 {
+				break
+			}
+			if lingering == nil {
+				linger.Reset(wait)
+				lingering = linger.C
+			}
+			select {
+			case r := <-db.reqs:
+				batch = append(batch, r)
+			case <-lingering:
+				break fill
+			case <-db.stop:
 				break fill
 			}
 		}
+		if lingering != nil && !linger.Stop() {
+			select {
+			case <-linger.C:
+			default:
+			}
+		}
+		start := time.Now()
 		db.commit(batch)
+		last, took = len(batch), time.Since(start)
+	}
+}
+
+// drain commits what is still queued when the ledger closes. Close holds
+// the write lock, so nothing more is queued.
+func (db *DB) drain() {
+	for {
+		select {
+		case r := <-db.reqs:
+			db.commit([]*writeReq{r})
+		default:
+			return
+		}
 	}
 }
 

@@ -21,9 +21,9 @@ import (
 // From version 2: nothing; version 3 reads version 2's JSON events as they
 // are.
 //
-// From version 3: the keep index is built, and the entries, still JSON,
-// are marked for rewriting in the binary form, which Open does after this
-// transaction, in chunks (rewriteEntries). Both forms are read, so a crash
+// From version 3: the keep index is built, and the entries and sessions,
+// still JSON, are marked for rewriting in the binary form, which Open does
+// after this transaction, in chunks (rewriteRecords). Both forms are read, so a crash
 // between chunks loses nothing: the next Open goes on where it stopped.
 func migrate(btx *bolt.Tx, from uint64) error {
 	if from < 1 || from >= SchemaVersion {
@@ -40,7 +40,7 @@ func migrate(btx *bolt.Tx, from uint64) error {
 	return nil
 }
 
-// migrate3 builds the keep index and marks the entries for rewriting.
+// migrate3 builds the keep index and marks the records for rewriting.
 func migrate3(btx *bolt.Tx) error {
 	keep := btx.Bucket(bucketKeep)
 	err := btx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
@@ -60,26 +60,54 @@ func migrate3(btx *bolt.Tx) error {
 	return btx.Bucket(bucketMeta).Put(keyReencode, []byte{})
 }
 
-// rewriteChunk is how many entries one transaction of rewriteEntries
+// rewriteChunk is how many records one transaction of rewriteRecords
 // rewrites.
 var rewriteChunk = 20_000
 
-// rewriteEntries rewrites the JSON entries of a migrated ledger in the
-// binary form, rewriteChunk at a time, and clears the mark when it is done.
-// Only the records change: their index keys do not depend on the form.
-func (db *DB) rewriteEntries() error {
+// rewriteRecords rewrites the JSON entries and sessions of a migrated
+// ledger in the binary form, rewriteChunk at a time, and clears the mark
+// when it is done. Only the records change: no index key depends on the
+// form.
+func (db *DB) rewriteRecords() error {
+	recode := map[string]func(k, v []byte) ([]byte, error){
+		string(bucketEntries): func(k, v []byte) ([]byte, error) {
+			e, err := decodeEntry(k, v)
+			if err != nil {
+				return nil, err
+			}
+			return encodeEntry(e)
+		},
+		string(bucketSessions): func(k, v []byte) ([]byte, error) {
+			s, err := decodeSession(k, v)
+			if err != nil {
+				return nil, err
+			}
+			return encodeSession(s), nil
+		},
+	}
 	for {
 		done := false
 		err := db.bolt.Update(func(btx *bolt.Tx) error {
 			meta := btx.Bucket(bucketMeta)
-			from := meta.Get(keyReencode)
-			if from == nil {
+			mark := meta.Get(keyReencode)
+			if mark == nil {
 				done = true
 				return nil
 			}
+			// The mark is the bucket being rewritten, NUL, the last key
+			// rewritten; empty at the start.
+			bucket, from, _ := bytes.Cut(mark, []byte{0})
+			if len(bucket) == 0 {
+				bucket = bucketEntries
+			}
+			fn := recode[string(bucket)]
+			if fn == nil {
+				return fmt.Errorf("unknown bucket %q in the rewrite mark", bucket)
+			}
+			b := btx.Bucket(bucket)
 			type rec struct{ k, v []byte }
 			var recs []rec
-			c := btx.Bucket(bucketEntries).Cursor()
+			c := b.Cursor()
 			k, v := c.First()
 			if len(from) > 0 {
 				if k, v = c.Seek(from); k != nil && bytes.Equal(k, from) {
@@ -92,32 +120,30 @@ func (db *DB) rewriteEntries() error {
 				if len(v) == 0 || v[0] != '{' {
 					continue
 				}
-				e, err := decodeEntry(k, v)
+				nv, err := fn(k, v)
 				if err != nil {
 					continue // left as it is, to be quarantined when read
-				}
-				nv, err := encodeEntry(e)
-				if err != nil {
-					continue
 				}
 				recs = append(recs, rec{bytes.Clone(k), nv})
 				n++
 			}
-			last = bytes.Clone(last)
-			b := btx.Bucket(bucketEntries)
+			next := append(append(bytes.Clone(bucket), 0), last...)
 			for _, r := range recs {
 				if err := b.Put(r.k, r.v); err != nil {
 					return err
 				}
 			}
-			if k == nil {
-				done = true
-				return meta.Delete(keyReencode)
+			switch {
+			case k != nil:
+				return meta.Put(keyReencode, next)
+			case bytes.Equal(bucket, bucketEntries):
+				return meta.Put(keyReencode, append(bytes.Clone(bucketSessions), 0))
 			}
-			return meta.Put(keyReencode, last)
+			done = true
+			return meta.Delete(keyReencode)
 		})
 		if err != nil {
-			return fmt.Errorf("open ledger %s: rewrite entries in the binary form: %w", db.path, err)
+			return fmt.Errorf("open ledger %s: rewrite records in the binary form: %w", db.path, err)
 		}
 		if done {
 			return nil

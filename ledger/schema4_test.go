@@ -18,10 +18,11 @@ import (
 )
 
 // schema3Ledger writes ents to a new ledger, then turns it into what
-// reaperd wrote at schema version 3: entries in JSON, no keep index. When
-// rewritten is not empty, it leaves the ledger as a version 4 migration
-// interrupted after that key: the keys up to it rewritten, the rest JSON.
-func schema3Ledger(t *testing.T, ents []*reaper.Entry, rewritten string) string {
+// reaperd wrote at schema version 3: entries and sessions in JSON, no keep
+// index. When rewritten is not empty, it leaves the ledger as a version 4
+// migration interrupted after that entry key: the entries up to it
+// rewritten, the rest JSON.
+func schema3Ledger(t *testing.T, ents []*reaper.Entry, sessions []*reaper.Session, rewritten string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "ledger.db")
 	db, err := ledger.Open(path, ledger.Options{})
@@ -29,6 +30,17 @@ func schema3Ledger(t *testing.T, ents []*reaper.Entry, rewritten string) string 
 		t.Fatal(err)
 	}
 	put(t, db, ents...)
+	err = db.Update(context.Background(), func(tx reaper.Tx) error {
+		for _, s := range sessions {
+			if err := tx.PutSession(s); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	db.Close()
 	bdb, err := bolt.Open(path, 0o600, nil)
 	if err != nil {
@@ -50,6 +62,15 @@ func schema3Ledger(t *testing.T, ents []*reaper.Entry, rewritten string) string 
 				return err
 			}
 		}
+		for _, s := range sessions {
+			js, err := json.Marshal(s)
+			if err != nil {
+				return err
+			}
+			if err := tx.Bucket([]byte("sessions")).Put([]byte(s.ID), js); err != nil {
+				return err
+			}
+		}
 		v := make([]byte, 8)
 		meta := tx.Bucket([]byte("meta"))
 		if rewritten != "" {
@@ -57,7 +78,7 @@ func schema3Ledger(t *testing.T, ents []*reaper.Entry, rewritten string) string 
 			if err := meta.Put([]byte("schema"), v); err != nil {
 				return err
 			}
-			return meta.Put([]byte("reencode"), []byte(rewritten))
+			return meta.Put([]byte("reencode"), []byte("entries\x00"+rewritten))
 		}
 		binary.BigEndian.PutUint64(v, 3)
 		if err := meta.Put([]byte("schema"), v); err != nil {
@@ -69,6 +90,20 @@ func schema3Ledger(t *testing.T, ents []*reaper.Entry, rewritten string) string 
 		t.Fatal(err)
 	}
 	return path
+}
+
+func schema4Sessions() []*reaper.Session {
+	uid := uint32(1000)
+	var out []*reaper.Session
+	for i := range 4 {
+		s := &reaper.Session{ID: fmt.Sprintf("s%d", i), Lease: reaper.Duration(time.Duration(i+1) * time.Minute),
+			StartedAt: t0, LastHeartbeat: t0.Add(time.Duration(i) * time.Second), Owner: &uid}
+		if i == 2 {
+			s.EndedAt, s.EndReason = t0.Add(time.Hour), reaper.ReasonSessionEnded
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 func schema4Entries() []*reaper.Entry {
@@ -91,7 +126,7 @@ func schema4Entries() []*reaper.Entry {
 }
 
 // TestOpenMigratesSchema3Entries: a version 3 ledger opens as version 4,
-// its JSON entries rewritten in the binary form in several transactions,
+// its JSON entries and sessions rewritten in the binary form in several transactions,
 // its keep index built, every entry read back as it was, and the ledger
 // consistent.
 func TestOpenMigratesSchema3Entries(t *testing.T) {
@@ -104,8 +139,8 @@ func TestOpenMigratesSchema3Entries(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			defer ledger.SetRewriteChunk(7)()
-			ents := schema4Entries()
-			path := schema3Ledger(t, ents, c.rewritten)
+			ents, sessions := schema4Entries(), schema4Sessions()
+			path := schema3Ledger(t, ents, sessions, c.rewritten)
 
 			db, err := ledger.Open(path, ledger.Options{})
 			if err != nil {
@@ -120,6 +155,15 @@ func TestOpenMigratesSchema3Entries(t *testing.T) {
 					}
 					if !reflect.DeepEqual(got, want) {
 						t.Errorf("entry after migration:\n got %+v\nwant %+v", got, want)
+					}
+				}
+				for _, want := range sessions {
+					got, err := tx.Session(want.ID)
+					if err != nil {
+						return err
+					}
+					if !reflect.DeepEqual(got, want) {
+						t.Errorf("session after migration:\n got %+v\nwant %+v", got, want)
 					}
 				}
 				return tx.Kept(func(e *reaper.Entry) error { kept = append(kept, e.Key()); return nil })
@@ -146,12 +190,15 @@ func TestOpenMigratesSchema3Entries(t *testing.T) {
 				if meta.Get([]byte("reencode")) != nil {
 					t.Error("the rewrite mark is still set")
 				}
-				return tx.Bucket([]byte("entries")).ForEach(func(k, v []byte) error {
-					if v[0] == '{' {
-						t.Errorf("entry %s is still JSON", k)
-					}
-					return nil
-				})
+				for _, b := range []string{"entries", "sessions"} {
+					_ = tx.Bucket([]byte(b)).ForEach(func(k, v []byte) error {
+						if v[0] == '{' {
+							t.Errorf("%s[%s] is still JSON", b, k)
+						}
+						return nil
+					})
+				}
+				return nil
 			})
 		})
 	}

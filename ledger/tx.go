@@ -39,15 +39,11 @@ func decodeEntry(key, v []byte) (*reaper.Entry, error) {
 }
 
 func decodeSession(id, v []byte) (*reaper.Session, error) {
-	var s reaper.Session
-	if err := json.Unmarshal(v, &s); err != nil {
+	s, err := decodeSessionValue(id, v)
+	if err != nil {
 		return nil, &reaper.CorruptError{Kind: reaper.DueSession, Key: string(id), Err: err}
 	}
-	if s.ID != string(id) {
-		return nil, &reaper.CorruptError{Kind: reaper.DueSession, Key: string(id),
-			Err: fmt.Errorf("the record names %q", s.ID)}
-	}
-	return &s, nil
+	return s, nil
 }
 
 func (t *tx) Entry(key string) (*reaper.Entry, error) {
@@ -365,11 +361,7 @@ func (t *tx) PutSession(s *reaper.Session) error {
 			return err
 		}
 	}
-	v, err := encode(s)
-	if err != nil {
-		return fmt.Errorf("encode session %s: %w", s.ID, err)
-	}
-	return t.bucket(bucketSessions).Put([]byte(s.ID), v)
+	return t.bucket(bucketSessions).Put([]byte(s.ID), encodeSession(s))
 }
 
 // reindexSessionEntries moves the deadline key of every active entry of the
