@@ -87,6 +87,10 @@ func benchValue() []byte {
 //     one entry-sized value.
 //   - path=bolt-batch: raw bbolt db.Batch with its default MaxBatchSize
 //     (1000) and MaxBatchDelay (10ms).
+//   - path=bolt-batch64: raw bbolt tuned as the ledger is (the ledger's
+//     open options: map freelist, written at each commit) with db.Batch and
+//     MaxBatchSize 64, one per writer: the best batched commit of bbolt
+//     on this disk, the ledger's baseline.
 //
 // Sub-benchmark names are key=value for benchstat -col /path or /fsync.
 func BenchmarkRegister64(b *testing.B) {
@@ -117,11 +121,14 @@ func BenchmarkRegister64(b *testing.B) {
 	// at start-up).
 	b.Run("path=engine-freelist-rebuilt/fsync=on", viaEngine(ledger.Options{RebuildFreelist: true}))
 
-	raw := func(batch bool) func(b *testing.B) {
+	raw := func(batch bool, o *bolt.Options, maxBatch int) func(b *testing.B) {
 		return func(b *testing.B) {
-			db, err := bolt.Open(filepath.Join(b.TempDir(), "bolt.db"), 0o600, nil)
+			db, err := bolt.Open(filepath.Join(b.TempDir(), "bolt.db"), 0o600, o)
 			if err != nil {
 				b.Fatal(err)
+			}
+			if maxBatch > 0 {
+				db.MaxBatchSize = maxBatch
 			}
 			b.Cleanup(func() { db.Close() })
 			bucket := []byte("entries")
@@ -146,8 +153,9 @@ func BenchmarkRegister64(b *testing.B) {
 			benchCountEntries(b, db, "entries", b.N)
 		}
 	}
-	b.Run("path=bolt-update/fsync=on", raw(false))
-	b.Run("path=bolt-batch/fsync=on", raw(true))
+	b.Run("path=bolt-update/fsync=on", raw(false, nil, 0))
+	b.Run("path=bolt-batch/fsync=on", raw(true, nil, 0))
+	b.Run("path=bolt-batch64/fsync=on", raw(true, &bolt.Options{FreelistType: bolt.FreelistMapType}, benchClients))
 }
 
 // The 1M-entry ledger of BenchmarkDue1M.
