@@ -237,10 +237,8 @@ func (e *Engine) Status(ctx context.Context) (*reaper.EngineStatus, error) {
 		}); err != nil {
 			return err
 		}
-		if err := tx.Unseen("", func(ent *reaper.Entry) error {
-			if ent.Unverified {
-				unverified[ent.Provider]++
-			}
+		if err := tx.Unverified(func(provider string, n int) error {
+			unverified[provider] = n
 			return nil
 		}); err != nil {
 			return err

@@ -589,6 +589,20 @@ func (c *checker) counts() {
 		}
 		return nil
 	})
+	if v := c.bucket(bucketMeta).Get(keyCounted); len(v) == 8 && binary.BigEndian.Uint64(v) >= 2 {
+		// Counted by version 2: the unverified entries too.
+		_ = c.bucket(bucketUnseen).ForEach(func(k, v []byte) error {
+			if len(v) == 0 || v[0] != unverifiedMark {
+				return nil
+			}
+			if _, _, key, ok := parseIndexKey(k); ok {
+				if e, found := c.entry(key); found && e != nil && !e.State.Final() {
+					want[string(unverifiedKey(e.Provider))]++
+				}
+			}
+			return nil
+		})
+	}
 	got := map[string]int{}
 	_ = c.bucket(bucketCounts).ForEach(func(k, v []byte) error {
 		if !bytes.Contains(k, []byte{0}) || len(v) != 8 {
@@ -612,6 +626,9 @@ func (c *checker) counts() {
 
 // showCountKey returns a counts key as "PROVIDER STATE".
 func showCountKey(k string) string {
+	if p, ok := strings.CutPrefix(k, string(unverifiedPrefix)); ok {
+		return show([]byte(p)) + " unverified"
+	}
 	provider, st, _ := strings.Cut(k, "\x00")
 	return show([]byte(provider)) + " " + show([]byte(st))
 }

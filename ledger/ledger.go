@@ -49,7 +49,7 @@ var (
 	bucketKeep           = []byte("keep")
 
 	keySchema  = []byte("schema")
-	keyCounted = []byte("counted") // set once the counts bucket is complete
+	keyCounted = []byte("counted") // countsVersion once the counts bucket is complete
 	keyAlive   = []byte("alive")
 	// keyReencode is set while records of an older schema are left to
 	// rewrite in the binary form; its value is the bucket, NUL, and the
@@ -60,6 +60,11 @@ var (
 var allBuckets = [][]byte{bucketMeta, bucketEntries, bucketSessions, bucketSessionEntries,
 	bucketDeadlines, bucketProcesses, bucketRetire, bucketAudit, bucketClosing, bucketInFlight,
 	bucketQuarantine, bucketUnseen, bucketUntracked, bucketCounts, bucketKeep}
+
+// countsVersion is what the counts bucket counts: 1, the entries by
+// provider and state; 2, the unverified entries too. A ledger counted by
+// an older version is counted again when it is opened.
+const countsVersion = 2
 
 // ErrLocked is returned by Open when another process holds the ledger file.
 var ErrLocked = errors.New("ledger is locked by another process")
@@ -180,11 +185,11 @@ func (db *DB) init() error {
 				}
 			}
 		}
-		if meta.Get(keyCounted) == nil {
+		if v := meta.Get(keyCounted); len(v) != 8 || binary.BigEndian.Uint64(v) < countsVersion {
 			if err := recount(btx); err != nil {
 				return fmt.Errorf("open ledger %s: count entries: %w", db.path, err)
 			}
-			if err := meta.Put(keyCounted, u64(1)); err != nil {
+			if err := meta.Put(keyCounted, u64(countsVersion)); err != nil {
 				return err
 			}
 		}

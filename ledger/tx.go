@@ -81,20 +81,43 @@ const unverifiedMark = 'u'
 func unseenKey(e *reaper.Entry) []byte { return indexKey(e.RegisteredAt, reaper.DueEntry, e.Key()) }
 
 func (t *tx) SetVerification(e *reaper.Entry, seen, unverified bool) error {
-	b := t.bucket(bucketUnseen)
 	k := unseenKey(e)
-	if b.Get(k) == nil {
+	if t.bucket(bucketUnseen).Get(k) == nil {
 		return nil // seen already, final, or no such entry
 	}
 	t.write()
-	if seen {
-		return b.Delete(k)
+	return t.setUnseen(e.Provider, k, !seen, unverified)
+}
+
+// setUnseen puts (waiting) or deletes an unseen key of the provider's
+// entry, and keeps the provider's count of unverified entries.
+func (t *tx) setUnseen(provider string, k []byte, waiting, unverified bool) error {
+	b := t.bucket(bucketUnseen)
+	old := b.Get(k)
+	was := len(old) > 0 && old[0] == unverifiedMark
+	now := waiting && unverified
+	if waiting {
+		var v []byte
+		if unverified {
+			v = []byte{unverifiedMark}
+		}
+		if old == nil || was != now {
+			if err := b.Put(k, v); err != nil {
+				return err
+			}
+		}
+	} else if old != nil {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
 	}
-	var v []byte
-	if unverified {
-		v = []byte{unverifiedMark}
+	switch {
+	case now && !was:
+		return t.countUnverified(provider, 1)
+	case was && !now:
+		return t.countUnverified(provider, -1)
 	}
-	return b.Put(k, v)
+	return nil
 }
 
 // sessionFor returns the session an entry's DueAt depends on: nil when the
@@ -168,15 +191,7 @@ func (t *tx) indexEntry(e *reaper.Entry, s *reaper.Session) error {
 	if err := setMember(t.bucket(bucketKeep), key, e.State == reaper.StateActive && e.Keep); err != nil {
 		return err
 	}
-	if !e.State.Final() && !e.Seen {
-		var v []byte
-		if e.Unverified {
-			v = []byte{unverifiedMark}
-		}
-		if err := t.bucket(bucketUnseen).Put(unseenKey(e), v); err != nil {
-			return err
-		}
-	} else if err := t.bucket(bucketUnseen).Delete(unseenKey(e)); err != nil {
+	if err := t.setUnseen(e.Provider, unseenKey(e), !e.State.Final() && !e.Seen, e.Unverified); err != nil {
 		return err
 	}
 	return setMember(t.bucket(bucketInFlight), key, e.State == reaper.StateClosing && e.InFlight)
@@ -206,7 +221,7 @@ func (t *tx) unindexEntry(e *reaper.Entry, s *reaper.Session) error {
 	if err := t.bucket(bucketKeep).Delete([]byte(key)); err != nil {
 		return err
 	}
-	if err := t.bucket(bucketUnseen).Delete(unseenKey(e)); err != nil {
+	if err := t.setUnseen(e.Provider, unseenKey(e), false, false); err != nil {
 		return err
 	}
 	return t.bucket(bucketInFlight).Delete([]byte(key))
@@ -588,8 +603,9 @@ func (t *tx) Quarantine(kind reaper.DueKind, key, reason string, at time.Time) e
 			}
 			return nil
 		})
+		provider, _, _ := strings.Cut(key, "/")
 		for _, k := range stale {
-			if err := t.bucket(bucketUnseen).Delete(k); err != nil {
+			if err := t.setUnseen(provider, k, false, false); err != nil {
 				return err
 			}
 		}
@@ -926,8 +942,12 @@ func countKey(provider string, st reaper.State) []byte {
 
 // count adds delta to the number of entries of provider in state st.
 func (t *tx) count(provider string, st reaper.State, delta int64) error {
+	return t.addCount(countKey(provider, st), delta)
+}
+
+// addCount adds delta to a count of the counts bucket.
+func (t *tx) addCount(k []byte, delta int64) error {
 	b := t.bucket(bucketCounts)
-	k := countKey(provider, st)
 	var n int64
 	if v := b.Get(k); len(v) == 8 {
 		n = int64(binary.BigEndian.Uint64(v))
@@ -940,12 +960,40 @@ func (t *tx) count(provider string, st reaper.State, delta int64) error {
 
 func (t *tx) Counts(fn func(provider string, st reaper.State, n int) error) error {
 	return t.bucket(bucketCounts).ForEach(func(k, v []byte) error {
+		if bytes.HasPrefix(k, unverifiedPrefix) {
+			return nil
+		}
 		provider, st, ok := strings.Cut(string(k), "\x00")
 		if !ok || len(v) != 8 {
 			return nil
 		}
 		return fn(provider, reaper.State(st), int(binary.BigEndian.Uint64(v)))
 	})
+}
+
+// unverifiedPrefix starts the keys of the counts bucket that count a
+// provider's unverified entries; a provider name never starts with it.
+var unverifiedPrefix = []byte("\x01unverified\x00")
+
+func unverifiedKey(provider string) []byte { return append(bytes.Clone(unverifiedPrefix), provider...) }
+
+// countUnverified adds delta to the number of the provider's unverified
+// entries.
+func (t *tx) countUnverified(provider string, delta int64) error {
+	return t.addCount(unverifiedKey(provider), delta)
+}
+
+func (t *tx) Unverified(fn func(provider string, n int) error) error {
+	c := t.bucket(bucketCounts).Cursor()
+	for k, v := c.Seek(unverifiedPrefix); k != nil && bytes.HasPrefix(k, unverifiedPrefix); k, v = c.Next() {
+		if len(v) != 8 {
+			continue
+		}
+		if err := fn(string(k[len(unverifiedPrefix):]), int(binary.BigEndian.Uint64(v))); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // recount rebuilds the counts bucket from the entries: once, when a ledger
@@ -965,6 +1013,22 @@ func recount(btx *bolt.Tx) error {
 			return nil // quarantined when the engine meets it
 		}
 		counts[string(countKey(e.Provider, e.State))]++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// The unverified entries: 'u' keys of the unseen index whose entry is
+	// there, waiting.
+	err = t.bucket(bucketUnseen).ForEach(func(k, v []byte) error {
+		if len(v) == 0 || v[0] != unverifiedMark {
+			return nil
+		}
+		if _, _, key, ok := parseIndexKey(k); ok {
+			if e, err := t.Entry(key); err == nil && e != nil && !e.State.Final() && e.Unverified {
+				counts[string(unverifiedKey(e.Provider))]++
+			}
+		}
 		return nil
 	})
 	if err != nil {

@@ -96,6 +96,10 @@ type Tx interface {
 	// state (pairs with none are left out). The cost does not depend on
 	// the number of entries.
 	Counts(fn func(provider string, st State, n int) error) error
+	// Unverified calls fn with the number of each provider's unverified
+	// entries (active or closing, Unverified set; providers with none are
+	// left out). The cost does not depend on the number of entries.
+	Unverified(fn func(provider string, n int) error) error
 
 	// Untracked calls fn for each live sandbox of the provider that no entry
 	// tracks, as recorded by PutUntracked, with the time reaperd first saw
