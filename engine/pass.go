@@ -13,6 +13,9 @@ import (
 type passResult struct {
 	items []reaper.SweepItem
 	jobs  []*job
+	// waits are the channels on which a sweep's claimed jobs answer: the
+	// sweep reads them, never the jobs, which the workers change.
+	waits []chan reaper.SweepItem
 	// next is the earliest deadline left in the ledger after the pass.
 	next time.Time
 	// more is set when the pass stopped at PassLimit: more may be due.
@@ -247,7 +250,9 @@ func (c *passCtx) claim(ent *reaper.Entry, item reaper.SweepItem) error {
 		ent.InFlight = true
 		j := &job{key: ent.Key(), provider: name, id: ent.ID, probe: c.probes[ent.Key()]}
 		if c.sweep {
-			j.waiters = []chan reaper.SweepItem{make(chan reaper.SweepItem, 1)}
+			w := make(chan reaper.SweepItem, 1)
+			j.waiters = []chan reaper.SweepItem{w}
+			c.res.waits = append(c.res.waits, w)
 		}
 		c.res.jobs = append(c.res.jobs, j)
 	}

@@ -68,15 +68,13 @@ func (e *Engine) Sweep(ctx context.Context, o reaper.SweepOptions) (*reaper.Swee
 	for i, it := range rep.Items {
 		byKey[it.Key] = i
 	}
-	for _, j := range reply.res.jobs {
-		for _, w := range j.waiters {
-			select {
-			case res := <-w:
-				if i, ok := byKey[res.Key]; ok {
-					rep.Items[i].Result, rep.Items[i].Error = res.Result, res.Error
-				}
-			case <-ctx.Done():
+	for _, w := range reply.res.waits {
+		select {
+		case res := <-w:
+			if i, ok := byKey[res.Key]; ok {
+				rep.Items[i].Result, rep.Items[i].Error = res.Result, res.Error
 			}
+		case <-ctx.Done():
 		}
 	}
 	wg.Wait()
