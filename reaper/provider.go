@@ -56,6 +56,30 @@ type Provider interface {
 	List(ctx context.Context, f ListFilter) ([]Sandbox, error)
 }
 
+// PageLister is implemented by providers that can hand out their listing
+// page by page, as their API pages it, so that a caller never holds every
+// live sandbox at once (a fleet of 100,000 sandboxes is 1,000 pages of
+// Daytona's or E2B's). The engine uses it, where a provider implements it,
+// for discovery and for the listings that confirm not-founds; List remains
+// the whole listing at once.
+//
+// ListPages lists what List lists (the same sandboxes, filtered by f the
+// same way, each reported once per listing, and with the same guarantees
+// that the listing is complete), and calls fn with each page, in the
+// provider's order, never with an empty page. A page belongs to fn, which
+// may keep it. An error from fn stops the listing: ListPages makes no
+// further request and returns that error as it is. Any other error
+// (classified as for List) means the listing is incomplete: the pages
+// already handed to fn show sandboxes that are live, but nothing may be
+// concluded from a sandbox's absence from them. Only a nil return says that
+// the listing went through to its last page, and only then is a sandbox
+// missing from every page absent from the listing (the engine's second
+// signal of "gone"). ListPages honours ctx and does not call fn after it
+// has returned.
+type PageLister interface {
+	ListPages(ctx context.Context, f ListFilter, fn func(page []Sandbox) error) error
+}
+
 // Checker is implemented by providers that can check their credentials
 // with one cheap authenticated call (the first page of their listing,
 // limited to one item, or the provider's own "who am I"). The daemon calls

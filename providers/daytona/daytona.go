@@ -137,8 +137,9 @@ type Provider struct {
 }
 
 var (
-	_ reaper.Provider = (*Provider)(nil)
-	_ reaper.Checker  = (*Provider)(nil)
+	_ reaper.Provider   = (*Provider)(nil)
+	_ reaper.Checker    = (*Provider)(nil)
+	_ reaper.PageLister = (*Provider)(nil)
 )
 
 // New validates c and returns a provider. It never logs, and its errors never
@@ -326,20 +327,35 @@ func (p *Provider) lookup(ctx context.Context, id string) (state string, err err
 // ones left out, oldest first (see listSort). f.Labels is sent as Daytona's
 // JSON "labels" filter.
 func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sandbox, error) {
+	var out []reaper.Sandbox
+	err := p.ListPages(ctx, f, func(page []reaper.Sandbox) error {
+		out = append(out, page...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ListPages is List a page at a time (reaper.PageLister): each page of GET
+// /sandbox, up to pageLimit sandboxes, oldest first, without destroyed
+// ones and without a sandbox an earlier page of the same listing already
+// gave (a repeat at the millisecond cursor).
+func (p *Provider) ListPages(ctx context.Context, f reaper.ListFilter, fn func([]reaper.Sandbox) error) error {
 	labels, err := labelsParam(f.Labels)
 	if err != nil {
-		return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient, Err: err}
+		return &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient, Err: err}
 	}
-	var out []reaper.Sandbox
 	seen := map[string]bool{}
 	cursor := ""
 	for page := 1; ; page++ {
 		if page > maxPages {
-			return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
+			return &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
 				Err: fmt.Errorf("list sandboxes: more than %d pages", maxPages)}
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, p.classify(ctx, "list", "", "list sandboxes", nil, err)
+			return p.classify(ctx, "list", "", "list sandboxes", nil, err)
 		}
 		rctx, cancel := p.requestContext(ctx)
 		req := p.api.SandboxAPI.ListSandboxes(rctx).Limit(pageLimit).Sort(listSort).Order(listOrder)
@@ -355,16 +371,17 @@ func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sand
 		res, resp, err := req.Execute()
 		cancel()
 		if status := statusOf(resp); status < 200 || status >= 300 {
-			return nil, p.classify(ctx, "list", "", "list sandboxes", resp, err)
+			return p.classify(ctx, "list", "", "list sandboxes", resp, err)
 		}
 		items, next, derr := decodeList(res, resp, err)
 		if derr != nil {
 			if cerr := ctx.Err(); cerr != nil {
-				return nil, p.classify(ctx, "list", "", "list sandboxes", nil, cerr)
+				return p.classify(ctx, "list", "", "list sandboxes", nil, cerr)
 			}
-			return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
+			return &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
 				StatusCode: statusOf(resp), Err: fmt.Errorf("decode sandbox list: %w", derr)}
 		}
+		out := items[:0]
 		for _, sb := range items {
 			if sb.ID == "" || seen[sb.ID] || sb.State == string(apiclient.SANDBOXSTATE_DESTROYED) {
 				continue
@@ -375,11 +392,16 @@ func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sand
 			seen[sb.ID] = true
 			out = append(out, sb)
 		}
+		if len(out) > 0 {
+			if err := fn(out); err != nil {
+				return err
+			}
+		}
 		if next == "" {
-			return out, nil
+			return nil
 		}
 		if next == cursor {
-			return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
+			return &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
 				Err: fmt.Errorf("list sandboxes: server repeated cursor %q", next)}
 		}
 		cursor = next

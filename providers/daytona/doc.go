@@ -74,6 +74,10 @@
 // repeat); descending, it would be skipped. A sandbox created while List
 // pages is appended, not missed.
 //
+// ListPages (reaper.PageLister) hands the same listing over page by page,
+// one page of GET /sandbox at a time, so that the engine never holds a
+// large fleet whole; List collects its pages.
+//
 // Check lists one sandbox (GET /sandbox?limit=1) to check the API key: nil
 // when accepted, reaper.ErrUnauthorized naming DAYTONA_API_KEY on 401 or
 // 403, reaper.ErrTransient naming DAYTONA_API_URL on 404 (the URL is not the

@@ -40,6 +40,10 @@
 // that showed it. Name is never set: E2B sandboxes
 // have none.
 //
+// ListPages (reaper.PageLister) hands the same listing over page by page,
+// one page of GET /v2/sandboxes at a time (the second pass's pages without
+// the sandboxes already given); List collects its pages.
+//
 // Check lists at most one running sandbox (GET /v2/sandboxes?limit=1&
 // state=running) to check the API key: nil when accepted,
 // reaper.ErrUnauthorized naming E2B_API_KEY on 401 or 403,

@@ -99,8 +99,9 @@ type Provider struct {
 }
 
 var (
-	_ reaper.Provider = (*Provider)(nil)
-	_ reaper.Checker  = (*Provider)(nil)
+	_ reaper.Provider   = (*Provider)(nil)
+	_ reaper.Checker    = (*Provider)(nil)
+	_ reaper.PageLister = (*Provider)(nil)
 )
 
 // New validates c and returns a provider. The error never contains the key.
@@ -195,26 +196,41 @@ func (p *Provider) Close(ctx context.Context, id string) error {
 // no later than the newest of its first page: every sandbox that started
 // (or resumed) while it paged is then listed.
 func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sandbox, error) {
-	l := lister{p: p, f: f, seen: map[string]bool{}}
-	newest, n, err := l.pages(ctx, time.Time{})
+	var out []reaper.Sandbox
+	err := p.ListPages(ctx, f, func(page []reaper.Sandbox) error {
+		out = append(out, page...)
+		return nil
+	})
 	if err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// ListPages is List a page at a time (reaper.PageLister): each page of GET
+// /v2/sandboxes, up to pageLimit sandboxes, newest first, then the pages
+// of the second pass, each without the sandboxes already given.
+func (p *Provider) ListPages(ctx context.Context, f reaper.ListFilter, fn func([]reaper.Sandbox) error) error {
+	l := lister{p: p, f: f, seen: map[string]bool{}, fn: fn}
+	newest, n, err := l.pages(ctx, time.Time{})
+	if err != nil {
+		return err
 	}
 	if n > 1 && !newest.IsZero() {
 		// One page is one answer; only a cursor can be overtaken.
 		if _, _, err := l.pages(ctx, newest); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return l.out, nil
+	return nil
 }
 
-// lister gathers one List's sandboxes.
+// lister hands one listing's pages to fn.
 type lister struct {
 	p    *Provider
 	f    reaper.ListFilter
 	seen map[string]bool
-	out  []reaper.Sandbox
+	fn   func([]reaper.Sandbox) error
 }
 
 // pages reads pages from the newest sandbox on. With a zero since it reads
@@ -233,6 +249,7 @@ func (l *lister) pages(ctx context.Context, since time.Time) (time.Time, int, er
 			return time.Time{}, 0, err
 		}
 		reached := false
+		var out []reaper.Sandbox
 		for _, it := range items {
 			if page == 0 && it.StartedAt.After(newest) {
 				newest = it.StartedAt
@@ -244,7 +261,7 @@ func (l *lister) pages(ctx context.Context, since time.Time) (time.Time, int, er
 				continue
 			}
 			l.seen[it.SandboxID] = true
-			l.out = append(l.out, reaper.Sandbox{
+			out = append(out, reaper.Sandbox{
 				ID: it.SandboxID,
 				// startedAt is when the sandbox last started: E2B resets
 				// it on every resume, so it is the age of the sandbox's
@@ -257,6 +274,11 @@ func (l *lister) pages(ctx context.Context, since time.Time) (time.Time, int, er
 				Template:  cmp.Or(it.Alias, it.TemplateID),
 				Resources: it.resources(),
 			})
+		}
+		if len(out) > 0 {
+			if err := l.fn(out); err != nil {
+				return time.Time{}, 0, err
+			}
 		}
 		if next == "" || reached {
 			return newest, page + 1, nil

@@ -67,6 +67,12 @@
 // listing does not give is zero, and a sandbox listed without any of it has
 // no Resources.
 //
+// ListPages (reaper.PageLister) hands the same listing over page by page,
+// one page of a listing RPC at a time, without the sandboxes an earlier
+// page gave, and asks AppList for a page holding an app it does not know
+// (once per app and listing); List collects its pages and sorts them,
+// newest first.
+//
 // Check calls WorkspaceNameLookup, Modal's "who am I" (what the Modal
 // Python client calls to verify a new token: config.py, _lookup_workspace),
 // after the token exchange below.

@@ -157,8 +157,9 @@ type Provider struct {
 }
 
 var (
-	_ reaper.Provider = (*Provider)(nil)
-	_ reaper.Checker  = (*Provider)(nil)
+	_ reaper.Provider   = (*Provider)(nil)
+	_ reaper.Checker    = (*Provider)(nil)
+	_ reaper.PageLister = (*Provider)(nil)
 )
 
 // New validates c and returns a provider. It does not contact Modal: the
@@ -339,8 +340,28 @@ type listRPC struct {
 // end, and reports each sandbox once. App names come from AppList, once per
 // environment holding an app not seen before.
 func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sandbox, error) {
+	var out []reaper.Sandbox
+	err := p.ListPages(ctx, f, func(page []reaper.Sandbox) error {
+		out = append(out, page...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(out, func(a, b reaper.Sandbox) int {
+		return cmp.Or(b.CreatedAt.Compare(a.CreatedAt), strings.Compare(a.ID, b.ID))
+	})
+	return out, nil
+}
+
+// ListPages is List a page at a time (reaper.PageLister): environment by
+// environment, each page of SandboxList, then of SandboxListV2, newest
+// first, without the sandboxes an earlier page gave (every V1 sandbox is
+// in both listings), each with its app's name. AppList is called for a
+// page holding an app not known yet, at most once per app in a listing.
+func (p *Provider) ListPages(ctx context.Context, f reaper.ListFilter, fn func([]reaper.Sandbox) error) error {
 	if _, err := p.client(); err != nil {
-		return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient, Err: err}
+		return &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient, Err: err}
 	}
 	tags := make([]*pb.SandboxTag, 0, len(f.Labels))
 	for _, k := range sortedKeys(f.Labels) {
@@ -350,52 +371,50 @@ func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sand
 		{"SandboxList", p.rpc.SandboxList},
 		{"SandboxListV2", p.rpc.SandboxListV2},
 	}
-	var (
-		out  []reaper.Sandbox
-		seen = map[string]bool{}
-	)
+	seen := map[string]bool{}
 	for _, env := range p.envs {
-		var infos []*pb.SandboxInfo
+		asked := map[string]bool{} // app ids AppList was asked about in env
 		for _, rpc := range rpcs {
-			page, err := p.listAll(ctx, rpc, env, tags)
-			if err != nil {
-				return nil, err
-			}
-			for _, info := range page {
-				if !seen[info.GetId()] && hasLabels(info, f.Labels) {
-					seen[info.GetId()] = true
-					infos = append(infos, info)
+			err := p.listRPCPages(ctx, rpc, env, tags, func(page []*pb.SandboxInfo) error {
+				infos := page[:0]
+				for _, info := range page {
+					if !seen[info.GetId()] && hasLabels(info, f.Labels) {
+						seen[info.GetId()] = true
+						infos = append(infos, info)
+					}
 				}
+				if len(infos) == 0 {
+					return nil
+				}
+				names, err := p.appNamesFor(ctx, env, infos, asked)
+				if err != nil {
+					return err
+				}
+				out := make([]reaper.Sandbox, 0, len(infos))
+				for _, info := range infos {
+					sb := sandboxFromInfo(info)
+					sb.App = names[info.GetAppId()]
+					out = append(out, sb)
+				}
+				return fn(out)
+			})
+			if err != nil {
+				return err
 			}
-		}
-		names, err := p.appNamesFor(ctx, env, infos)
-		if err != nil {
-			return nil, err
-		}
-		for _, info := range infos {
-			sb := sandboxFromInfo(info)
-			sb.App = names[info.GetAppId()]
-			out = append(out, sb)
 		}
 	}
-	slices.SortStableFunc(out, func(a, b reaper.Sandbox) int {
-		return cmp.Or(b.CreatedAt.Compare(a.CreatedAt), strings.Compare(a.ID, b.ID))
-	})
-	return out, nil
+	return nil
 }
 
-// listAll reads every page of one listing RPC in one environment. Modal
-// pages back in time with before_timestamp (the oldest created_at of the
-// previous page) until an empty page.
-func (p *Provider) listAll(ctx context.Context, rpc listRPC, env string, tags []*pb.SandboxTag) ([]*pb.SandboxInfo, error) {
-	var (
-		out    []*pb.SandboxInfo
-		seen   = map[string]bool{}
-		before float64 // 0: from the newest
-	)
+// listRPCPages reads every page of one listing RPC in one environment,
+// handing each to fn, whose error stops it. Modal pages back in time with
+// before_timestamp (the oldest created_at of the previous page) until an
+// empty page.
+func (p *Provider) listRPCPages(ctx context.Context, rpc listRPC, env string, tags []*pb.SandboxTag, fn func([]*pb.SandboxInfo) error) error {
+	var before float64 // 0: from the newest
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, p.wrapList(ctx, env, err)
+			return p.wrapList(ctx, env, err)
 		}
 		resp, err := rpc.call(ctx, pb.SandboxListRequest_builder{
 			BeforeTimestamp: before,
@@ -404,41 +423,40 @@ func (p *Provider) listAll(ctx context.Context, rpc listRPC, env string, tags []
 			Tags:            tags,
 		}.Build())
 		if err != nil {
-			return nil, p.wrapList(ctx, env, err)
+			return p.wrapList(ctx, env, err)
 		}
 		page := resp.GetSandboxes()
 		if len(page) == 0 {
-			return out, nil
+			return nil
 		}
 		oldest := math.Inf(1)
 		for _, info := range page {
 			oldest = min(oldest, info.GetCreatedAt())
-			if seen[info.GetId()] {
-				continue
-			}
-			seen[info.GetId()] = true
-			out = append(out, info)
 		}
 		// The next page holds sandboxes created before the oldest one of
 		// this page. A cursor that does not move back in time would loop.
 		if oldest <= 0 || (before > 0 && oldest >= before) {
-			return nil, &reaper.ProviderError{
+			return &reaper.ProviderError{
 				Provider: Type, Op: "list", Kind: reaper.ErrTransient,
 				Err: fmt.Errorf("%s%s: page cursor did not advance (before_timestamp %.6f, oldest created_at %.6f)",
 					rpc.name, envText(env), before, oldest),
 			}
+		}
+		if err := fn(page); err != nil {
+			return err
 		}
 		before = oldest
 	}
 }
 
 // appNamesFor returns the names of the apps of infos, calling AppList for
-// env when one of them is not known yet.
-func (p *Provider) appNamesFor(ctx context.Context, env string, infos []*pb.SandboxInfo) (map[string]string, error) {
+// env when one of them is neither known nor in asked (the app ids AppList
+// was already asked about during this listing), and adding them to asked.
+func (p *Provider) appNamesFor(ctx context.Context, env string, infos []*pb.SandboxInfo, asked map[string]bool) (map[string]string, error) {
 	p.appMu.Lock()
 	missing := false
 	for _, info := range infos {
-		if id := info.GetAppId(); id != "" {
+		if id := info.GetAppId(); id != "" && !asked[id] {
 			if _, ok := p.appNames[id]; !ok {
 				missing = true
 				break
@@ -460,6 +478,9 @@ func (p *Provider) appNamesFor(ctx context.Context, env string, infos []*pb.Sand
 			}
 		}
 		p.appMu.Unlock()
+		for _, info := range infos {
+			asked[info.GetAppId()] = true
+		}
 	}
 	p.appMu.Lock()
 	defer p.appMu.Unlock()

@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -434,6 +435,84 @@ func Run(t *testing.T, o Options) {
 		}
 	})
 
+	// The listing page by page is the listing: the same sandboxes as List,
+	// each once, in pages no larger than the API's; the caller's error
+	// stops it; a failure after some pages is an error, never a short
+	// listing that would read as proof that the rest are gone.
+	t.Run("ListPages", func(t *testing.T) {
+		p, f := o.Setup(t)
+		pl, ok := p.(reaper.PageLister)
+		if !ok {
+			t.Fatalf("%T does not implement reaper.PageLister: discovery at scale lists page by page", p)
+		}
+		f.SetPageSize(2)
+		for i := range 7 {
+			team := "a"
+			if i%2 == 1 {
+				team = "b"
+			}
+			f.Create(map[string]string{"team": team, "n": fmt.Sprint(i)}, created.Add(time.Duration(i)*time.Minute))
+		}
+		for _, filter := range []reaper.ListFilter{{}, {Labels: map[string]string{"team": "a"}}} {
+			all, err := p.List(ctx(t), filter)
+			if err != nil {
+				t.Fatalf("List(%v) = %v", filter.Labels, err)
+			}
+			byID := map[string]reaper.Sandbox{}
+			var pages int
+			err = pl.ListPages(ctx(t), filter, func(page []reaper.Sandbox) error {
+				pages++
+				if len(page) == 0 || len(page) > 2 {
+					t.Errorf("ListPages(%v): page %d holds %d sandboxes, want 1 to 2 (the API's page size)", filter.Labels, pages, len(page))
+				}
+				for _, sb := range page {
+					if _, dup := byID[sb.ID]; dup {
+						t.Errorf("ListPages(%v): sandbox %s given twice", filter.Labels, sb.ID)
+					}
+					byID[sb.ID] = sb
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("ListPages(%v) = %v", filter.Labels, err)
+			}
+			if want := (len(all) + 1) / 2; pages < want {
+				t.Errorf("ListPages(%v) gave %d pages, want at least %d for %d sandboxes 2 a page", filter.Labels, pages, want, len(all))
+			}
+			if got, want := sortedIDs(byID), ids(all); !slices.Equal(got, want) {
+				t.Fatalf("ListPages(%v) ids = %v, want List's %v", filter.Labels, got, want)
+			}
+			for _, sb := range all {
+				if got := byID[sb.ID]; !sameSandbox(got, sb) {
+					t.Errorf("ListPages(%v) gives %+v, List %+v", filter.Labels, got, sb)
+				}
+			}
+		}
+
+		errStop := errors.New("enough")
+		calls := 0
+		err := pl.ListPages(ctx(t), reaper.ListFilter{}, func([]reaper.Sandbox) error {
+			calls++
+			return errStop
+		})
+		if !errors.Is(err, errStop) || calls != 1 {
+			t.Errorf("ListPages whose fn fails = %v after %d calls, want fn's error after 1", err, calls)
+		}
+
+		calls = 0
+		err = pl.ListPages(ctx(t), reaper.ListFilter{}, func([]reaper.Sandbox) error {
+			calls++
+			if calls == 1 {
+				f.Fail(Failure{Kind: FailServerError})
+			}
+			return nil
+		})
+		f.Fail(Failure{})
+		if !errors.Is(err, reaper.ErrTransient) || calls != 1 {
+			t.Errorf("ListPages failing after its first page = %v after %d pages, want ErrTransient after 1", err, calls)
+		}
+	})
+
 	t.Run("ListOmitsClosed", func(t *testing.T) {
 		p, f := o.Setup(t)
 		a := f.Create(nil, created)
@@ -458,6 +537,23 @@ func ids(sbs []reaper.Sandbox) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+func sortedIDs(m map[string]reaper.Sandbox) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// sameSandbox reports whether a and b say the same of a sandbox.
+func sameSandbox(a, b reaper.Sandbox) bool {
+	return a.ID == b.ID && a.CreatedAt.Equal(b.CreatedAt) && a.StartedAt.Equal(b.StartedAt) &&
+		a.LastActivityAt.Equal(b.LastActivityAt) && a.State == b.State && maps.Equal(a.Labels, b.Labels) &&
+		a.Name == b.Name && a.App == b.App && a.Template == b.Template &&
+		(a.Resources == nil) == (b.Resources == nil) && (a.Resources == nil || *a.Resources == *b.Resources)
 }
 
 func sortedKeys(m map[string]map[string]string) []string {

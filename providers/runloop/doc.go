@@ -52,6 +52,10 @@
 // or with one this version does not know, has no Resources. Runloop reports
 // no GPUs.
 //
+// ListPages (reaper.PageLister) hands the same listing over page by page,
+// one page of GET /v1/devboxes at a time; List collects its pages and
+// sorts them by creation time.
+//
 // Check lists one devbox (GET /v1/devboxes?limit=1) to check the API key:
 // nil when accepted, reaper.ErrUnauthorized naming RUNLOOP_API_KEY on 401 or
 // 403, reaper.ErrTransient naming RUNLOOP_BASE_URL on 404.

@@ -163,8 +163,9 @@ type Provider struct {
 }
 
 var (
-	_ reaper.Provider = (*Provider)(nil)
-	_ reaper.Checker  = (*Provider)(nil)
+	_ reaper.Provider   = (*Provider)(nil)
+	_ reaper.Checker    = (*Provider)(nil)
+	_ reaper.PageLister = (*Provider)(nil)
 )
 
 // New validates c and returns a Provider.
@@ -320,16 +321,35 @@ func (p *Provider) checkTerminal(ctx context.Context, id string, refused *respon
 }
 
 // List returns the devboxes that are not shut down or failed, following
-// Runloop's starting_after pagination for each live status. Runloop has no
-// metadata filter on the devbox list, so f.Labels is applied here.
+// Runloop's starting_after pagination for each live status, oldest first.
+// Runloop has no metadata filter on the devbox list, so f.Labels is
+// applied here.
 func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sandbox, error) {
-	seen := make(map[string]bool)
 	var out []reaper.Sandbox
+	err := p.ListPages(ctx, f, func(page []reaper.Sandbox) error {
+		out = append(out, page...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b reaper.Sandbox) int {
+		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
+	})
+	return out, nil
+}
+
+// ListPages is List a page at a time (reaper.PageLister): each page of GET
+// /v1/devboxes, up to the page size, status by status in lifecycle order,
+// in the API's order, without a devbox an earlier page already gave (one
+// that changed status between two requests).
+func (p *Provider) ListPages(ctx context.Context, f reaper.ListFilter, fn func([]reaper.Sandbox) error) error {
+	seen := make(map[string]bool)
 	for _, status := range liveStatuses {
 		after := ""
 		for page := 0; ; page++ {
 			if page >= maxPages {
-				return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
+				return &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
 					Err: fmt.Errorf("list devboxes: more than %d pages of %s devboxes", maxPages, status)}
 			}
 			q := url.Values{
@@ -342,16 +362,17 @@ func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sand
 			}
 			r, err := p.do(ctx, http.MethodGet, "/v1/devboxes", q)
 			if err != nil {
-				return nil, p.errs.Transport(ctx, "list", "", "list devboxes", err)
+				return p.errs.Transport(ctx, "list", "", "list devboxes", err)
 			}
 			if r.status < 200 || r.status > 299 {
-				return nil, p.errs.Status("list", "", "list devboxes", r.status, r.header, r.body)
+				return p.errs.Status("list", "", "list devboxes", r.status, r.header, r.body)
 			}
 			var lv devboxListView
 			if err := json.Unmarshal(r.body, &lv); err != nil {
-				return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
+				return &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
 					StatusCode: r.status, Err: fmt.Errorf("decode devbox list: %w", err)}
 			}
+			var out []reaper.Sandbox
 			for _, d := range lv.Devboxes {
 				// The status check guards against a server that ignores the
 				// filter; seen, against a devbox that changed status between
@@ -365,21 +386,23 @@ func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sand
 				}
 				out = append(out, toSandbox(d))
 			}
+			if len(out) > 0 {
+				if err := fn(out); err != nil {
+					return err
+				}
+			}
 			if len(lv.Devboxes) == 0 || (lv.HasMore != nil && !*lv.HasMore) {
 				break
 			}
 			last := lv.Devboxes[len(lv.Devboxes)-1].ID
 			if last == "" || last == after {
-				return nil, &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
+				return &reaper.ProviderError{Provider: Type, Op: "list", Kind: reaper.ErrTransient,
 					StatusCode: r.status, Err: fmt.Errorf("list devboxes: pagination cursor %q did not advance", last)}
 			}
 			after = last
 		}
 	}
-	slices.SortFunc(out, func(a, b reaper.Sandbox) int {
-		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
-	})
-	return out, nil
+	return nil
 }
 
 // Check lists one devbox (GET /v1/devboxes?limit=1), to see that the API key
