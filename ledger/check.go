@@ -323,7 +323,7 @@ func (c *checker) sessionRecords() {
 func (c *checker) entryRecords() int {
 	undecodable := 0
 	dl, closing, inFlight := c.bucket(bucketDeadlines), c.bucket(bucketClosing), c.bucket(bucketInFlight)
-	members, retire := c.bucket(bucketSessionEntries), c.bucket(bucketRetire)
+	retire := c.bucket(bucketRetire)
 	_ = c.bucket(bucketEntries).ForEach(func(k, v []byte) error {
 		e, err := decodeEntry(k, v)
 		if err != nil {
@@ -351,10 +351,8 @@ func (c *checker) entryRecords() int {
 		if e.State == reaper.StateClosing && e.InFlight && !has(inFlight, k) {
 			c.bad(bucketInFlight, show(k), "missing: the entry is marked in flight, and a daemon's start clears only the marks indexed here: its close would never resume")
 		}
-		if e.Session != "" {
-			if sk := sessionEntryKey(e.Session, key); !has(members, sk) {
-				c.bad(bucketSessionEntries, showSessionEntryKey(sk), "missing: the entry belongs to session %s, which does not list it", e.Session)
-			}
+		if e.Session != "" && !c.member(e) {
+			c.bad(bucketSessionMembers, show([]byte(e.Session))+" "+show([]byte(key)), "missing: the entry belongs to session %s, which does not list it", e.Session)
 		}
 		if e.State.Final() && !e.ClosedAt.IsZero() {
 			if ik := indexKey(e.ClosedAt, reaper.DueEntry, key); !has(retire, ik) {
@@ -482,28 +480,98 @@ func (c *checker) unseen() {
 	})
 }
 
+// joined reports whether e's membership of its session is in
+// session_joins (not folded yet).
+func (c *checker) joined(e *reaper.Entry) bool {
+	b := c.bucket(bucketSessionJoins)
+	return b != nil && has(b, joinKey(e))
+}
+
 func (c *checker) sessionEntries() {
-	_ = c.bucket(bucketSessionEntries).ForEach(func(k, _ []byte) error {
-		id, key, ok := bytes.Cut(k, []byte{0})
-		if !ok {
-			c.bad(bucketSessionEntries, showRaw(k), "malformed key: no NUL between session and entry")
-			return nil
-		}
-		sk := showSessionEntryKey(k)
-		e, found := c.entry(string(key))
-		switch {
-		case !found:
-			c.leftover(c.explained(string(key), nil), bucketSessionEntries, sk, "no such entry")
-		case e == nil:
-		case e.Session != string(id):
-			if e.Session == "" {
-				c.bad(bucketSessionEntries, sk, "the entry belongs to no session")
-			} else {
-				c.bad(bucketSessionEntries, sk, "the entry belongs to session %s", e.Session)
+	if b := c.bucket(bucketSessionJoins); b != nil {
+		_ = b.ForEach(func(k, _ []byte) error {
+			id, key, ok := parseJoinKey(k)
+			if !ok {
+				c.bad(bucketSessionJoins, showRaw(k), "malformed key")
+				return nil
 			}
-		}
-		return nil
-	})
+			jk := fmtTime(time.Unix(0, int64(binary.BigEndian.Uint64(k))).UTC()) + " " + show([]byte(id)) + " " + show([]byte(key))
+			e, found := c.entry(key)
+			switch {
+			case !found:
+				c.leftover(c.explained(key, nil), bucketSessionJoins, jk, "no such entry")
+			case e == nil:
+			case e.Session != id:
+				c.bad(bucketSessionJoins, jk, "the entry belongs to session %q", e.Session)
+			case !bytes.Equal(joinKey(e), k):
+				c.bad(bucketSessionJoins, jk, "the entry was registered at %s", fmtTime(e.RegisteredAt))
+			}
+			return nil
+		})
+	}
+	c.sessionMembers()
+}
+
+// member reports whether e is listed as a member of its session, in the
+// membership buckets its ledger's version has.
+func (c *checker) member(e *reaper.Entry) bool {
+	if b := c.bucket(bucketSessionMembers); b != nil && has(b, memberKey(e.Session, e.RegisteredAt, e.Key())) {
+		return true
+	}
+	if b := c.bucket(bucketSessionEntries); b != nil && has(b, append(append([]byte(e.Session), 0), e.Key()...)) {
+		return true // version 3, not migrated yet
+	}
+	return c.joined(e)
+}
+
+// sessionMembers checks that every member key names an entry of that
+// session, registered at that time.
+func (c *checker) sessionMembers() {
+	if b := c.bucket(bucketSessionMembers); b != nil {
+		_ = b.ForEach(func(k, _ []byte) error {
+			id, at, key, ok := parseMemberKey(k)
+			if !ok {
+				c.bad(bucketSessionMembers, showRaw(k), "malformed key")
+				return nil
+			}
+			mk := show([]byte(id)) + " " + show([]byte(key))
+			e, found := c.entry(key)
+			switch {
+			case !found:
+				c.leftover(c.explained(key, nil), bucketSessionMembers, mk, "no such entry")
+			case e == nil:
+			case e.Session != id:
+				if e.Session == "" {
+					c.bad(bucketSessionMembers, mk, "the entry belongs to no session")
+				} else {
+					c.bad(bucketSessionMembers, mk, "the entry belongs to session %s", e.Session)
+				}
+			case timeKey(at) != timeKey(e.RegisteredAt):
+				c.bad(bucketSessionMembers, mk, "listed as registered at %s; the entry was registered at %s", fmtTime(at), fmtTime(e.RegisteredAt))
+			}
+			return nil
+		})
+	}
+	// A version 3 ledger's membership, before Open moves it.
+	if b := c.bucket(bucketSessionEntries); b != nil {
+		_ = b.ForEach(func(k, _ []byte) error {
+			id, key, ok := bytes.Cut(k, []byte{0})
+			if !ok {
+				c.bad(bucketSessionEntries, showRaw(k), "malformed key: no NUL between session and entry")
+				return nil
+			}
+			sk := show(id) + " " + show(key)
+			e, found := c.entry(string(key))
+			switch {
+			case !found:
+				c.leftover(c.explained(string(key), nil), bucketSessionEntries, sk, "no such entry")
+			case e == nil:
+			case e.Session != string(id):
+				c.bad(bucketSessionEntries, sk, "the entry belongs to session %q", e.Session)
+			}
+			return nil
+		})
+	}
 }
 
 func (c *checker) processes() {
@@ -590,7 +658,12 @@ func (c *checker) counts() {
 		return nil
 	})
 	if v := c.bucket(bucketMeta).Get(keyCounted); len(v) == 8 && binary.BigEndian.Uint64(v) >= 2 {
-		// Counted by version 2: the unverified entries too.
+		// Counted by version 2: the unverified entries and the joins too.
+		if b := c.bucket(bucketSessionJoins); b != nil {
+			if n := b.Stats().KeyN; n > 0 {
+				want[string(joinsCountKey)] = n
+			}
+		}
 		_ = c.bucket(bucketUnseen).ForEach(func(k, v []byte) error {
 			if len(v) == 0 || v[0] != unverifiedMark {
 				return nil
@@ -605,7 +678,7 @@ func (c *checker) counts() {
 	}
 	got := map[string]int{}
 	_ = c.bucket(bucketCounts).ForEach(func(k, v []byte) error {
-		if !bytes.Contains(k, []byte{0}) || len(v) != 8 {
+		if (!bytes.Contains(k, []byte{0}) && !bytes.Equal(k, joinsCountKey)) || len(v) != 8 {
 			c.bad(bucketCounts, show(k), "malformed count")
 			return nil
 		}
@@ -614,7 +687,11 @@ func (c *checker) counts() {
 	})
 	for k, n := range got {
 		if want[k] != n {
-			c.bad(bucketCounts, showCountKey(k), "says %d; the entries number %d", n, want[k])
+			what := "entries"
+			if k == string(joinsCountKey) {
+				what = "joins"
+			}
+			c.bad(bucketCounts, showCountKey(k), "says %d; the %s number %d", n, what, want[k])
 		}
 	}
 	for k, n := range want {
@@ -626,6 +703,9 @@ func (c *checker) counts() {
 
 // showCountKey returns a counts key as "PROVIDER STATE".
 func showCountKey(k string) string {
+	if k == string(joinsCountKey) {
+		return "joins"
+	}
 	if p, ok := strings.CutPrefix(k, string(unverifiedPrefix)); ok {
 		return show([]byte(p)) + " unverified"
 	}
@@ -696,13 +776,4 @@ func showIndexKey(k []byte) string {
 		what = "kind-" + strconv.Quote(string(rune(kind)))
 	}
 	return fmtTime(at) + " " + what + " " + show([]byte(key))
-}
-
-// showSessionEntryKey returns a session_entries key as "SESSION KEY".
-func showSessionEntryKey(k []byte) string {
-	id, key, ok := bytes.Cut(k, []byte{0})
-	if !ok {
-		return showRaw(k)
-	}
-	return show(id) + " " + show(key)
 }

@@ -30,6 +30,16 @@ func rawIndexKey(at time.Time, kind byte, key string) []byte {
 	return b
 }
 
+// rawMemberKey is a membership's key in session_members.
+func rawMemberKey(session string, at time.Time, key string) []byte {
+	return append(append(append([]byte(session), 0), rawU64(uint64(at.UnixNano()))...), key...)
+}
+
+// rawJoinKey is a membership's key in session_joins.
+func rawJoinKey(at time.Time, session, key string) []byte {
+	return append(append(append(rawU64(uint64(at.UnixNano())), session...), 0), key...)
+}
+
 func rawU64(v uint64) []byte {
 	b := make([]byte, 8)
 	binary.BigEndian.PutUint64(b, v)
@@ -241,17 +251,32 @@ func TestCheckFindsBrokenIndexes(t *testing.T) {
 			rawPut("unseen", rawIndexKey(checkT0, 'e', "e2b/exp"), []byte("x")),
 			[]finding{{"unseen", "2026-06-01T10:00:00Z entry e2b/exp", `unknown value "x"`}}},
 		{"entry missing from its session's members",
-			rawDel("session_entries", []byte("s-live\x00e2b/live")),
-			[]finding{{"session_entries", "s-live e2b/live", "missing: the entry belongs to session s-live"}}},
+			rawDel("session_joins", rawJoinKey(checkT0, "s-live", "e2b/live")),
+			[]finding{{"session_members", "s-live e2b/live", "missing: the entry belongs to session s-live"}, {"counts", "joins", "says 4; the joins number 3"}}},
+		{"join of the wrong session",
+			rawPut("session_joins", rawJoinKey(checkT0, "s-pid", "e2b/live"), nil),
+			[]finding{{"session_joins", "2026-06-01T10:00:00Z s-pid e2b/live", `the entry belongs to session "s-live"`}, {"counts", "joins", "says 4; the joins number 5"}}},
+		{"join at another time than the registration",
+			rawPut("session_joins", rawJoinKey(checkT0.Add(time.Second), "s-live", "e2b/live"), nil),
+			[]finding{{"session_joins", "2026-06-01T10:00:01Z s-live e2b/live", "the entry was registered at 2026-06-01T10:00:00Z"}, {"counts", "joins", "says 4; the joins number 5"}}},
+		{"join naming no entry",
+			rawPut("session_joins", rawJoinKey(checkT0, "s-live", "e2b/ghost"), nil),
+			[]finding{{"session_joins", "2026-06-01T10:00:00Z s-live e2b/ghost", "no such entry"}, {"counts", "joins", "says 4; the joins number 5"}}},
 		{"member of the wrong session",
-			rawPut("session_entries", []byte("s-pid\x00e2b/live"), nil),
-			[]finding{{"session_entries", "s-pid e2b/live", "the entry belongs to session s-live"}}},
+			rawPut("session_members", rawMemberKey("s-pid", checkT0, "e2b/live"), nil),
+			[]finding{{"session_members", "s-pid e2b/live", "the entry belongs to session s-live"}}},
 		{"member without a session",
-			rawPut("session_entries", []byte("s-pid\x00e2b/exp"), nil),
-			[]finding{{"session_entries", "s-pid e2b/exp", "the entry belongs to no session"}}},
+			rawPut("session_members", rawMemberKey("s-pid", checkT0, "e2b/exp"), nil),
+			[]finding{{"session_members", "s-pid e2b/exp", "the entry belongs to no session"}}},
 		{"member naming no entry",
-			rawPut("session_entries", []byte("s-live\x00e2b/ghost"), nil),
-			[]finding{{"session_entries", "s-live e2b/ghost", "no such entry"}}},
+			rawPut("session_members", rawMemberKey("s-live", checkT0, "e2b/ghost"), nil),
+			[]finding{{"session_members", "s-live e2b/ghost", "no such entry"}}},
+		{"member at another time than the registration",
+			rawPut("session_members", rawMemberKey("s-live", checkT0.Add(time.Minute), "e2b/live"), nil),
+			[]finding{{"session_members", "s-live e2b/live", "listed as registered at 2026-06-01T10:01:00Z"}}},
+		{"malformed member key",
+			rawPut("session_members", []byte("s-live\x00\x01"), nil),
+			[]finding{{"session_members", "0x732d6c69766500" + "01", "malformed key"}}},
 		{"live session with a pid missing from processes",
 			rawDel("processes", []byte("s-pid")),
 			[]finding{{"processes", "s-pid", "missing: session s-pid is live with pid 4242"}}},
@@ -377,7 +402,7 @@ func TestCheckNotesQuarantineLeftovers(t *testing.T) {
 	want := []string{
 		"deadlines[2026-06-01T10:10:00Z entry e2b/ended]", // indexed at the quarantined session's end
 		"deadlines[2026-06-01T13:00:00Z entry e2b/live]",
-		"session_entries[s-live e2b/live]",
+		"session_joins[2026-06-01T10:00:00Z s-live e2b/live]",
 		"retire[2026-06-01T10:10:00Z session s-ended]",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {

@@ -18,7 +18,8 @@
 //	meta             schema version; the daemon's alive stamp; the counts' and a migration's marks
 //	entries          PROVIDER/ID → entry (binary, entry.go; JSON before version 4)
 //	sessions         session id → session (binary, entry.go; JSON before version 4)
-//	session_entries  session id NUL PROVIDER/ID → ∅
+//	session_members  session id NUL be64(registered ns) PROVIDER/ID → ∅  (a session's entries)
+//	session_joins    be64(registered ns) session id NUL PROVIDER/ID → ∅  (memberships not folded into session_members yet)
 //	deadlines        be64(unix ns) kind key → ∅   (entry at reaper.DueAt; live session at its lease end)
 //	processes        session id → ∅               (live sessions with a pid)
 //	closing          PROVIDER/ID → ∅              (entries in state closing)
@@ -28,7 +29,7 @@
 //	retire           be64(unix ns) kind key → ∅   (final entries; sessions that may be pruned)
 //	quarantine       be64(unix ns) kind key → {reason, raw}  (undecodable records moved aside)
 //	untracked        PROVIDER/ID → be64(first seen ns)  (live sandboxes no entry tracks)
-//	counts           PROVIDER NUL state → be64(n)  (entries by provider and state)
+//	counts           PROVIDER NUL state → be64(n)  (entries by provider and state; and, after 0x01, unverified entries and joins)
 //	audit            be64(unix ns) be64(seq) → event (binary, event.go; JSON before version 3)
 //
 // The deadlines index makes selecting due entries cost O(due) rather than
@@ -38,15 +39,23 @@
 // PutSession re-indexes the session's entries when the session ends.
 //
 // An older ledger is migrated when it is opened. From version 1 the
-// indexes are rebuilt from the entries and sessions in one transaction;
-// from version 3 the keep index is built, then the JSON entries and
-// sessions are rewritten in the binary form, 20,000 to a transaction (an interrupted
-// rewrite goes on at the next Open; both forms are read meanwhile).
+// indexes are rebuilt from the entries and sessions in one transaction.
+// From version 3 the keep index is built; then, 20,000 records to a
+// transaction, the JSON entries and sessions are rewritten in the binary
+// form and the session membership (session NUL key) is moved to
+// session_members. An interrupted migration goes on at the next Open; both
+// forms are read meanwhile.
 //
-// The buckets whose keys start with a time (audit, deadlines, retire,
-// unseen) are written at a fill of 0.95 rather than bbolt's default half:
-// their writes land at or near their end, and at half fill every page of
-// them would stay half empty.
+// A registration writes little at random. Its entry goes where its key
+// says, but everything else it writes is appended: its deadline, unseen
+// and audit keys start with a time, and its session membership goes first
+// to session_joins, keyed by registration time; every 1,024 joins the
+// committer folds them into session_members in one transaction, where a
+// session's members are ordered by time too, so that a fold appends to
+// each session's last page. The buckets written at their end (audit,
+// deadlines, retire, unseen, session_joins, and session_members in a fold)
+// are filled to 0.95 rather than bbolt's default half, which would leave
+// every page of them half empty.
 //
 // # Caveats
 //

@@ -35,7 +35,7 @@ var (
 	bucketMeta           = []byte("meta")
 	bucketEntries        = []byte("entries")
 	bucketSessions       = []byte("sessions")
-	bucketSessionEntries = []byte("session_entries")
+	bucketSessionMembers = []byte("session_members")
 	bucketDeadlines      = []byte("deadlines")
 	bucketProcesses      = []byte("processes")
 	bucketRetire         = []byte("retire")
@@ -47,6 +47,10 @@ var (
 	bucketUntracked      = []byte("untracked")
 	bucketCounts         = []byte("counts")
 	bucketKeep           = []byte("keep")
+	bucketSessionJoins   = []byte("session_joins")
+	// bucketSessionEntries is version 3's membership, session NUL key,
+	// which Open moves to session_members (moveMembers).
+	bucketSessionEntries = []byte("session_entries")
 
 	keySchema  = []byte("schema")
 	keyCounted = []byte("counted") // countsVersion once the counts bucket is complete
@@ -57,12 +61,12 @@ var (
 	keyReencode = []byte("reencode")
 )
 
-var allBuckets = [][]byte{bucketMeta, bucketEntries, bucketSessions, bucketSessionEntries,
+var allBuckets = [][]byte{bucketMeta, bucketEntries, bucketSessions, bucketSessionMembers,
 	bucketDeadlines, bucketProcesses, bucketRetire, bucketAudit, bucketClosing, bucketInFlight,
-	bucketQuarantine, bucketUnseen, bucketUntracked, bucketCounts, bucketKeep}
+	bucketQuarantine, bucketUnseen, bucketUntracked, bucketCounts, bucketKeep, bucketSessionJoins}
 
 // countsVersion is what the counts bucket counts: 1, the entries by
-// provider and state; 2, the unverified entries too. A ledger counted by
+// provider and state; 2, the unverified entries and the joins too. A ledger counted by
 // an older version is counted again when it is opened.
 const countsVersion = 2
 
@@ -111,6 +115,9 @@ type DB struct {
 	writeErr atomic.Pointer[error]
 	// calls counts update-function calls, for tests of the committer.
 	calls atomic.Int64
+	// joins is the number of session joins after the last commit; only
+	// the committer's goroutine uses it.
+	joins int64
 }
 
 var _ reaper.Store = (*DB)(nil)
@@ -151,6 +158,10 @@ func Open(path string, o Options) (*DB, error) {
 		return nil, err
 	}
 	if err := db.rewriteRecords(); err != nil {
+		bdb.Close()
+		return nil, err
+	}
+	if err := db.moveMembers(); err != nil {
 		bdb.Close()
 		return nil, err
 	}
@@ -313,6 +324,13 @@ func (db *DB) commitLoop() {
 		start := time.Now()
 		db.commit(batch)
 		last, took = len(batch), time.Since(start)
+		if db.joins >= foldJoins {
+			// A failure leaves the joins where they are, to be folded
+			// after a later commit; readers read them either way.
+			if db.bolt.Update(fold) == nil {
+				db.joins = 0
+			}
+		}
 	}
 }
 
@@ -341,7 +359,7 @@ const appendFill = 0.95
 // packAppends sets the fill of the append-mostly buckets for one write
 // transaction (bbolt does not store it).
 func packAppends(btx *bolt.Tx) {
-	for _, name := range [][]byte{bucketAudit, bucketDeadlines, bucketRetire, bucketUnseen} {
+	for _, name := range [][]byte{bucketAudit, bucketDeadlines, bucketRetire, bucketUnseen, bucketSessionJoins} {
 		btx.Bucket(name).FillPercent = appendFill
 	}
 }
@@ -357,6 +375,7 @@ func (db *DB) commit(batch []*writeReq) {
 		failed, failErr := -1, error(nil)
 		err := db.bolt.Update(func(btx *bolt.Tx) error {
 			packAppends(btx)
+			defer func() { db.joins = joinCount(btx) }()
 			for i, r := range batch {
 				r.err = nil
 				t := &tx{tx: btx}

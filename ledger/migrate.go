@@ -60,6 +60,56 @@ func migrate3(btx *bolt.Tx) error {
 	return btx.Bucket(bucketMeta).Put(keyReencode, []byte{})
 }
 
+// moveMembers moves the session membership of a version 3 ledger
+// (session_entries: session NUL key) to session_members, ordered by
+// registration time within a session, rewriteChunk keys to a transaction,
+// and deletes the old bucket once it is empty. A membership whose entry is
+// missing, unreadable or of another session is dropped, as Prune would.
+func (db *DB) moveMembers() error {
+	for {
+		done := false
+		err := db.bolt.Update(func(btx *bolt.Tx) error {
+			old := btx.Bucket(bucketSessionEntries)
+			if old == nil {
+				done = true
+				return nil
+			}
+			ents, members := btx.Bucket(bucketEntries), btx.Bucket(bucketSessionMembers)
+			var moved [][]byte
+			c := old.Cursor()
+			for k, _ := c.First(); k != nil && len(moved) < rewriteChunk; k, _ = c.Next() {
+				moved = append(moved, bytes.Clone(k))
+			}
+			if len(moved) == 0 {
+				done = true
+				return btx.DeleteBucket(bucketSessionEntries)
+			}
+			for _, k := range moved {
+				id, key, ok := bytes.Cut(k, []byte{0})
+				if ok {
+					if v := ents.Get(key); v != nil {
+						if e, err := decodeEntry(key, v); err == nil && e.Session == string(id) {
+							if err := members.Put(memberKey(e.Session, e.RegisteredAt, e.Key()), nil); err != nil {
+								return err
+							}
+						}
+					}
+				}
+				if err := old.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("open ledger %s: move session membership: %w", db.path, err)
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
 // rewriteChunk is how many records one transaction of rewriteRecords
 // rewrites.
 var rewriteChunk = 20_000

@@ -84,7 +84,35 @@ func schema3Ledger(t *testing.T, ents []*reaper.Entry, sessions []*reaper.Sessio
 		if err := meta.Put([]byte("schema"), v); err != nil {
 			return err
 		}
-		return tx.DeleteBucket([]byte("keep"))
+		// Version 3 kept session membership as session NUL key, counted
+		// only the entries by state, and had no keep index.
+		for _, name := range []string{"keep", "session_members", "session_joins"} {
+			if err := tx.DeleteBucket([]byte(name)); err != nil {
+				return err
+			}
+		}
+		se, err := tx.CreateBucket([]byte("session_entries"))
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if e.Session != "" {
+				if err := se.Put([]byte(e.Session+"\x00"+e.Key()), nil); err != nil {
+					return err
+				}
+			}
+		}
+		if err := se.Put([]byte("s0\x00e2b/gone"), nil); err != nil { // pruned since: dropped
+			return err
+		}
+		counts := tx.Bucket([]byte("counts"))
+		for _, k := range [][]byte{[]byte("\x01joins"), []byte("\x01unverified\x00e2b")} {
+			if err := counts.Delete(k); err != nil {
+				return err
+			}
+		}
+		binary.BigEndian.PutUint64(v, 1)
+		return meta.Put([]byte("counted"), v)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -158,6 +186,15 @@ func TestOpenMigratesSchema3Entries(t *testing.T) {
 					}
 				}
 				for _, want := range sessions {
+					var members []string
+					for _, e := range ents {
+						if e.Session == want.ID {
+							members = append(members, e.Key())
+						}
+					}
+					if got, err := tx.SessionEntries(want.ID); err != nil || !slices.Equal(got, members) {
+						t.Errorf("session %s lists %v (%v), want %v", want.ID, got, err, members)
+					}
 					got, err := tx.Session(want.ID)
 					if err != nil {
 						return err
@@ -176,6 +213,9 @@ func TestOpenMigratesSchema3Entries(t *testing.T) {
 			}
 			db.Close()
 			ledgertest.Check(t, path)
+			if rep, err := ledger.Check(path); err != nil || !rep.OK() {
+				t.Errorf("index check after migration: %v, findings %v", err, rep.Findings)
+			}
 
 			bdb, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
 			if err != nil {
@@ -189,6 +229,9 @@ func TestOpenMigratesSchema3Entries(t *testing.T) {
 				}
 				if meta.Get([]byte("reencode")) != nil {
 					t.Error("the rewrite mark is still set")
+				}
+				if tx.Bucket([]byte("session_entries")) != nil {
+					t.Error("version 3's session_entries bucket is still there")
 				}
 				for _, b := range []string{"entries", "sessions"} {
 					_ = tx.Bucket([]byte(b)).ForEach(func(k, v []byte) error {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -147,6 +148,16 @@ func (t *tx) PutEntry(e *reaper.Entry) error {
 			return err
 		}
 	}
+	if old == nil || old.Session != e.Session || !old.RegisteredAt.Equal(e.RegisteredAt) {
+		if old != nil {
+			if err := t.dropMember(old); err != nil {
+				return err
+			}
+		}
+		if err := t.addMember(e); err != nil {
+			return err
+		}
+	}
 	if err := t.indexEntry(e, t.sessionFor(e)); err != nil {
 		return err
 	}
@@ -180,11 +191,6 @@ func (t *tx) indexEntry(e *reaper.Entry, s *reaper.Session) error {
 			return err
 		}
 	}
-	if e.Session != "" {
-		if err := t.bucket(bucketSessionEntries).Put(sessionEntryKey(e.Session, key), nil); err != nil {
-			return err
-		}
-	}
 	if err := setMember(t.bucket(bucketClosing), key, e.State == reaper.StateClosing); err != nil {
 		return err
 	}
@@ -210,11 +216,6 @@ func (t *tx) unindexEntry(e *reaper.Entry, s *reaper.Session) error {
 			return err
 		}
 	}
-	if e.Session != "" {
-		if err := t.bucket(bucketSessionEntries).Delete(sessionEntryKey(e.Session, key)); err != nil {
-			return err
-		}
-	}
 	if err := t.bucket(bucketClosing).Delete([]byte(key)); err != nil {
 		return err
 	}
@@ -237,6 +238,9 @@ func setMember(b *bolt.Bucket, key string, in bool) error {
 func (t *tx) deleteEntry(e *reaper.Entry) error {
 	t.write()
 	if err := t.unindexEntry(e, t.sessionFor(e)); err != nil {
+		return err
+	}
+	if err := t.dropMember(e); err != nil {
 		return err
 	}
 	if err := t.count(e.Provider, e.State, -1); err != nil {
@@ -418,13 +422,171 @@ func (t *tx) reindexSessionEntries(id string, old, s *reaper.Session) error {
 }
 
 func (t *tx) SessionEntries(id string) ([]string, error) {
-	prefix := sessionEntryKey(id, "")
-	var keys []string
-	c := t.bucket(bucketSessionEntries).Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		keys = append(keys, string(k[len(prefix):]))
+	ms, err := t.sessionMembers(id)
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, len(ms))
+	for i, m := range ms {
+		keys[i] = m.key
 	}
 	return keys, nil
+}
+
+// A session's membership is written in two places. A registration appends
+// it to session_joins, keyed by the entry's registration time, so that a
+// commit's registrations share a page or two there rather than each
+// dirtying a page of session_members (keyed by session: one page per
+// session of the commit). Every foldJoins registrations, the committer
+// moves the joins to session_members in one transaction (fold), where a
+// session's members are ordered by registration time too: a fold appends
+// to each session's last page, one page per session for many
+// registrations. A reader of a session's entries reads both:
+// session_members by the session's prefix, and every join, of which there
+// are at most about foldJoins.
+
+// member is one entry of a session, and where its membership is: its key
+// in session_members, or in session_joins (join).
+type member struct {
+	key  string
+	raw  []byte
+	join bool
+}
+
+// sessionMembers returns the session's entries, in key order, each once.
+func (t *tx) sessionMembers(id string) ([]member, error) {
+	prefix := append([]byte(id), 0)
+	var out []member
+	c := t.bucket(bucketSessionMembers).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		if _, _, key, ok := parseMemberKey(k); ok {
+			out = append(out, member{key: key, raw: bytes.Clone(k)})
+		}
+	}
+	err := t.bucket(bucketSessionJoins).ForEach(func(k, _ []byte) error {
+		if session, key, ok := parseJoinKey(k); ok && session == id {
+			out = append(out, member{key: key, raw: bytes.Clone(k), join: true})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].key < out[j].key })
+	return slices.CompactFunc(out, func(a, b member) bool { return a.key == b.key }), nil
+}
+
+// memberKey is an entry's key in session_members: its session, NUL, its
+// registration time, its key.
+func memberKey(session string, registered time.Time, key string) []byte {
+	b := make([]byte, 0, len(session)+9+len(key))
+	b = append(b, session...)
+	b = append(b, 0)
+	b = binary.BigEndian.AppendUint64(b, timeKey(registered))
+	return append(b, key...)
+}
+
+// parseMemberKey splits a session_members key; ok is false for a
+// malformed one.
+func parseMemberKey(k []byte) (session string, registered time.Time, key string, ok bool) {
+	i := bytes.IndexByte(k, 0)
+	if i <= 0 || len(k) < i+1+8+1 {
+		return "", time.Time{}, "", false
+	}
+	return string(k[:i]), time.Unix(0, int64(binary.BigEndian.Uint64(k[i+1:]))).UTC(), string(k[i+9:]), true
+}
+
+// joinKey is an entry's membership key in session_joins: its registration
+// time, its session, NUL, its key.
+func joinKey(e *reaper.Entry) []byte {
+	key := e.Key()
+	b := make([]byte, 8, 8+len(e.Session)+1+len(key))
+	binary.BigEndian.PutUint64(b, timeKey(e.RegisteredAt))
+	b = append(b, e.Session...)
+	b = append(b, 0)
+	return append(b, key...)
+}
+
+// parseJoinKey splits a join key; ok is false for a malformed one.
+func parseJoinKey(k []byte) (session, key string, ok bool) {
+	if len(k) < 8 {
+		return "", "", false
+	}
+	session, key, ok = strings.Cut(string(k[8:]), "\x00")
+	return session, key, ok && session != "" && key != ""
+}
+
+// joinsCountKey is the key of the counts bucket that counts the joins.
+var joinsCountKey = []byte("\x01joins")
+
+// addMember records that e belongs to its session, if it names one.
+func (t *tx) addMember(e *reaper.Entry) error {
+	if e.Session == "" {
+		return nil
+	}
+	if err := t.bucket(bucketSessionJoins).Put(joinKey(e), nil); err != nil {
+		return err
+	}
+	return t.addCount(joinsCountKey, 1)
+}
+
+// dropMember removes e's membership of its session, wherever it is.
+func (t *tx) dropMember(e *reaper.Entry) error {
+	if e.Session == "" {
+		return nil
+	}
+	if err := t.bucket(bucketSessionMembers).Delete(memberKey(e.Session, e.RegisteredAt, e.Key())); err != nil {
+		return err
+	}
+	return t.dropJoin(joinKey(e))
+}
+
+// dropJoin deletes a join key, if it is there.
+func (t *tx) dropJoin(k []byte) error {
+	b := t.bucket(bucketSessionJoins)
+	if b.Get(k) == nil {
+		return nil
+	}
+	if err := b.Delete(k); err != nil {
+		return err
+	}
+	return t.addCount(joinsCountKey, -1)
+}
+
+// foldJoins is how many joins the committer lets gather before it moves
+// them to session_members.
+const foldJoins = 1024
+
+// fold moves every join to session_members.
+func fold(btx *bolt.Tx) error {
+	t := &tx{tx: btx}
+	t.write()
+	sm := t.bucket(bucketSessionMembers)
+	sm.FillPercent = appendFill // a fold appends to each session's members
+	err := t.bucket(bucketSessionJoins).ForEach(func(k, _ []byte) error {
+		if session, key, ok := parseJoinKey(k); ok {
+			return sm.Put(memberKey(session, time.Unix(0, int64(binary.BigEndian.Uint64(k))), key), nil)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := btx.DeleteBucket(bucketSessionJoins); err != nil {
+		return err
+	}
+	if _, err := btx.CreateBucket(bucketSessionJoins); err != nil {
+		return err
+	}
+	return t.bucket(bucketCounts).Delete(joinsCountKey)
+}
+
+// joinCount returns the number of joins, as counted.
+func joinCount(btx *bolt.Tx) int64 {
+	if v := btx.Bucket(bucketCounts).Get(joinsCountKey); len(v) == 8 {
+		return int64(binary.BigEndian.Uint64(v))
+	}
+	return 0
 }
 
 func (t *tx) Sessions(fn func(*reaper.Session) error) error {
@@ -738,18 +900,23 @@ func (t *tx) AuditAfter(cursor string, since time.Time, fn func(string, reaper.A
 // liveEntries returns the keys of the session's entries that still exist,
 // deleting membership keys whose entry is gone.
 func (t *tx) liveEntries(id string) ([]string, error) {
-	keys, err := t.SessionEntries(id)
+	ms, err := t.sessionMembers(id)
 	if err != nil {
 		return nil, err
 	}
 	var out []string
-	for _, k := range keys {
-		if t.bucket(bucketEntries).Get([]byte(k)) != nil {
-			out = append(out, k)
+	for _, m := range ms {
+		if t.bucket(bucketEntries).Get([]byte(m.key)) != nil {
+			out = append(out, m.key)
 			continue
 		}
 		t.write()
-		if err := t.bucket(bucketSessionEntries).Delete(sessionEntryKey(id, k)); err != nil {
+		if m.join {
+			err = t.dropJoin(m.raw)
+		} else {
+			err = t.bucket(bucketSessionMembers).Delete(m.raw)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -903,13 +1070,6 @@ func (t *tx) deleteSession(s *reaper.Session) error {
 	return t.bucket(bucketSessions).Delete([]byte(s.ID))
 }
 
-func sessionEntryKey(session, key string) []byte {
-	b := make([]byte, 0, len(session)+1+len(key))
-	b = append(b, session...)
-	b = append(b, 0)
-	return append(b, key...)
-}
-
 func (t *tx) Untracked(provider string, fn func(id string, firstSeen time.Time) error) error {
 	prefix := []byte(provider + "/")
 	c := t.bucket(bucketUntracked).Cursor()
@@ -960,8 +1120,8 @@ func (t *tx) addCount(k []byte, delta int64) error {
 
 func (t *tx) Counts(fn func(provider string, st reaper.State, n int) error) error {
 	return t.bucket(bucketCounts).ForEach(func(k, v []byte) error {
-		if bytes.HasPrefix(k, unverifiedPrefix) {
-			return nil
+		if len(k) > 0 && k[0] == 0x01 {
+			return nil // a count other than by state (unverified, joins)
 		}
 		provider, st, ok := strings.Cut(string(k), "\x00")
 		if !ok || len(v) != 8 {
@@ -1017,6 +1177,10 @@ func recount(btx *bolt.Tx) error {
 	})
 	if err != nil {
 		return err
+	}
+	// The joins.
+	if n := t.bucket(bucketSessionJoins).Stats().KeyN; n > 0 {
+		counts[string(joinsCountKey)] = int64(n)
 	}
 	// The unverified entries: 'u' keys of the unseen index whose entry is
 	// there, waiting.
