@@ -84,7 +84,7 @@ daemon. A running daemon locks its ledger: stop it, or check a backup.
 
 The check runs bbolt's consistency check of the file's pages, then reaperd's
 own: every record decodes, every entry and session is in the indexes it
-needs (deadlines, closing, in_flight, session_entries, processes, retire),
+needs (deadlines, closing, in_flight, keep, session_members, processes, retire),
 and every index key names a record that still qualifies for it.
 
 Clean, it prints a summary and exits 0. Otherwise it prints one problem per
