@@ -2,11 +2,13 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
-	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/reaperd/reaperd/reaper"
@@ -83,134 +85,6 @@ func (a *Adoption) assess(u *reaper.Untracked, now time.Time) bool {
 	return rule.Action == reaper.AdoptReap
 }
 
-// untracked records the provider's live sandboxes that no entry tracks,
-// with when each was first seen (kept in the ledger, so that an age
-// measured from it survives restarts), forgets those no longer listed, and
-// adopts those a reap rule takes (when adoptNow). It returns them all.
-func (e *Engine) untracked(ctx context.Context, provider string, sbs []reaper.Sandbox, now time.Time, adoptNow bool) ([]reaper.Untracked, error) {
-	ad := e.adoption()
-	uid := uint32(os.Getuid())
-	var found []reaper.Untracked
-	var fresh, adopted []string
-	matches := map[[2]string]int{}
-	err := e.update(ctx, func(tx reaper.Tx) error {
-		found, fresh, adopted = nil, nil, nil
-		clear(matches)
-		firstSeen := map[string]time.Time{}
-		if err := tx.Untracked(provider, func(id string, t time.Time) error {
-			firstSeen[id] = t
-			return nil
-		}); err != nil {
-			return err
-		}
-		keepRecord := map[string]bool{}
-		for _, sb := range sbs {
-			if sb.ID == "" || (!sb.CreatedAt.IsZero() && sb.CreatedAt.After(now)) {
-				continue
-			}
-			key := provider + "/" + sb.ID
-			ent, err := tx.Entry(key)
-			if err != nil {
-				return err
-			}
-			if ent != nil && ent.State != reaper.StateClosed {
-				continue // tracked (released ones included: their session let them go)
-			}
-			fs, ok := firstSeen[sb.ID]
-			if !ok {
-				fs = now
-				if err := tx.PutUntracked(provider, sb.ID, now); err != nil {
-					return err
-				}
-				detail := "state " + orNone(sb.State)
-				if !sb.CreatedAt.IsZero() {
-					detail += ", created " + fmtTime(sb.CreatedAt)
-				}
-				ev := reaper.AuditEvent{Time: now, Kind: reaper.EventDiscovered, Key: key, Detail: detail,
-					Resources: sb.Resources, RunState: reaper.RunStateOf(sb.State)}
-				if reaper.ValidateLabels(sb.Labels) == nil {
-					ev.Labels = sb.Labels
-				}
-				if err := tx.Append(ev); err != nil {
-					return err
-				}
-				fresh = append(fresh, key)
-			}
-			u := reaper.Untracked{Provider: provider, Sandbox: sb, FirstSeen: fs}
-			reap := ad.assess(&u, now)
-			if u.Rule != "" {
-				matches[[2]string{u.Rule, string(u.Action)}]++
-			}
-			switch {
-			case ent != nil:
-				u.Note = "its entry is closed, yet the provider lists it: check it by hand"
-			case reap && reaper.ValidateID("sandbox id", sb.ID) != nil:
-				u.Note = "its id is not one reaperd can track"
-			case reap && !adoptNow:
-				u.Note = "to be adopted and closed by the next sweep"
-			case reap:
-				if err := adopt(tx, provider, &u, uid, now, ad); err != nil {
-					return err
-				}
-				adopted = append(adopted, key)
-			}
-			if !u.Adopted {
-				keepRecord[sb.ID] = true
-			}
-			found = append(found, u)
-		}
-		for id := range firstSeen {
-			if keepRecord[id] {
-				continue
-			}
-			if err := tx.DeleteUntracked(provider, id); err != nil {
-				return err
-			}
-			key := provider + "/" + id
-			if ent, err := tx.Entry(key); err != nil {
-				return err
-			} else if ent == nil || ent.State.Final() {
-				// Not listed any more, rather than tracked now: the
-				// report stops counting its cost.
-				if err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventUntrackedGone, Key: key,
-					Detail: "the provider's listing no longer shows it"}); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("record untracked sandboxes of %s: %w", provider, err)
-	}
-	log := e.logger().With(LogProvider, provider)
-	if len(fresh) > 0 {
-		log.Warn("found sandboxes nobody registered", LogCount, len(fresh), "keys", sample(fresh))
-	}
-	if len(adopted) > 0 {
-		log.Warn("adopted untracked sandboxes: they are closed like expired entries", LogCount, len(adopted), "keys", sample(adopted))
-	}
-	if m := e.Metrics; m != nil {
-		n := 0
-		for _, u := range found {
-			if !u.Adopted {
-				n++
-			}
-		}
-		m.Untracked.WithLabelValues(provider).Set(float64(n))
-		m.AdoptionMatches.DeletePartialMatch(map[string]string{"provider": provider})
-		for k, n := range matches {
-			m.AdoptionMatches.WithLabelValues(provider, k[0], k[1]).Set(float64(n))
-		}
-		for _, u := range found {
-			if u.Adopted {
-				m.Adopted.WithLabelValues(provider, u.Rule).Inc()
-			}
-		}
-	}
-	return found, nil
-}
-
 // adopt makes an untracked sandbox an entry, due at once, owned by the
 // daemon, and labelled with the rule that took it.
 func adopt(tx reaper.Tx, provider string, u *reaper.Untracked, uid uint32, now time.Time, ad *Adoption) error {
@@ -262,61 +136,82 @@ func orNone(s string) string {
 // sandbox is no longer there: seen in an earlier listing, and left out of
 // two listings that started after its registration. Their sandboxes were
 // deleted by someone else; reports then stop counting them as running.
-func (e *Engine) reconcile(ctx context.Context, provider string, sbs []reaper.Sandbox, listed time.Time) error {
-	live := make(map[string]*reaper.Sandbox, len(sbs))
-	for i := range sbs {
-		live[sbs[i].ID] = &sbs[i]
+// The listing, started at listed, must be complete; listedNow says whether
+// it showed a sandbox. (What it showed of listed ones, their run state and
+// size, was recorded page by page.) The active entries are read, and the
+// gone ones closed, settleChunk at a time, each chunk in its own
+// transaction.
+func (e *Engine) reconcile(ctx context.Context, provider string, listedNow func(id string) bool, listed time.Time) error {
+	absent := func(ent *reaper.Entry) bool {
+		return ent.State == reaper.StateActive && ent.Seen && !listedNow(ent.ID) && listed.After(ent.RegisteredAt)
 	}
-	var present, gone []string
-	err := e.update(ctx, func(tx reaper.Tx) error {
-		present, gone = present[:0], gone[:0]
-		var absent, changed []*reaper.Entry
-		err := tx.Entries(reaper.EntryFilter{Provider: provider, States: []reaper.State{reaper.StateActive}}, func(ent *reaper.Entry) error {
-			switch sb := live[ent.ID]; {
-			case sb != nil:
-				present = append(present, ent.Key())
-				if billingChanged(ent, sb) {
-					changed = append(changed, ent)
+	var candidates []string
+	after := ""
+	for {
+		var keys []string
+		n, last := 0, ""
+		err := e.view(ctx, func(tx reaper.Tx) error {
+			keys, n, last = nil, 0, ""
+			err := tx.Entries(reaper.EntryFilter{Provider: provider, States: []reaper.State{reaper.StateActive}, After: after}, func(ent *reaper.Entry) error {
+				if n == settleChunk {
+					return errChunkFull
 				}
-			case ent.Seen && listed.After(ent.RegisteredAt):
-				absent = append(absent, ent)
+				n, last = n+1, ent.Key()
+				if absent(ent) {
+					keys = append(keys, ent.Key())
+				}
+				return nil
+			})
+			if errors.Is(err, errChunkFull) {
+				return nil
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("read the active entries of %s: %w", provider, err)
+		}
+		for _, key := range keys {
+			if e.absentBefore(provider, key, listed) {
+				candidates = append(candidates, key)
+			} // else the first listing without it
+		}
+		if n < settleChunk {
+			break
+		}
+		after = last
+	}
+	var gone []string
+	var err error
+	for chunk := range slices.Chunk(candidates, settleChunk) {
+		var closed []string
+		err = e.update(ctx, func(tx reaper.Tx) error {
+			closed = nil
+			now := e.now()
+			for _, key := range chunk {
+				ent, err := tx.Entry(key)
+				if err != nil {
+					return err
+				}
+				if ent == nil || !absent(ent) {
+					continue
+				}
+				ent.State, ent.CloseReason, ent.ClosedAt = reaper.StateClosed, reaper.ReasonGone, now
+				if err := tx.PutEntry(ent); err != nil {
+					return err
+				}
+				if err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventClosed, Key: ent.Key(), Session: ent.Session,
+					Reason: reaper.ReasonGone, Detail: "the provider's listings no longer show the sandbox, which an earlier one showed: someone else deleted it"}); err != nil {
+					return err
+				}
+				closed = append(closed, key)
 			}
 			return nil
 		})
 		if err != nil {
-			return err
+			err = fmt.Errorf("close entries of %s whose sandboxes are gone: %w", provider, err)
+			break
 		}
-		now := e.now()
-		for _, ent := range changed {
-			if err := recordBilling(tx, ent, live[ent.ID], now); err != nil {
-				return err
-			}
-		}
-		for _, ent := range absent {
-			if !e.absentBefore(provider, ent.Key(), listed) {
-				continue // the first listing without it
-			}
-			ent.State, ent.CloseReason, ent.ClosedAt = reaper.StateClosed, reaper.ReasonGone, now
-			if err := tx.PutEntry(ent); err != nil {
-				return err
-			}
-			if err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventClosed, Key: ent.Key(), Session: ent.Session,
-				Reason: reaper.ReasonGone, Detail: "the provider's listings no longer show the sandbox, which an earlier one showed: someone else deleted it"}); err != nil {
-				return err
-			}
-			gone = append(gone, ent.Key())
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if q := e.providers.queue(provider); q != nil && len(present) > 0 {
-		q.mu.Lock()
-		for _, k := range present {
-			delete(q.absent, k)
-		}
-		q.mu.Unlock()
+		gone = append(gone, closed...)
 	}
 	if len(gone) > 0 {
 		e.logger().Info("entries closed: their sandboxes are gone from the provider", LogProvider, provider, LogCount, len(gone), "keys", sample(gone))
@@ -324,11 +219,17 @@ func (e *Engine) reconcile(ctx context.Context, provider string, sbs []reaper.Sa
 			m.Closed.WithLabelValues(provider, string(reaper.ReasonGone)).Add(float64(len(gone)))
 		}
 	}
-	return nil
+	return err
 }
 
+// errChunkFull ends a read of entries settleChunk at a time.
+var errChunkFull = errors.New("chunk full")
+
 // adoptionPlan lists the providers, for a dry run, and returns the
-// sandboxes a reap rule would adopt now, without recording anything.
+// sandboxes a reap rule would adopt now, without recording anything. Each
+// provider is listed page by page, as a discovery does; a provider whose
+// listing fails is named with its error, after what its pages read so far
+// would adopt (a sweep adopts what those pages show).
 func (e *Engine) adoptionPlan(ctx context.Context, now time.Time) ([]reaper.SweepItem, map[string]string) {
 	ad := e.adoption()
 	reaps := false
@@ -338,26 +239,60 @@ func (e *Engine) adoptionPlan(ctx context.Context, now time.Time) ([]reaper.Swee
 	if !reaps {
 		return nil, nil
 	}
+	type plan struct {
+		items []reaper.SweepItem
+		err   error
+	}
+	names := e.providers.enabledNames()
+	plans := make([]plan, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		plans[i].err = errors.New("dry run panicked")
+		wg.Go(func() {
+			e.safely("dry run of "+name, func() {
+				items, err := e.planAdoptions(ctx, name, now, ad)
+				plans[i] = plan{items, err}
+			})
+		})
+	}
+	wg.Wait()
 	var items []reaper.SweepItem
 	errs := map[string]string{}
-	for _, r := range e.listAll(ctx) {
-		if r.err != nil {
-			errs[r.name] = r.err.Error()
-			continue
+	for i, p := range plans {
+		items = append(items, p.items...)
+		if p.err != nil {
+			errs[names[i]] = p.err.Error()
 		}
+	}
+	if len(errs) == 0 {
+		errs = nil
+	}
+	return items, errs
+}
+
+// planAdoptions is adoptionPlan for one provider.
+func (e *Engine) planAdoptions(ctx context.Context, provider string, now time.Time, ad *Adoption) ([]reaper.SweepItem, error) {
+	var firstSeen map[string]time.Time
+	err := e.view(ctx, func(tx reaper.Tx) error {
+		firstSeen = map[string]time.Time{}
+		return tx.Untracked(provider, func(id string, t time.Time) error {
+			firstSeen[id] = t
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	var items []reaper.SweepItem
+	err = e.listProvider(ctx, provider, func(page []reaper.Sandbox) error {
+		var found []reaper.SweepItem
 		err := e.view(ctx, func(tx reaper.Tx) error {
-			firstSeen := map[string]time.Time{}
-			if err := tx.Untracked(r.name, func(id string, t time.Time) error {
-				firstSeen[id] = t
-				return nil
-			}); err != nil {
-				return err
-			}
-			for _, sb := range r.sbs {
+			found = nil
+			for _, sb := range page {
 				if sb.ID == "" || (!sb.CreatedAt.IsZero() && sb.CreatedAt.After(now)) {
 					continue
 				}
-				key := r.name + "/" + sb.ID
+				key := provider + "/" + sb.ID
 				ent, err := tx.Entry(key)
 				if err != nil {
 					return err
@@ -369,21 +304,23 @@ func (e *Engine) adoptionPlan(ctx context.Context, now time.Time) ([]reaper.Swee
 				if !ok {
 					fs = now
 				}
-				u := reaper.Untracked{Provider: r.name, Sandbox: sb, FirstSeen: fs}
+				u := reaper.Untracked{Provider: provider, Sandbox: sb, FirstSeen: fs}
 				if ad.assess(&u, now) && reaper.ValidateID("sandbox id", sb.ID) == nil {
-					items = append(items, reaper.SweepItem{Key: key, Action: "adopt", Reason: reaper.ReasonAdopted, Detail: adoptDetail(&u)})
+					found = append(found, reaper.SweepItem{Key: key, Action: "adopt", Reason: reaper.ReasonAdopted, Detail: adoptDetail(&u)})
 				}
 			}
 			return nil
 		})
 		if err != nil {
-			errs[r.name] = err.Error()
+			return err
 		}
+		items = append(items, found...)
+		return nil
+	})
+	if errors.Is(err, errNoProvider) {
+		err = fmt.Errorf("provider %s was disabled", provider)
 	}
-	if len(errs) == 0 {
-		errs = nil
-	}
-	return items, errs
+	return items, err
 }
 
 // billingChanged reports whether the listing shows the entry's sandbox in

@@ -19,6 +19,12 @@
 //	procwatch.go  session processes (--pid): watched through pidfds
 //	              (pidfd_linux.go) where the kernel has them, else polled
 //	sweep.go      sweeps, dry runs, pruning and discovery off the loop
+//	discovery.go  discovery page by page: what a page shows is recorded
+//	              at once; what the listing does not show decides only
+//	              once it has completed
+//	observe.go    listings that confirm not-founds and accepted deletes
+//	              and verify registrations
+//	adopt.go      adoption rules, reconciliation of active entries
 //	service.go    registrations, heartbeats, tags, releases, session ends
 //	query.go      reads and status
 //	quarantine.go undecodable records moved aside

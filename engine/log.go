@@ -18,4 +18,5 @@ const (
 	LogLimit    = "limit"
 	LogMaxFDs   = "max_pidfds"
 	LogInterval = "interval"
+	LogPages    = "pages"
 )

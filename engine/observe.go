@@ -2,7 +2,9 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -132,23 +134,110 @@ func (e *Engine) observer(q *closeQueue) {
 	}
 }
 
-// listAndObserve lists the provider's sandboxes and applies the listing.
+// listAndObserve lists the provider's sandboxes, page by page, and applies
+// the listing to the entries waiting for one (see waiting), read before it
+// starts: those that become waiting meanwhile (a registration, a
+// not-found) could not be decided by it anyway, and ask for a listing of
+// their own. Between pages it keeps only those entries, and whether the
+// listing showed them; a page that shows a registration not seen yet
+// records it seen. The decisions that need the sandbox's absence are taken
+// once the last page arrived, and only if the listing completed.
 func (e *Engine) listAndObserve(name string, started time.Time) error {
-	p, release := e.providers.acquire(name)
-	defer release()
-	if p == nil {
+	ctx := e.workCtx
+	waiting, err := e.waiting(ctx, name)
+	if err != nil {
+		return err
+	}
+	err = e.listProvider(ctx, name, func(page []reaper.Sandbox) error {
+		var unseen []string
+		for i := range page {
+			if w, ok := waiting[page[i].ID]; ok && !w.listed {
+				w.listed = true
+				if w.unseen {
+					unseen = append(unseen, w.key)
+				}
+			}
+		}
+		return e.markSeen(ctx, unseen)
+	})
+	if errors.Is(err, errNoProvider) {
 		return nil
 	}
-	ctx, cancel := withTimeout(e.workCtx, e.clock, e.listTimeout())
-	defer cancel()
-	sbs, err := safeList(ctx, p, name)
 	if err != nil {
 		return err
 	}
 	if q := e.providers.queue(name); q != nil {
 		q.noteOK(e.clock.Now())
 	}
-	return e.observe(e.workCtx, name, sbs, started)
+	keys := make([]string, 0, len(waiting))
+	for _, w := range waiting {
+		keys = append(keys, w.key)
+	}
+	sort.Strings(keys)
+	return e.settle(ctx, name, keys, func(id string) bool {
+		w := waiting[id]
+		return w != nil && w.listed
+	}, started)
+}
+
+// waitingEntry is an entry that waits for a listing, and whether the
+// listing under way showed its sandbox.
+type waitingEntry struct {
+	key            string
+	unseen, listed bool
+}
+
+// waiting returns the provider's entries that wait for a listing, by
+// sandbox id: those no listing has shown yet (Seen false), and closing
+// ones with a not-found or an accepted delete to confirm.
+func (e *Engine) waiting(ctx context.Context, provider string) (map[string]*waitingEntry, error) {
+	var out map[string]*waitingEntry
+	err := e.view(ctx, func(tx reaper.Tx) error {
+		out = map[string]*waitingEntry{}
+		if err := tx.Unseen(provider, func(ent *reaper.Entry) error {
+			out[ent.ID] = &waitingEntry{key: ent.Key(), unseen: true}
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Closing(provider, func(ent *reaper.Entry) error {
+			if _, ok := out[ent.ID]; !ok && (!ent.NotFoundAt.IsZero() || !ent.AcceptedAt.IsZero()) {
+				out[ent.ID] = &waitingEntry{key: ent.Key()}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the entries of %s waiting for a listing: %w", provider, err)
+	}
+	return out, nil
+}
+
+// markSeen records that a listing showed the entries' sandboxes, for those
+// not yet seen.
+func (e *Engine) markSeen(ctx context.Context, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	err := e.update(ctx, func(tx reaper.Tx) error {
+		for _, key := range keys {
+			ent, err := tx.Entry(key)
+			if err != nil {
+				return err
+			}
+			if ent == nil || ent.State.Final() || ent.Seen {
+				continue
+			}
+			if err := tx.SetVerification(ent, true, false); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record registrations seen: %w", err)
+	}
+	return nil
 }
 
 // observation is what applying one listing did.
@@ -158,59 +247,78 @@ type observation struct {
 	unverifiedNow                     int                   // entries left unverified
 	unverified, verified              []string
 	pending                           bool // entries still wait for a later listing
+	partial                           bool // not every waiting entry was visited
 }
 
-// observe applies a listing of the provider, started at listed, to the
-// ledger: it decides the not-founds reported before the listing started,
-// and verifies the entries the listing shows or should show.
-func (e *Engine) observe(ctx context.Context, provider string, sbs []reaper.Sandbox, listed time.Time) error {
-	live := make(map[string]bool, len(sbs))
-	for _, sb := range sbs {
-		live[sb.ID] = true
+// add merges o into ob.
+func (ob *observation) add(o *observation) {
+	ob.closed = append(ob.closed, o.closed...)
+	ob.contradicted = append(ob.contradicted, o.contradicted...)
+	ob.unconfirmed = append(ob.unconfirmed, o.unconfirmed...)
+	ob.unverified = append(ob.unverified, o.unverified...)
+	ob.verified = append(ob.verified, o.verified...)
+	for r, n := range o.reasons {
+		if ob.reasons == nil {
+			ob.reasons = map[reaper.Reason]int{}
+		}
+		ob.reasons[r] += n
 	}
-	var ob observation
-	err := e.update(ctx, func(tx reaper.Tx) error {
-		ob = observation{}
-		now := e.now()
-		var keys []string
-		seen := map[string]bool{}
-		collect := func(ent *reaper.Entry) error {
-			if !seen[ent.Key()] {
-				seen[ent.Key()] = true
-				keys = append(keys, ent.Key())
-			}
-			return nil
-		}
-		if err := tx.Unseen(provider, collect); err != nil {
-			return err
-		}
-		if err := tx.Closing(provider, func(ent *reaper.Entry) error {
-			if !ent.NotFoundAt.IsZero() || !ent.AcceptedAt.IsZero() {
-				return collect(ent)
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
-		for _, key := range keys {
-			ent, err := tx.Entry(key)
-			if err != nil {
-				return err
-			}
-			if ent == nil || ent.State.Final() {
-				continue
-			}
-			if err := e.observeEntry(tx, provider, ent, live[ent.ID], listed, now, &ob); err != nil {
-				return err
-			}
-			if ent.Unverified && !ent.Seen && !ent.State.Final() {
-				ob.unverifiedNow++
-			}
-		}
-		return nil
-	})
+	ob.unverifiedNow += o.unverifiedNow
+	ob.pending = ob.pending || o.pending
+}
+
+// settleAfter applies a complete listing of the provider, started at
+// listed, to the entries that wait for one, read now; listedNow says
+// whether the listing showed a sandbox.
+func (e *Engine) settleAfter(ctx context.Context, provider string, listedNow func(id string) bool, listed time.Time) error {
+	waiting, err := e.waiting(ctx, provider)
 	if err != nil {
-		return fmt.Errorf("apply a listing of %s: %w", provider, err)
+		return err
+	}
+	keys := make([]string, 0, len(waiting))
+	for _, w := range waiting {
+		keys = append(keys, w.key)
+	}
+	sort.Strings(keys)
+	return e.settle(ctx, provider, keys, listedNow, listed)
+}
+
+// settle applies a complete listing of the provider, started at listed, to
+// the entries named by keys, in transactions of settleChunk entries: it
+// decides the not-founds and accepted deletes reported before the listing
+// started, and verifies the entries the listing shows or should show.
+// listedNow says whether the listing showed a sandbox. The caller
+// guarantees that the listing completed: an absence decides here.
+func (e *Engine) settle(ctx context.Context, provider string, keys []string, listedNow func(id string) bool, listed time.Time) error {
+	var ob observation
+	for chunk := range slices.Chunk(keys, settleChunk) {
+		var part observation
+		err := e.update(ctx, func(tx reaper.Tx) error {
+			part = observation{}
+			now := e.now()
+			for _, key := range chunk {
+				ent, err := tx.Entry(key)
+				if err != nil {
+					return err
+				}
+				if ent == nil || ent.State.Final() {
+					continue
+				}
+				if err := e.observeEntry(tx, provider, ent, listedNow(ent.ID), listed, now, &part); err != nil {
+					return err
+				}
+				if ent.Unverified && !ent.Seen && !ent.State.Final() {
+					part.unverifiedNow++
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			ob.partial = true
+			e.reportObservation(provider, &ob) // what was committed stands
+			return fmt.Errorf("apply a listing of %s: %w", provider, err)
+		}
+		ob.add(&part)
 	}
 	e.reportObservation(provider, &ob)
 	return nil
@@ -357,10 +465,14 @@ func (e *Engine) absentBefore(provider, key string, listed time.Time) bool {
 	}
 	if _, ok := q.absent[key]; !ok {
 		// Forget what no listing came back for (entries released or
-		// ended meanwhile): they would only need one listing more.
-		for k, t := range q.absent {
-			if listed.Sub(t) > time.Hour {
-				delete(q.absent, k)
+		// ended meanwhile): they would only need one listing more. Once
+		// per listing, not per entry it leaves out.
+		if !q.absentSwept.Equal(listed) {
+			q.absentSwept = listed
+			for k, t := range q.absent {
+				if listed.Sub(t) > time.Hour {
+					delete(q.absent, k)
+				}
 			}
 		}
 		q.absent[key] = listed
@@ -397,7 +509,9 @@ func (e *Engine) reportObservation(provider string, ob *observation) {
 	}
 	if m := e.Metrics; m != nil {
 		m.Contradictions.WithLabelValues(provider).Add(float64(len(ob.contradicted)))
-		m.Unverified.WithLabelValues(provider).Set(float64(ob.unverifiedNow))
+		if !ob.partial {
+			m.Unverified.WithLabelValues(provider).Set(float64(ob.unverifiedNow))
+		}
 		for reason, n := range ob.reasons {
 			m.Closed.WithLabelValues(provider, string(reason)).Add(float64(n))
 		}

@@ -55,10 +55,13 @@ type closeQueue struct {
 	// none wanted); lastList is when it took the last one.
 	listAt, lastList time.Time
 	// absent holds, for sandboxes answered not found, the start of the
-	// first listing that left them out (see Engine.absentBefore).
-	absent     map[string]time.Time
-	listSignal chan struct{}
-	observing  bool
+	// first listing that left them out (see Engine.absentBefore);
+	// absentSwept is the start of the listing that last forgot the stale
+	// ones.
+	absent      map[string]time.Time
+	absentSwept time.Time
+	listSignal  chan struct{}
+	observing   bool
 
 	// credentials is the outcome of the last credential check (credOK,
 	// credRefused, credDegraded; empty before one), credErr its error;

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -95,7 +94,7 @@ func (e *Engine) maintain(ctx context.Context, rep *reaper.SweepReport) {
 		rep.Pruned = st
 	}
 	if e.DiscoverOnSweep {
-		rep.Untracked, rep.DiscoveryErrors = e.discover(ctx, now, true)
+		rep.Untracked, rep.UntrackedTotal, rep.DiscoveryErrors = e.discover(ctx, now, true, sweepUntracked)
 	}
 }
 
@@ -151,117 +150,13 @@ func (e *Engine) Prune(ctx context.Context, before time.Time) (reaper.PruneStats
 }
 
 // Discover lists every enabled provider's live sandboxes and returns those
-// the ledger does not track, each with the adoption rule it matches,
-// recording each newly seen one in the audit log. It reconciles as a sweep
-// does, but adopts nothing: reap rules act in sweeps.
+// the ledger does not track, every one, each with the adoption rule it
+// matches, recording each newly seen one in the audit log. It reconciles as
+// a sweep does, but adopts nothing: reap rules act in sweeps.
 func (e *Engine) Discover(ctx context.Context) ([]reaper.Untracked, map[string]string) {
 	e.init()
-	return e.discover(ctx, e.now(), false)
-}
-
-// listing is one provider's listing, taken for a discovery.
-type listing struct {
-	name    string
-	sbs     []reaper.Sandbox
-	err     error
-	started time.Time
-}
-
-// listAll lists every enabled provider at once, each bounded by
-// ListTimeout. A stop ends the listings too: their calls hold the
-// providers that a stop shuts down.
-func (e *Engine) listAll(ctx context.Context) []listing {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stopListing := context.AfterFunc(e.workCtx, cancel)
-	defer stopListing()
-	names := e.providers.enabledNames()
-	results := make([]listing, len(names))
-	var wg sync.WaitGroup
-	for i, name := range names {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i].name = name
-			p, release := e.providers.acquire(name)
-			defer release()
-			if p == nil {
-				results[i].err = fmt.Errorf("provider %s was disabled", name)
-				return
-			}
-			lctx, cancel := withTimeout(ctx, e.clock, e.listTimeout())
-			defer cancel()
-			results[i].started = e.clock.Now()
-			results[i].sbs, results[i].err = safeList(lctx, p, name)
-		}()
-	}
-	wg.Wait()
-	return results
-}
-
-// discover lists every enabled provider and reconciles the ledger with
-// what they hold, both ways:
-//
-//   - the listing decides not-founds and verifies registrations (observe),
-//     and an active entry whose sandbox two listings no longer show, after
-//     one did, is closed with reason gone (reconcile);
-//   - a live sandbox no entry tracks is untracked: recorded with the time
-//     it was first seen (audit discovered-untracked the first time),
-//     matched against the adoption rules, and, when adoptNow, adopted if a
-//     reap rule matches and it is old enough (adopt.go).
-//
-// Sandboxes created after the sweep started are left for the next one,
-// since their registration may be on its way.
-func (e *Engine) discover(ctx context.Context, now time.Time, adoptNow bool) ([]reaper.Untracked, map[string]string) {
-	var out []reaper.Untracked
-	errs := map[string]string{}
-	adopted := 0
-	for _, r := range e.listAll(ctx) {
-		if r.err != nil {
-			errs[r.name] = r.err.Error()
-			e.logger().Warn("discovery: list sandboxes", LogProvider, r.name, LogErr, r.err)
-			if m := e.Metrics; m != nil {
-				m.ListErrors.WithLabelValues(r.name, "discovery").Inc()
-			}
-			continue
-		}
-		if m := e.Metrics; m != nil {
-			m.LastListing.WithLabelValues(r.name).Set(float64(e.clock.Now().UnixNano()) / 1e9)
-		}
-		if err := e.observe(ctx, r.name, r.sbs, r.started); err != nil {
-			e.logger().Error("apply a discovery listing", LogProvider, r.name, LogErr, err)
-		}
-		if err := e.reconcile(ctx, r.name, r.sbs, r.started); err != nil {
-			e.logger().Error("reconcile the ledger with a listing", LogProvider, r.name, LogErr, err)
-		}
-		found, err := e.untracked(ctx, r.name, r.sbs, now, adoptNow)
-		if err != nil {
-			errs[r.name] = err.Error()
-			continue
-		}
-		for _, u := range found {
-			if u.Adopted {
-				adopted++
-			}
-		}
-		out = append(out, found...)
-	}
-	if adopted > 0 {
-		e.Wake()
-	}
-	if len(errs) == 0 {
-		errs = nil
-	}
-	return out, errs
-}
-
-func safeList(ctx context.Context, p reaper.Provider, name string) (sbs []reaper.Sandbox, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = &reaper.ProviderError{Provider: name, Op: "list", Kind: reaper.ErrTransient, Err: fmt.Errorf("provider panicked: %v", r)}
-		}
-	}()
-	return p.List(ctx, reaper.ListFilter{})
+	found, _, errs := e.discover(ctx, e.now(), false, 0)
+	return found, errs
 }
 
 // providerNames returns the names of every known provider, sorted.

@@ -113,8 +113,12 @@ type SweepReport struct {
 	Waiting int `json:"waiting"`
 	// Pruned counts what retention removed.
 	Pruned PruneStats `json:"pruned"`
-	// Untracked lists live sandboxes no entry tracks (with discovery).
-	Untracked []Untracked `json:"untracked,omitempty"`
+	// Untracked lists live sandboxes no entry tracks (with discovery): at
+	// most 1,000 of them, those the sweep adopted first. UntrackedTotal
+	// counts them all; `reaperd discover` (POST /v1/discover) lists every
+	// one.
+	Untracked      []Untracked `json:"untracked,omitempty"`
+	UntrackedTotal int         `json:"untracked_total,omitempty"`
 	// DiscoveryErrors holds, per provider, why it could not be listed.
 	DiscoveryErrors map[string]string `json:"discovery_errors,omitempty"`
 }

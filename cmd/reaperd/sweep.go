@@ -64,6 +64,9 @@ func (m *Main) sweepCommand() *cobra.Command {
 				}
 				fmt.Fprintf(m.Stdout, "%s: %s/%s (%s old, %s)\n", what, u.Provider, u.Sandbox.ID, reaper.FormatAge(time.Duration(u.Age)), orDash(u.Sandbox.State))
 			}
+			if more := rep.UntrackedTotal - len(rep.Untracked); more > 0 {
+				fmt.Fprintf(m.Stdout, "and %s more untracked: `reaperd discover` lists every one\n", plural(more, "sandbox", "sandboxes"))
+			}
 			for _, p := range slices.Sorted(maps.Keys(rep.DiscoveryErrors)) {
 				fmt.Fprintf(m.Stderr, "discovery failed for %s: %s\n", p, oneLine(errors.New(rep.DiscoveryErrors[p])))
 			}
