@@ -456,28 +456,37 @@ func (c *checker) members(bucket []byte, what string, want func(*reaper.Entry) b
 }
 
 func (c *checker) unseen() {
-	_ = c.bucket(bucketUnseen).ForEach(func(k, v []byte) error {
-		_, kind, key, ok := parseIndexKey(k)
-		if !ok || kind != reaper.DueEntry {
-			c.bad(bucketUnseen, showRaw(k), "malformed key")
+	for _, bucket := range [][]byte{bucketUnseen, bucketUnverified} {
+		b := c.bucket(bucket)
+		if b == nil {
+			continue // version 3: no unverified index
+		}
+		_ = b.ForEach(func(k, v []byte) error {
+			_, kind, key, ok := parseIndexKey(k)
+			if !ok || kind != reaper.DueEntry {
+				c.bad(bucket, showRaw(k), "malformed key")
+				return nil
+			}
+			sk := showIndexKey(k)
+			// Version 3 marked an unverified entry 'u' in the unseen index.
+			if len(v) > 0 && !(c.r.Schema < 4 && len(v) == 1 && v[0] == 'u') {
+				c.bad(bucket, sk, "unknown value %q", v)
+			}
+			e, found := c.entry(key)
+			switch {
+			case !found:
+				c.bad(bucket, sk, "no such entry")
+			case e == nil:
+			case e.State.Final():
+				c.bad(bucket, sk, "the entry is %s: only active and closing entries wait for a listing", e.State)
+			case !bytes.Equal(unseenKey(e), k):
+				c.bad(bucket, sk, "the entry was registered at %s", fmtTime(e.RegisteredAt))
+			case bytes.Equal(bucket, bucketUnverified) && has(c.bucket(bucketUnseen), k):
+				c.bad(bucket, sk, "the entry is in the unseen index too")
+			}
 			return nil
-		}
-		sk := showIndexKey(k)
-		if len(v) > 1 || (len(v) == 1 && v[0] != unverifiedMark) {
-			c.bad(bucketUnseen, sk, "unknown value %q", v)
-		}
-		e, found := c.entry(key)
-		switch {
-		case !found:
-			c.bad(bucketUnseen, sk, "no such entry")
-		case e == nil:
-		case e.State.Final():
-			c.bad(bucketUnseen, sk, "the entry is %s: only active and closing entries wait for a listing", e.State)
-		case !bytes.Equal(unseenKey(e), k):
-			c.bad(bucketUnseen, sk, "the entry was registered at %s", fmtTime(e.RegisteredAt))
-		}
-		return nil
-	})
+		})
+	}
 }
 
 // joined reports whether e's membership of its session is in
@@ -664,10 +673,7 @@ func (c *checker) counts() {
 				want[string(joinsCountKey)] = n
 			}
 		}
-		_ = c.bucket(bucketUnseen).ForEach(func(k, v []byte) error {
-			if len(v) == 0 || v[0] != unverifiedMark {
-				return nil
-			}
+		_ = c.bucket(bucketUnverified).ForEach(func(k, v []byte) error {
 			if _, _, key, ok := parseIndexKey(k); ok {
 				if e, found := c.entry(key); found && e != nil && !e.State.Final() {
 					want[string(unverifiedKey(e.Provider))]++
@@ -713,7 +719,9 @@ func showCountKey(k string) string {
 	return show([]byte(provider)) + " " + show([]byte(st))
 }
 
-// has reports whether b holds key k.
+// has reports whether b holds key k. Unlike b.Get(k) != nil, it holds for
+// a key put with an empty value in the same transaction, for which bbolt's
+// Get returns nil until the commit.
 func has(b *bolt.Bucket, k []byte) bool {
 	ck, _ := b.Cursor().Seek(k)
 	return ck != nil && bytes.Equal(ck, k)

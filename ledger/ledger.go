@@ -44,6 +44,7 @@ var (
 	bucketInFlight       = []byte("in_flight")
 	bucketQuarantine     = []byte("quarantine")
 	bucketUnseen         = []byte("unseen")
+	bucketUnverified     = []byte("unverified")
 	bucketUntracked      = []byte("untracked")
 	bucketCounts         = []byte("counts")
 	bucketKeep           = []byte("keep")
@@ -63,7 +64,7 @@ var (
 
 var allBuckets = [][]byte{bucketMeta, bucketEntries, bucketSessions, bucketSessionMembers,
 	bucketDeadlines, bucketProcesses, bucketRetire, bucketAudit, bucketClosing, bucketInFlight,
-	bucketQuarantine, bucketUnseen, bucketUntracked, bucketCounts, bucketKeep, bucketSessionJoins}
+	bucketQuarantine, bucketUnseen, bucketUntracked, bucketCounts, bucketKeep, bucketSessionJoins, bucketUnverified}
 
 // countsVersion is what the counts bucket counts: 1, the entries by
 // provider and state; 2, the unverified entries and the joins too. A ledger counted by
@@ -324,6 +325,9 @@ func (db *DB) commitLoop() {
 		start := time.Now()
 		db.commit(batch)
 		last, took = len(batch), time.Since(start)
+		// The requests hold their functions, and what those reach: let
+		// them go before the next write comes.
+		clear(batch)
 		if db.joins >= foldJoins {
 			// A failure leaves the joins where they are, to be folded
 			// after a later commit; readers read them either way.
@@ -359,7 +363,7 @@ const appendFill = 0.95
 // packAppends sets the fill of the append-mostly buckets for one write
 // transaction (bbolt does not store it).
 func packAppends(btx *bolt.Tx) {
-	for _, name := range [][]byte{bucketAudit, bucketDeadlines, bucketRetire, bucketUnseen, bucketSessionJoins} {
+	for _, name := range [][]byte{bucketAudit, bucketDeadlines, bucketRetire, bucketUnseen, bucketUnverified, bucketSessionJoins} {
 		btx.Bucket(name).FillPercent = appendFill
 	}
 }

@@ -491,3 +491,50 @@ func syncedFreelist(t *testing.T, path string) bool {
 	}
 	return freelist != ^uint64(0)
 }
+
+// TestUnseenWithinTheRegisteringTransaction: an entry registered unseen
+// reads back unseen in the same transaction (as other updates of the same
+// batch read it), and stays unseen when it is written again there. bbolt's
+// Get returns nil for a key put with an empty value until the commit, so a
+// presence test by Get took such an entry for seen, and writing it back
+// recorded it seen without any listing showing it: a later listing without
+// it would then have been taken as proof that it was gone.
+func TestUnseenWithinTheRegisteringTransaction(t *testing.T) {
+	db := ledgertest.Open(t)
+	e := active("fresh", time.Time{})
+	e.Session = "s1"
+	err := db.Update(context.Background(), func(tx reaper.Tx) error {
+		if err := tx.PutEntry(e); err != nil {
+			return err
+		}
+		got, err := tx.Entry(e.Key())
+		if err != nil {
+			return err
+		}
+		if got.Seen || got.Unverified {
+			t.Errorf("read back in its transaction: seen %v, unverified %v; want unseen", got.Seen, got.Unverified)
+		}
+		got.Labels = map[string]string{"tagged": "in the same batch"}
+		if err := tx.PutEntry(got); err != nil {
+			return err
+		}
+		keys, err := tx.SessionEntries("s1")
+		if err != nil {
+			return err
+		}
+		if len(keys) != 1 || keys[0] != e.Key() {
+			t.Errorf("session entries in the transaction = %v, want [%s]", keys, e.Key())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pending []string
+	_ = db.View(context.Background(), func(tx reaper.Tx) error {
+		return tx.Pending("", func(e *reaper.Entry) error { pending = append(pending, e.Key()); return nil })
+	})
+	if len(pending) != 1 || pending[0] != e.Key() {
+		t.Errorf("pending after the commit = %v, want [%s]: the entry was recorded seen", pending, e.Key())
+	}
+}

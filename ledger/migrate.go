@@ -40,7 +40,8 @@ func migrate(btx *bolt.Tx, from uint64) error {
 	return nil
 }
 
-// migrate3 builds the keep index and marks the records for rewriting.
+// migrate3 builds the keep index, moves the unverified marks to their
+// index, and marks the records for rewriting.
 func migrate3(btx *bolt.Tx) error {
 	keep := btx.Bucket(bucketKeep)
 	err := btx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
@@ -56,6 +57,31 @@ func migrate3(btx *bolt.Tx) error {
 	})
 	if err != nil {
 		return fmt.Errorf("index keep entries: %w", err)
+	}
+	// Version 3 marked an unverified entry 'u' in the unseen index; version
+	// 4 files it in the unverified index.
+	unseen, unv := btx.Bucket(bucketUnseen), btx.Bucket(bucketUnverified)
+	var marked [][]byte
+	err = unseen.ForEach(func(k, v []byte) error {
+		if len(v) == 1 && v[0] == 'u' {
+			marked = append(marked, bytes.Clone(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range marked {
+		if err := unv.Put(k, nil); err != nil {
+			return err
+		}
+		if err := unseen.Delete(k); err != nil {
+			return err
+		}
+	}
+	// The counts are taken again, with the unverified entries and the joins.
+	if err := btx.Bucket(bucketMeta).Delete(keyCounted); err != nil {
+		return err
 	}
 	return btx.Bucket(bucketMeta).Put(keyReencode, []byte{})
 }

@@ -84,9 +84,16 @@ func schema3Ledger(t *testing.T, ents []*reaper.Entry, sessions []*reaper.Sessio
 		if err := meta.Put([]byte("schema"), v); err != nil {
 			return err
 		}
-		// Version 3 kept session membership as session NUL key, counted
-		// only the entries by state, and had no keep index.
-		for _, name := range []string{"keep", "session_members", "session_joins"} {
+		// Version 3 marked unverified entries 'u' in the unseen index,
+		// kept session membership as session NUL key, counted only the
+		// entries by state, and had no keep index.
+		err := tx.Bucket([]byte("unverified")).ForEach(func(k, _ []byte) error {
+			return tx.Bucket([]byte("unseen")).Put(k, []byte("u"))
+		})
+		if err != nil {
+			return err
+		}
+		for _, name := range []string{"keep", "session_members", "session_joins", "unverified"} {
 			if err := tx.DeleteBucket([]byte(name)); err != nil {
 				return err
 			}
@@ -111,8 +118,9 @@ func schema3Ledger(t *testing.T, ents []*reaper.Entry, sessions []*reaper.Sessio
 				return err
 			}
 		}
-		binary.BigEndian.PutUint64(v, 1)
-		return meta.Put([]byte("counted"), v)
+		counted := make([]byte, 8) // not v: bbolt keeps the slices put until the commit
+		binary.BigEndian.PutUint64(counted, 1)
+		return meta.Put([]byte("counted"), counted)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -147,6 +155,10 @@ func schema4Entries() []*reaper.Entry {
 			e.Keep, e.State, e.ClosedAt, e.CloseReason = true, reaper.StateReleased, t0, reaper.ReasonReleased
 		case 5:
 			e.State, e.ClosingSince, e.Attempts, e.LastError = reaper.StateClosing, t0, 2, "boom"
+		case 6:
+			e.Seen, e.Unverified = false, true
+		case 7:
+			e.Seen = false // waits for its first listing
 		}
 		ents = append(ents, e)
 	}
@@ -210,6 +222,23 @@ func TestOpenMigratesSchema3Entries(t *testing.T) {
 			}
 			if want := []string{"e2b/sb-03", "e2b/sb-13", "e2b/sb-23", "e2b/sb-33", "e2b/sb-43"}; !slices.Equal(kept, want) {
 				t.Errorf("Kept = %v, want %v", kept, want)
+			}
+			var pending []string
+			unverified := map[string]int{}
+			err = db.View(context.Background(), func(tx reaper.Tx) error {
+				if err := tx.Pending("", func(e *reaper.Entry) error { pending = append(pending, e.Key()); return nil }); err != nil {
+					return err
+				}
+				return tx.Unverified(func(p string, n int) error { unverified[p] = n; return nil })
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := []string{"e2b/sb-07", "e2b/sb-17", "e2b/sb-27", "e2b/sb-37", "e2b/sb-47"}; !slices.Equal(pending, want) {
+				t.Errorf("Pending = %v, want %v", pending, want)
+			}
+			if unverified["e2b"] != 5 {
+				t.Errorf("unverified = %v, want 5 for e2b", unverified)
 			}
 			db.Close()
 			ledgertest.Check(t, path)

@@ -65,16 +65,17 @@ func (t *tx) decodeEntry(key, v []byte) (*reaper.Entry, error) {
 	if e.State.Final() {
 		return e, nil
 	}
-	if u := t.bucket(bucketUnseen).Get(unseenKey(e)); u != nil {
-		e.Seen, e.Unverified = false, len(u) > 0 && u[0] == unverifiedMark
-	} else {
+	k := unseenKey(e)
+	switch {
+	case has(t.bucket(bucketUnseen), k):
+		e.Seen, e.Unverified = false, false
+	case has(t.bucket(bucketUnverified), k):
+		e.Seen, e.Unverified = false, true
+	default:
 		e.Seen, e.Unverified = true, false
 	}
 	return e, nil
 }
-
-// unverifiedMark is the value of an unseen key whose entry is unverified.
-const unverifiedMark = 'u'
 
 // unseenKey is an entry's key in the unseen index: its registration time
 // first, so that registrations append to the index (one page per commit)
@@ -83,39 +84,40 @@ func unseenKey(e *reaper.Entry) []byte { return indexKey(e.RegisteredAt, reaper.
 
 func (t *tx) SetVerification(e *reaper.Entry, seen, unverified bool) error {
 	k := unseenKey(e)
-	if t.bucket(bucketUnseen).Get(k) == nil {
+	if !has(t.bucket(bucketUnseen), k) && !has(t.bucket(bucketUnverified), k) {
 		return nil // seen already, final, or no such entry
 	}
 	t.write()
 	return t.setUnseen(e.Provider, k, !seen, unverified)
 }
 
-// setUnseen puts (waiting) or deletes an unseen key of the provider's
-// entry, and keeps the provider's count of unverified entries.
+// setUnseen files the provider's entry, by its unseen key, in the unseen
+// index (waiting for its first listing), in the unverified index (waiting,
+// unverified) or in neither, and keeps the provider's count of unverified
+// entries.
 func (t *tx) setUnseen(provider string, k []byte, waiting, unverified bool) error {
-	b := t.bucket(bucketUnseen)
-	old := b.Get(k)
-	was := len(old) > 0 && old[0] == unverifiedMark
-	now := waiting && unverified
-	if waiting {
-		var v []byte
-		if unverified {
-			v = []byte{unverifiedMark}
-		}
-		if old == nil || was != now {
-			if err := b.Put(k, v); err != nil {
+	pending, unv := t.bucket(bucketUnseen), t.bucket(bucketUnverified)
+	wasPending, wasUnverified := has(pending, k), has(unv, k)
+	isPending, isUnverified := waiting && !unverified, waiting && unverified
+	for _, c := range []struct {
+		b       *bolt.Bucket
+		was, is bool
+	}{{pending, wasPending, isPending}, {unv, wasUnverified, isUnverified}} {
+		switch {
+		case c.is && !c.was:
+			if err := c.b.Put(k, nil); err != nil {
+				return err
+			}
+		case c.was && !c.is:
+			if err := c.b.Delete(k); err != nil {
 				return err
 			}
 		}
-	} else if old != nil {
-		if err := b.Delete(k); err != nil {
-			return err
-		}
 	}
 	switch {
-	case now && !was:
+	case isUnverified && !wasUnverified:
 		return t.countUnverified(provider, 1)
-	case was && !now:
+	case wasUnverified && !isUnverified:
 		return t.countUnverified(provider, -1)
 	}
 	return nil
@@ -544,7 +546,7 @@ func (t *tx) dropMember(e *reaper.Entry) error {
 // dropJoin deletes a join key, if it is there.
 func (t *tx) dropJoin(k []byte) error {
 	b := t.bucket(bucketSessionJoins)
-	if b.Get(k) == nil {
+	if !has(b, k) {
 		return nil
 	}
 	if err := b.Delete(k); err != nil {
@@ -657,21 +659,32 @@ func (t *tx) Kept(fn func(*reaper.Entry) error) error {
 }
 
 func (t *tx) Unseen(provider string, fn func(*reaper.Entry) error) error {
-	// Keyed by time, not by provider: the whole index is walked. It holds
-	// only entries waiting for their first listing, and unverified ones.
+	return t.unseen(provider, fn, bucketUnseen, bucketUnverified)
+}
+
+func (t *tx) Pending(provider string, fn func(*reaper.Entry) error) error {
+	return t.unseen(provider, fn, bucketUnseen)
+}
+
+// unseen calls fn for the entries of the provider named in the buckets
+// (unseen, unverified), in key order. Both are keyed by time, not by
+// provider: they are walked whole.
+func (t *tx) unseen(provider string, fn func(*reaper.Entry) error, buckets ...[]byte) error {
 	var prefix string
 	if provider != "" {
 		prefix = provider + "/"
 	}
 	var keys []string
-	err := t.bucket(bucketUnseen).ForEach(func(k, _ []byte) error {
-		if _, _, key, ok := parseIndexKey(k); ok && strings.HasPrefix(key, prefix) {
-			keys = append(keys, key)
+	for _, b := range buckets {
+		err := t.bucket(b).ForEach(func(k, _ []byte) error {
+			if _, _, key, ok := parseIndexKey(k); ok && strings.HasPrefix(key, prefix) {
+				keys = append(keys, key)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
 	sort.Strings(keys)
 	for _, key := range keys {
@@ -759,12 +772,14 @@ func (t *tx) Quarantine(kind reaper.DueKind, key, reason string, at time.Time) e
 		}
 		// Its unseen key holds a time the record no longer tells: find it.
 		var stale [][]byte
-		_ = t.bucket(bucketUnseen).ForEach(func(k, _ []byte) error {
-			if _, _, kk, ok := parseIndexKey(k); ok && kk == key {
-				stale = append(stale, bytes.Clone(k))
-			}
-			return nil
-		})
+		for _, b := range [][]byte{bucketUnseen, bucketUnverified} {
+			_ = t.bucket(b).ForEach(func(k, _ []byte) error {
+				if _, _, kk, ok := parseIndexKey(k); ok && kk == key {
+					stale = append(stale, bytes.Clone(k))
+				}
+				return nil
+			})
+		}
 		provider, _, _ := strings.Cut(key, "/")
 		for _, k := range stale {
 			if err := t.setUnseen(provider, k, false, false); err != nil {
@@ -1182,12 +1197,9 @@ func recount(btx *bolt.Tx) error {
 	if n := t.bucket(bucketSessionJoins).Stats().KeyN; n > 0 {
 		counts[string(joinsCountKey)] = int64(n)
 	}
-	// The unverified entries: 'u' keys of the unseen index whose entry is
+	// The unverified entries: keys of the unverified index whose entry is
 	// there, waiting.
-	err = t.bucket(bucketUnseen).ForEach(func(k, v []byte) error {
-		if len(v) == 0 || v[0] != unverifiedMark {
-			return nil
-		}
+	err = t.bucket(bucketUnverified).ForEach(func(k, v []byte) error {
 		if _, _, key, ok := parseIndexKey(k); ok {
 			if e, err := t.Entry(key); err == nil && e != nil && !e.State.Final() && e.Unverified {
 				counts[string(unverifiedKey(e.Provider))]++

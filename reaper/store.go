@@ -87,6 +87,10 @@ type Tx interface {
 	// a listing yet (Seen false), in key order. The cost is proportional to
 	// the entries visited.
 	Unseen(provider string, fn func(*Entry) error) error
+	// Pending is Unseen without the unverified entries: those waiting for
+	// their first judgment by a listing. The cost is proportional to them,
+	// however many entries are unverified.
+	Pending(provider string, fn func(*Entry) error) error
 	// SetVerification records what a listing showed of an entry (as read
 	// in this transaction), without rewriting it: seen, or not seen and
 	// unverified. It is a no-op for an entry that is final or already seen.
