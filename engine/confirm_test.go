@@ -214,3 +214,30 @@ func TestOneListingMissingTheSandboxIsNotProof(t *testing.T) {
 	fl.remove("a")
 	h.advanceUntil(time.Second, func() bool { return h.entry("fake/a").State == reaper.StateClosed }, "the confirmed close")
 }
+
+// An unverified registration is not walked at every listing, but a listing
+// that shows its sandbox still records it seen, and the count of
+// unverified entries (status, the gauge) follows.
+func TestUnverifiedEntryIsSeenOnceAListingShowsIt(t *testing.T) {
+	m := engine.NewMetrics(prometheus.NewRegistry())
+	h := newHarness(t, func(e *engine.Engine) { e.Metrics = m })
+	fl := newFleet("other")
+	h.prov.ListFn = fl.list
+	h.start()
+	h.register(reaper.RegisterRequest{ID: "late", TTL: reaper.Duration(time.Hour)})
+	h.advanceUntil(time.Second, func() bool { return h.entry("fake/late").Unverified }, "the entry to be flagged unverified")
+	eventually(t, 5*time.Second, func() bool { return testutil.ToFloat64(m.Unverified.WithLabelValues("fake")) == 1 },
+		func() string { return "the unverified gauge to show 1" })
+
+	fl.mu.Lock()
+	fl.ids["late"] = true // eventually consistent: the listing shows it now
+	fl.mu.Unlock()
+	h.register(reaper.RegisterRequest{ID: "other", TTL: reaper.Duration(time.Hour)}) // asks for a listing
+	h.advanceUntil(time.Second, func() bool { e := h.entry("fake/late"); return e.Seen && !e.Unverified }, "the entry to be seen")
+	st, _ := h.eng.Status(context.Background())
+	if n := st.Providers["fake"].Unverified; n != 0 {
+		t.Errorf("status counts %d unverified entries, want 0", n)
+	}
+	eventually(t, 5*time.Second, func() bool { return testutil.ToFloat64(m.Unverified.WithLabelValues("fake")) == 0 },
+		func() string { return "the unverified gauge to show 0" })
+}

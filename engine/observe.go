@@ -148,15 +148,33 @@ func (e *Engine) listAndObserve(name string, started time.Time) error {
 	if err != nil {
 		return err
 	}
+	unverified, err := e.unverifiedCount(ctx, name)
+	if err != nil {
+		return err
+	}
 	err = e.listProvider(ctx, name, func(page []reaper.Sandbox) error {
-		var unseen []string
+		var unseen, others []string
 		for i := range page {
-			if w, ok := waiting[page[i].ID]; ok && !w.listed {
-				w.listed = true
-				if w.unseen {
-					unseen = append(unseen, w.key)
+			if w, ok := waiting[page[i].ID]; ok {
+				if !w.listed {
+					w.listed = true
+					if w.unseen {
+						unseen = append(unseen, w.key)
+					}
 				}
+			} else if unverified > 0 {
+				others = append(others, name+"/"+page[i].ID)
 			}
+		}
+		// An unverified registration is not among the waiting (they would
+		// be as many as a foreign key's registrations, walked at every
+		// listing): one the page shows is looked up, and recorded seen.
+		if len(others) > 0 {
+			shown, err := e.unverifiedAmong(ctx, others)
+			if err != nil {
+				return err
+			}
+			unseen = append(unseen, shown...)
 		}
 		return e.markSeen(ctx, unseen)
 	})
@@ -188,13 +206,16 @@ type waitingEntry struct {
 }
 
 // waiting returns the provider's entries that wait for a listing, by
-// sandbox id: those no listing has shown yet (Seen false), and closing
-// ones with a not-found or an accepted delete to confirm.
+// sandbox id: registrations no listing has judged yet (pending), and
+// closing ones with a not-found or an accepted delete to confirm. The
+// unverified registrations are left out: nothing changes for them until a
+// listing shows them, which listAndObserve finds by looking up what it
+// shows.
 func (e *Engine) waiting(ctx context.Context, provider string) (map[string]*waitingEntry, error) {
 	var out map[string]*waitingEntry
 	err := e.view(ctx, func(tx reaper.Tx) error {
 		out = map[string]*waitingEntry{}
-		if err := tx.Unseen(provider, func(ent *reaper.Entry) error {
+		if err := tx.Pending(provider, func(ent *reaper.Entry) error {
 			out[ent.ID] = &waitingEntry{key: ent.Key(), unseen: true}
 			return nil
 		}); err != nil {
@@ -209,6 +230,45 @@ func (e *Engine) waiting(ctx context.Context, provider string) (map[string]*wait
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read the entries of %s waiting for a listing: %w", provider, err)
+	}
+	return out, nil
+}
+
+// unverifiedCount returns the number of the provider's unverified entries.
+func (e *Engine) unverifiedCount(ctx context.Context, provider string) (int, error) {
+	n := 0
+	err := e.view(ctx, func(tx reaper.Tx) error {
+		return tx.Unverified(func(p string, c int) error {
+			if p == provider {
+				n = c
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count the unverified entries of %s: %w", provider, err)
+	}
+	return n, nil
+}
+
+// unverifiedAmong returns those of keys that name an unverified entry.
+func (e *Engine) unverifiedAmong(ctx context.Context, keys []string) ([]string, error) {
+	var out []string
+	err := e.view(ctx, func(tx reaper.Tx) error {
+		out = out[:0]
+		for _, key := range keys {
+			ent, err := tx.Entry(key)
+			if err != nil {
+				return err
+			}
+			if ent != nil && !ent.State.Final() && !ent.Seen && ent.Unverified {
+				out = append(out, key)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look up listed sandboxes: %w", err)
 	}
 	return out, nil
 }
@@ -307,9 +367,6 @@ func (e *Engine) settle(ctx context.Context, provider string, keys []string, lis
 				if err := e.observeEntry(tx, provider, ent, listedNow(ent.ID), listed, now, &part); err != nil {
 					return err
 				}
-				if ent.Unverified && !ent.Seen && !ent.State.Final() {
-					part.unverifiedNow++
-				}
 			}
 			return nil
 		})
@@ -320,6 +377,11 @@ func (e *Engine) settle(ctx context.Context, provider string, keys []string, lis
 		}
 		ob.add(&part)
 	}
+	n, err := e.unverifiedCount(ctx, provider)
+	if err != nil {
+		ob.partial = true
+	}
+	ob.unverifiedNow = n
 	e.reportObservation(provider, &ob)
 	return nil
 }
