@@ -80,6 +80,20 @@ type PageLister interface {
 	ListPages(ctx context.Context, f ListFilter, fn func(page []Sandbox) error) error
 }
 
+// CollectPages returns every page of a listing in one slice: a List made
+// of ListPages. On an error it returns nil and the error, as List does.
+func CollectPages(ctx context.Context, p PageLister, f ListFilter) ([]Sandbox, error) {
+	var out []Sandbox
+	err := p.ListPages(ctx, f, func(page []Sandbox) error {
+		out = append(out, page...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Checker is implemented by providers that can check their credentials
 // with one cheap authenticated call (the first page of their listing,
 // limited to one item, or the provider's own "who am I"). The daemon calls

@@ -327,15 +327,7 @@ func (p *Provider) lookup(ctx context.Context, id string) (state string, err err
 // ones left out, oldest first (see listSort). f.Labels is sent as Daytona's
 // JSON "labels" filter.
 func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sandbox, error) {
-	var out []reaper.Sandbox
-	err := p.ListPages(ctx, f, func(page []reaper.Sandbox) error {
-		out = append(out, page...)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return reaper.CollectPages(ctx, p, f)
 }
 
 // ListPages is List a page at a time (reaper.PageLister): each page of GET

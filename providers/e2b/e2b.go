@@ -196,15 +196,7 @@ func (p *Provider) Close(ctx context.Context, id string) error {
 // no later than the newest of its first page: every sandbox that started
 // (or resumed) while it paged is then listed.
 func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sandbox, error) {
-	var out []reaper.Sandbox
-	err := p.ListPages(ctx, f, func(page []reaper.Sandbox) error {
-		out = append(out, page...)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return reaper.CollectPages(ctx, p, f)
 }
 
 // ListPages is List a page at a time (reaper.PageLister): each page of GET

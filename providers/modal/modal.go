@@ -340,11 +340,7 @@ type listRPC struct {
 // end, and reports each sandbox once. App names come from AppList, once per
 // environment holding an app not seen before.
 func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sandbox, error) {
-	var out []reaper.Sandbox
-	err := p.ListPages(ctx, f, func(page []reaper.Sandbox) error {
-		out = append(out, page...)
-		return nil
-	})
+	out, err := reaper.CollectPages(ctx, p, f)
 	if err != nil {
 		return nil, err
 	}

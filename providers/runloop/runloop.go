@@ -325,11 +325,7 @@ func (p *Provider) checkTerminal(ctx context.Context, id string, refused *respon
 // Runloop has no metadata filter on the devbox list, so f.Labels is
 // applied here.
 func (p *Provider) List(ctx context.Context, f reaper.ListFilter) ([]reaper.Sandbox, error) {
-	var out []reaper.Sandbox
-	err := p.ListPages(ctx, f, func(page []reaper.Sandbox) error {
-		out = append(out, page...)
-		return nil
-	})
+	out, err := reaper.CollectPages(ctx, p, f)
 	if err != nil {
 		return nil, err
 	}
