@@ -719,14 +719,6 @@ func showCountKey(k string) string {
 	return show([]byte(provider)) + " " + show([]byte(st))
 }
 
-// has reports whether b holds key k. Unlike b.Get(k) != nil, it holds for
-// a key put with an empty value in the same transaction, for which bbolt's
-// Get returns nil until the commit.
-func has(b *bolt.Bucket, k []byte) bool {
-	ck, _ := b.Cursor().Seek(k)
-	return ck != nil && bytes.Equal(ck, k)
-}
-
 // cause returns the decoding error inside a *reaper.CorruptError.
 func cause(err error) error {
 	var ce *reaper.CorruptError

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -470,6 +471,14 @@ func u64(v uint64) []byte {
 	b := make([]byte, 8)
 	binary.BigEndian.PutUint64(b, v)
 	return b
+}
+
+// has reports whether b holds key k. Unlike b.Get(k) != nil, it holds for
+// a key put with an empty value in the same transaction, for which bbolt's
+// Get returns nil until the commit.
+func has(b *bolt.Bucket, k []byte) bool {
+	ck, _ := b.Cursor().Seek(k)
+	return ck != nil && bytes.Equal(ck, k)
 }
 
 // timeKey returns the 8-byte sortable encoding of t.
