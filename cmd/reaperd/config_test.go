@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -263,5 +264,51 @@ func TestReloadAndMetrics(t *testing.T) {
 	fi, err := os.Stat(d.socket)
 	if err != nil || fi.Mode().Perm() != 0o660 {
 		t.Fatalf("socket mode = %v, %v; want 0660", fi.Mode().Perm(), err)
+	}
+}
+
+// TestReloadAsSoonAsTheSocketExists: a SIGHUP that arrives once the daemon
+// has its socket, before it has finished starting, is a reload like any
+// other, not the default action of SIGHUP, which ends the process.
+// (`systemctl reload` right after a start, or a config-management run.)
+func TestReloadAsSoonAsTheSocketExists(t *testing.T) {
+	dir := t.TempDir()
+	d := &testDaemon{t: t, dir: dir, ledger: filepath.Join(dir, "ledger.db"), socket: filepath.Join(dir, "r.sock"),
+		log: &syncBuffer{}, done: make(chan struct{})}
+	d.cmd = exec.Command(os.Args[0], "serve", "--ledger", d.ledger, "--socket", d.socket)
+	d.cmd.Env = daemonEnv()
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.err = d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		d.stop(syscall.SIGKILL)
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.log.String())
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := os.Stat(d.socket); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no socket")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, 10*time.Second, "the reload to be logged", func() bool {
+		select {
+		case <-d.done:
+			t.Fatalf("the daemon ended on a SIGHUP at start: %v", d.err)
+		default:
+		}
+		return strings.Contains(d.log.String(), "configuration reloaded")
+	})
+	if out := d.mustCLI("status"); !strings.Contains(out, "enabled") {
+		t.Fatalf("status after the reload = %q", out)
 	}
 }

@@ -105,6 +105,14 @@ func (m *Main) loadConfig(o serveOptions) (*Config, string, error) {
 }
 
 func (m *Main) serve(ctx context.Context, o serveOptions) error {
+	// SIGHUP is a reload from the start: its default action ends the
+	// process, and a reload may come as soon as the socket exists
+	// (`systemctl reload` right after a start). One that comes before the
+	// daemon is ready is applied once it is.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	cfg, cfgPath, err := m.loadConfig(o)
 	if err != nil {
 		return err
@@ -269,10 +277,6 @@ func (m *Main) serve(ctx context.Context, o serveOptions) error {
 	case <-eng.Stopped():
 	}
 	stopWatchdog := startWatchdog(logger, alive)
-
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 
 	var runErr error
 loop:
