@@ -195,12 +195,7 @@ func (e *Engine) reconcile(ctx context.Context, provider string, listedNow func(
 				if ent == nil || !absent(ent) {
 					continue
 				}
-				ent.State, ent.CloseReason, ent.ClosedAt = reaper.StateClosed, reaper.ReasonGone, now
-				if err := tx.PutEntry(ent); err != nil {
-					return err
-				}
-				if err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventClosed, Key: ent.Key(), Session: ent.Session,
-					Reason: reaper.ReasonGone, Detail: "the provider's listings no longer show the sandbox, which an earlier one showed: someone else deleted it"}); err != nil {
+				if err := closeGone(tx, ent, now); err != nil {
 					return err
 				}
 				closed = append(closed, key)
@@ -384,4 +379,16 @@ func recordBilling(tx reaper.Tx, ent *reaper.Entry, sb *reaper.Sandbox, now time
 		}
 	}
 	return nil
+}
+
+// closeGone records an active entry closed with reason gone: the
+// provider's listings no longer show its sandbox, which an earlier one
+// showed.
+func closeGone(tx reaper.Tx, ent *reaper.Entry, now time.Time) error {
+	ent.State, ent.CloseReason, ent.ClosedAt = reaper.StateClosed, reaper.ReasonGone, now
+	if err := tx.PutEntry(ent); err != nil {
+		return err
+	}
+	return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventClosed, Key: ent.Key(), Session: ent.Session,
+		Reason: reaper.ReasonGone, Detail: "the provider's listings no longer show the sandbox, which an earlier one showed: someone else deleted it"})
 }

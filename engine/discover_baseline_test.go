@@ -272,19 +272,8 @@ func (e *Engine) legacyUntracked(ctx context.Context, provider string, sbs []rea
 			if keepRecord[id] {
 				continue
 			}
-			if err := tx.DeleteUntracked(provider, id); err != nil {
+			if err := forgetUntracked(tx, provider, id, now); err != nil {
 				return err
-			}
-			key := provider + "/" + id
-			if ent, err := tx.Entry(key); err != nil {
-				return err
-			} else if ent == nil || ent.State.Final() {
-				// Not listed any more, rather than tracked now: the
-				// report stops counting its cost.
-				if err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventUntrackedGone, Key: key,
-					Detail: "the provider's listing no longer shows it"}); err != nil {
-					return err
-				}
 			}
 		}
 		return nil
@@ -358,12 +347,7 @@ func (e *Engine) legacyReconcile(ctx context.Context, provider string, sbs []rea
 			if !e.absentBefore(provider, ent.Key(), listed) {
 				continue // the first listing without it
 			}
-			ent.State, ent.CloseReason, ent.ClosedAt = reaper.StateClosed, reaper.ReasonGone, now
-			if err := tx.PutEntry(ent); err != nil {
-				return err
-			}
-			if err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventClosed, Key: ent.Key(), Session: ent.Session,
-				Reason: reaper.ReasonGone, Detail: "the provider's listings no longer show the sandbox, which an earlier one showed: someone else deleted it"}); err != nil {
+			if err := closeGone(tx, ent, now); err != nil {
 				return err
 			}
 			gone = append(gone, ent.Key())

@@ -515,19 +515,8 @@ func (s *scan) forgetUnlisted(ctx context.Context) error {
 		err := s.e.update(ctx, func(tx reaper.Tx) error {
 			now := s.e.now()
 			for _, id := range chunk {
-				if err := tx.DeleteUntracked(s.provider, id); err != nil {
+				if err := forgetUntracked(tx, s.provider, id, now); err != nil {
 					return err
-				}
-				key := s.provider + "/" + id
-				if ent, err := tx.Entry(key); err != nil {
-					return err
-				} else if ent == nil || ent.State.Final() {
-					// Not listed any more, rather than tracked now: the
-					// report stops counting its cost.
-					if err := tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventUntrackedGone, Key: key,
-						Detail: "the provider's listing no longer shows it"}); err != nil {
-						return err
-					}
 				}
 			}
 			return nil
@@ -565,4 +554,20 @@ func (k *keySample) String() string {
 		s += fmt.Sprintf(" and %d more", more)
 	}
 	return s
+}
+
+// forgetUntracked drops the record of an untracked sandbox the listing no
+// longer shows and, unless an entry tracks it now, records it gone, so
+// that the cost report stops counting it.
+func forgetUntracked(tx reaper.Tx, provider, id string, now time.Time) error {
+	if err := tx.DeleteUntracked(provider, id); err != nil {
+		return err
+	}
+	key := provider + "/" + id
+	ent, err := tx.Entry(key)
+	if err != nil || (ent != nil && !ent.State.Final()) {
+		return err
+	}
+	return tx.Append(reaper.AuditEvent{Time: now, Kind: reaper.EventUntrackedGone, Key: key,
+		Detail: "the provider's listing no longer shows it"})
 }
