@@ -499,12 +499,12 @@ func (c *checker) joined(e *reaper.Entry) bool {
 func (c *checker) sessionEntries() {
 	if b := c.bucket(bucketSessionJoins); b != nil {
 		_ = b.ForEach(func(k, _ []byte) error {
-			id, key, ok := parseJoinKey(k)
+			at, id, key, ok := parseJoinKey(k)
 			if !ok {
 				c.bad(bucketSessionJoins, showRaw(k), "malformed key")
 				return nil
 			}
-			jk := fmtTime(time.Unix(0, int64(binary.BigEndian.Uint64(k))).UTC()) + " " + show([]byte(id)) + " " + show([]byte(key))
+			jk := fmtTime(at) + " " + show([]byte(id)) + " " + show([]byte(key))
 			e, found := c.entry(key)
 			switch {
 			case !found:

@@ -490,6 +490,10 @@ func timeKey(t time.Time) uint64 {
 	return uint64(ns)
 }
 
+// keyTime reads the time timeKey wrote at the start of b (at least 8
+// bytes).
+func keyTime(b []byte) time.Time { return time.Unix(0, int64(binary.BigEndian.Uint64(b))).UTC() }
+
 func indexKey(t time.Time, kind reaper.DueKind, key string) []byte {
 	b := make([]byte, 9+len(key))
 	binary.BigEndian.PutUint64(b, timeKey(t))
@@ -503,7 +507,7 @@ func parseIndexKey(k []byte) (at time.Time, kind reaper.DueKind, key string, ok 
 	if len(k) < 9 {
 		return time.Time{}, 0, "", false
 	}
-	return time.Unix(0, int64(binary.BigEndian.Uint64(k))).UTC(), reaper.DueKind(k[8]), string(k[9:]), true
+	return keyTime(k), reaper.DueKind(k[8]), string(k[9:]), true
 }
 
 func encode(v any) ([]byte, error) { return json.Marshal(v) }

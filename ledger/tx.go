@@ -466,7 +466,7 @@ func (t *tx) sessionMembers(id string) ([]member, error) {
 		}
 	}
 	err := t.bucket(bucketSessionJoins).ForEach(func(k, _ []byte) error {
-		if session, key, ok := parseJoinKey(k); ok && session == id {
+		if _, session, key, ok := parseJoinKey(k); ok && session == id {
 			out = append(out, member{key: key, raw: bytes.Clone(k), join: true})
 		}
 		return nil
@@ -495,7 +495,7 @@ func parseMemberKey(k []byte) (session string, registered time.Time, key string,
 	if i <= 0 || len(k) < i+1+8+1 {
 		return "", time.Time{}, "", false
 	}
-	return string(k[:i]), time.Unix(0, int64(binary.BigEndian.Uint64(k[i+1:]))).UTC(), string(k[i+9:]), true
+	return string(k[:i]), keyTime(k[i+1:]), string(k[i+9:]), true
 }
 
 // joinKey is an entry's membership key in session_joins: its registration
@@ -510,12 +510,12 @@ func joinKey(e *reaper.Entry) []byte {
 }
 
 // parseJoinKey splits a join key; ok is false for a malformed one.
-func parseJoinKey(k []byte) (session, key string, ok bool) {
+func parseJoinKey(k []byte) (registered time.Time, session, key string, ok bool) {
 	if len(k) < 8 {
-		return "", "", false
+		return time.Time{}, "", "", false
 	}
 	session, key, ok = strings.Cut(string(k[8:]), "\x00")
-	return session, key, ok && session != "" && key != ""
+	return keyTime(k), session, key, ok && session != "" && key != ""
 }
 
 // joinsCountKey is the key of the counts bucket that counts the joins.
@@ -566,8 +566,8 @@ func fold(btx *bolt.Tx) error {
 	sm := t.bucket(bucketSessionMembers)
 	sm.FillPercent = appendFill // a fold appends to each session's members
 	err := t.bucket(bucketSessionJoins).ForEach(func(k, _ []byte) error {
-		if session, key, ok := parseJoinKey(k); ok {
-			return sm.Put(memberKey(session, time.Unix(0, int64(binary.BigEndian.Uint64(k))), key), nil)
+		if at, session, key, ok := parseJoinKey(k); ok {
+			return sm.Put(memberKey(session, at, key), nil)
 		}
 		return nil
 	})
@@ -1093,7 +1093,7 @@ func (t *tx) Untracked(provider string, fn func(id string, firstSeen time.Time) 
 			// Only a first-seen time: reading it anew costs a little age.
 			continue
 		}
-		if err := fn(string(k[len(prefix):]), time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC()); err != nil {
+		if err := fn(string(k[len(prefix):]), keyTime(v)); err != nil {
 			return err
 		}
 	}
